@@ -1,0 +1,28 @@
+"""Render inputs through a model's chat template.
+
+Plain text is treated as one user message, as in the research, so every input is
+seen by the model in the form it would see it when deployed.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from mup_core.data.dataset import Input, Message
+
+
+def as_dialogue(value: Input) -> list[Message]:
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def render(value: Input, tokenizer, add_generation_prompt: bool = False) -> str:
+    """The exact text the model reads for this input (special tokens included)."""
+    return tokenizer.apply_chat_template(
+        as_dialogue(value), tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+
+
+def render_all(values: Sequence[Input], tokenizer) -> list[str]:
+    return [render(v, tokenizer) for v in values]

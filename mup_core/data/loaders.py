@@ -1,0 +1,163 @@
+"""Read and write datasets in the research's formats (JSONL, CSV) and Parquet.
+
+Errors name the file, the line (1-based, as an editor shows it) and the field, and
+say what to do. Writes are atomic: a temp file renamed into place.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from mup_core.data.dataset import (
+    LABELS,
+    Dataset,
+    DatasetError,
+    decode_input,
+    frame_from_records,
+    is_dialogue,
+)
+
+
+def _check_record(rec: Any, where: str, require_labels: bool) -> dict[str, Any]:
+    if not isinstance(rec, dict):
+        raise DatasetError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    if "inputs" not in rec or rec["inputs"] in (None, "", []):
+        raise DatasetError(f"{where}: field 'inputs' is missing or empty; every record needs the text or dialogue to monitor")
+    value = rec["inputs"]
+    if isinstance(value, str):
+        value = decode_input(value)  # JSON-encoded dialogue -> list
+    if isinstance(value, list) and not is_dialogue(value):
+        raise DatasetError(
+            f"{where}: field 'inputs' is a list but not a dialogue; expected "
+            '[{"role": "user", "content": "..."}, ...]'
+        )
+    if not isinstance(value, (str, list)):
+        raise DatasetError(f"{where}: field 'inputs' must be a string or a list of messages, got {type(value).__name__}")
+    rec = dict(rec)
+    rec["inputs"] = value
+    if "ids" not in rec or rec["ids"] in (None, ""):
+        raise DatasetError(f"{where}: field 'ids' is missing; every record needs a unique id")
+    rec["ids"] = str(rec["ids"])
+    if "labels" in rec or require_labels:
+        label = rec.get("labels")
+        if label not in LABELS:
+            raise DatasetError(
+                f"{where}: field 'labels' has unknown value {label!r}; expected one of {', '.join(LABELS)}"
+            )
+    return rec
+
+
+def _check_unique(ids: list[tuple[str, str]], path: Path) -> None:
+    seen: dict[str, str] = {}
+    for id_, where in ids:
+        if id_ in seen:
+            raise DatasetError(f"{path}: duplicate id {id_!r} at {seen[id_]} and {where}; ids must be unique")
+        seen[id_] = where
+
+
+def read_jsonl_records(path: Path, require_labels: bool = True) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    ids: list[tuple[str, str]] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); fix or remove this line") from None
+            rec = _check_record(rec, where, require_labels)
+            records.append(rec)
+            ids.append((rec["ids"], f"line {lineno}"))
+    _check_unique(ids, path)
+    return records
+
+
+def read_csv_records(path: Path, require_labels: bool = True) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = []
+    ids: list[tuple[str, str]] = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        for row in reader:
+            lineno = reader.line_num
+            where = f"{path}:{lineno}"
+            rec = {k: (None if v == "" else v) for k, v in row.items() if k is not None}
+            for key in ("scale_labels", "scale_label_confidence"):
+                if rec.get(key) is not None:
+                    try:
+                        rec[key] = float(rec[key])
+                    except ValueError:
+                        raise DatasetError(f"{where}: field {key!r} is not a number: {rec[key]!r}") from None
+            rec = _check_record(rec, where, require_labels)
+            records.append(rec)
+            ids.append((rec["ids"], f"line {lineno}"))
+    _check_unique(ids, path)
+    return records
+
+
+def load_dataset(path: str | os.PathLike, name: str | None = None, require_labels: bool = True) -> Dataset:
+    """Load a JSONL, CSV or Parquet dataset in the research's format."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: file not found")
+    name = name or path.stem
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        records = read_jsonl_records(path, require_labels)
+    elif suffix == ".csv":
+        records = read_csv_records(path, require_labels)
+    elif suffix == ".parquet":
+        df = pl.read_parquet(path)
+        records = [_check_record(r, f"{path}: row {i + 1}", require_labels) for i, r in enumerate(df.iter_rows(named=True))]
+        _check_unique([(r["ids"], f"row {i + 1}") for i, r in enumerate(records)], path)
+    else:
+        raise DatasetError(f"{path}: unsupported file type {suffix!r}; use .jsonl, .csv or .parquet")
+    if not records:
+        raise DatasetError(f"{path}: the dataset is empty (no records)")
+    return Dataset(frame_from_records(records, source=str(path)), name)
+
+
+def _atomic_write(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_jsonl(ds: Dataset, path: str | os.PathLike) -> None:
+    """Write in the research's JSONL format (dialogues as message lists)."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for rec in ds.df.iter_rows(named=True):
+                rec["inputs"] = decode_input(rec["inputs"])
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+    _atomic_write(Path(path), write)
+
+
+def dataset_to_parquet_bytes(ds: Dataset) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    ds.df.write_parquet(buf)
+    return buf.getvalue()
+
+
+def dataset_from_parquet_bytes(data: bytes, name: str) -> Dataset:
+    import io
+
+    return Dataset(pl.read_parquet(io.BytesIO(data)), name)

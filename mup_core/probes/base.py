@@ -1,0 +1,139 @@
+"""The probe interface, metadata and save/load.
+
+A probe maps per-token activations of one layer (``RaggedActivations``) to
+P(high-stakes) per example. Every probe saves to a single safetensors file whose
+header holds its metadata (model, layer, probe type, hyper-parameters, training data
+version, training history), so nothing goes through pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from mup_core.activations.ragged import RaggedActivations
+
+
+@dataclass
+class ProbeInfo:
+    """Provenance of a trained probe."""
+
+    model: str = ""
+    layer: int = -1
+    train_inputs_hash: str = ""
+    train_labels_hash: str = ""
+    train_examples: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Probe(ABC):
+    probe_type: ClassVar[str]
+    hyperparameters: dict[str, Any]
+
+    def __init__(self, **hyperparameters: Any) -> None:
+        defaults = self.default_hyperparameters()
+        unknown = set(hyperparameters) - set(defaults)
+        if unknown:
+            raise ValueError(
+                f"{self.probe_type}: unknown hyper-parameters {sorted(unknown)}; known: {sorted(defaults)}"
+            )
+        self.hyperparameters = {**defaults, **hyperparameters}
+        self.info = ProbeInfo()
+        self.history: list[dict[str, float]] = []
+
+    @classmethod
+    def default_hyperparameters(cls) -> dict[str, Any]:
+        return {}
+
+    # -- learning -------------------------------------------------------------
+    @abstractmethod
+    def fit(
+        self,
+        acts: RaggedActivations,
+        labels: np.ndarray,
+        val: tuple[RaggedActivations, np.ndarray] | None = None,
+    ) -> "Probe": ...
+
+    @abstractmethod
+    def predict_proba(self, acts: RaggedActivations) -> np.ndarray:
+        """P(high-stakes) per example, float64 ``(n,)``."""
+
+    # -- persistence ----------------------------------------------------------
+    @abstractmethod
+    def state_tensors(self) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None: ...
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "probe_type": self.probe_type,
+            "hyperparameters": self.hyperparameters,
+            "info": asdict(self.info),
+            "history": self.history,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically to ``path`` (a ``.safetensors`` file)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"mup_probe": json.dumps(self.metadata())})
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    # -- end to end -------------------------------------------------------------
+    def score(self, texts: Sequence[Any], lm=None, batch_tokens: int = 4096) -> np.ndarray:
+        """Score raw texts or dialogues: runs the probe's model, then the probe."""
+        from mup_core.activations.extract import extract_activations
+        from mup_core.models.loading import load_model_cached
+
+        if not self.info.model or self.info.layer < 0:
+            raise ValueError("this probe does not know its model and layer; set probe.info before score()")
+        lm = lm or load_model_cached(self.info.model)
+        result = extract_activations(lm, list(texts), [self.info.layer], batch_tokens=batch_tokens, progress=False)
+        return self.predict_proba(result.layer(self.info.layer))
+
+
+PROBE_TYPES: dict[str, type[Probe]] = {}
+
+
+def register(cls: type[Probe]) -> type[Probe]:
+    PROBE_TYPES[cls.probe_type] = cls
+    return cls
+
+
+def make_probe(probe_type: str, **hyperparameters: Any) -> Probe:
+    try:
+        cls = PROBE_TYPES[probe_type]
+    except KeyError:
+        raise ValueError(f"unknown probe type {probe_type!r}; known: {', '.join(PROBE_TYPES)}") from None
+    return cls(**hyperparameters)
+
+
+def load_probe(path: str | os.PathLike) -> Probe:
+    path = Path(path)
+    with safe_open(str(path), framework="pt") as f:
+        meta = json.loads(f.metadata()["mup_probe"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    probe = make_probe(meta["probe_type"], **meta["hyperparameters"])
+    probe.info = ProbeInfo(**meta["info"])
+    probe.history = meta.get("history", [])
+    probe.load_state_tensors(tensors)
+    return probe
