@@ -1,0 +1,167 @@
+"""The artifact store: a local directory or an S3-compatible bucket, one interface.
+
+Keys are ``/``-separated paths (``activations/smollm2-135m/corpus-test-ab12/meta.safetensors``).
+Local writes go to a temp file and are renamed into place; S3 writes are a single
+PUT, so a reader never sees half an object. ``local_path(key)`` returns a local file
+for reading (the file itself for a local store, a cached download for S3) so that
+safetensors can memory-map it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+
+class ArtifactStore(ABC):
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes: ...
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str) -> list[str]: ...
+
+    @abstractmethod
+    def local_path(self, key: str) -> Path: ...
+
+    @abstractmethod
+    def uri(self, key: str) -> str: ...
+
+    def put_file(self, key: str, path: str | os.PathLike) -> None:
+        self.put_bytes(key, Path(path).read_bytes())
+
+    def put_dir(self, prefix: str, directory: str | os.PathLike) -> list[str]:
+        """Upload every file of ``directory`` under ``prefix``; the marker file goes last
+        (``_COMPLETE``), so a reader that checks it never trusts a partial upload."""
+        directory = Path(directory)
+        keys = []
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            key = f"{prefix}/{path.relative_to(directory).as_posix()}"
+            self.put_file(key, path)
+            keys.append(key)
+        self.put_bytes(f"{prefix}/_COMPLETE", b"\n".join(k.encode() for k in keys))
+        return keys
+
+    def dir_complete(self, prefix: str) -> bool:
+        return self.exists(f"{prefix}/_COMPLETE")
+
+
+class LocalStore(ArtifactStore):
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root not in path.parents and path != self.root:
+            raise ValueError(f"artifact key {key!r} escapes the store root {self.root}")
+        return path
+
+    def put_bytes(self, key, data):
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def put_file(self, key, path):
+        self.put_bytes(key, Path(path).read_bytes())
+
+    def get_bytes(self, key):
+        path = self._path(key)
+        if not path.exists():
+            raise FileNotFoundError(f"artifact {key!r} not found in {self.root}")
+        return path.read_bytes()
+
+    def exists(self, key):
+        return self._path(key).exists()
+
+    def list(self, prefix):
+        base = self._path(prefix)
+        if not base.exists():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file() and not p.name.startswith(".")
+        )
+
+    def local_path(self, key):
+        path = self._path(key)
+        if not path.exists():
+            raise FileNotFoundError(f"artifact {key!r} not found in {self.root}")
+        return path
+
+    def uri(self, key):
+        return str(self._path(key))
+
+
+class S3Store(ArtifactStore):
+    """An S3-compatible bucket (AWS, Cloudflare R2, MinIO) through a boto3 client."""
+
+    def __init__(self, client, bucket: str, prefix: str = "", cache_dir: str | os.PathLike | None = None):
+        from mup_core.paths import mup_home
+
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.cache_dir = Path(cache_dir or mup_home() / "s3-cache")
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def put_bytes(self, key, data):
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get_bytes(self, key):
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except self.client.exceptions.NoSuchKey:
+            raise FileNotFoundError(f"artifact {self.uri(key)} not found") from None
+
+    def exists(self, key):
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def list(self, prefix):
+        keys = []
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+            keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        return sorted(keys)
+
+    def local_path(self, key):
+        head = self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        tag = hashlib.sha256(f"{self.bucket}/{self._key(key)}/{head['ETag']}".encode()).hexdigest()[:16]
+        path = self.cache_dir / tag / Path(key).name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent)
+            os.close(fd)
+            try:
+                self.client.download_file(self.bucket, self._key(key), tmp)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        return path
+
+    def uri(self, key):
+        return f"s3://{self.bucket}/{self._key(key)}"
