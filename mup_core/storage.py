@@ -33,6 +33,9 @@ class ArtifactStore(ABC):
     def local_path(self, key: str) -> Path: ...
 
     @abstractmethod
+    def size(self, key: str) -> int: ...
+
+    @abstractmethod
     def uri(self, key: str) -> str: ...
 
     def put_file(self, key: str, path: str | os.PathLike) -> None:
@@ -102,6 +105,9 @@ class LocalStore(ArtifactStore):
             raise FileNotFoundError(f"artifact {key!r} not found in {self.root}")
         return path
 
+    def size(self, key):
+        return self.local_path(key).stat().st_size
+
     def uri(self, key):
         return str(self._path(key))
 
@@ -162,6 +168,9 @@ class S3Store(ArtifactStore):
                 if os.path.exists(tmp):
                     os.unlink(tmp)
         return path
+
+    def size(self, key):
+        return int(self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"])
 
     def uri(self, key):
         return f"s3://{self.bucket}/{self._key(key)}"

@@ -136,7 +136,7 @@ class TorchSequenceProbe(Probe):
                 loss.backward()
                 opt.step()
                 sched.step()
-                total += float(loss) * len(idx)
+                total += loss.item() * len(idx)
             val_auroc = safe_auroc(val_y, self._logits(val_acts))
             self.history.append({"epoch": epoch, "train_loss": total / len(y), "val_auroc": val_auroc})
             if val_auroc > best_auroc:

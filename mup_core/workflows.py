@@ -1,0 +1,254 @@
+"""The steps of the probe pipeline over an artifact store.
+
+Each Dagster asset body calls one of these and records metadata; they are plain
+functions, unit-tested without Dagster. Storage keys:
+
+```
+datasets/<name>/<inputs_hash[:12]>-<labels_hash[:12]>.parquet
+activations/<model>/<dataset>-<cache_key[:16]>/{meta,layer_NNN}.safetensors
+probes/<model>/layer_NNN/<probe_type>.safetensors
+metrics/<model>/layer_NNN.parquet
+```
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import polars as pl
+
+from mup_core.activations import (
+    META_FILE,
+    activation_cache_key,
+    extract_activations,
+    layer_file,
+    load_layer_files,
+    read_header,
+    save_activations,
+)
+from mup_core.activations.ragged import RaggedActivations
+from mup_core.data.dataset import Dataset
+from mup_core.data.loaders import dataset_from_parquet_bytes, dataset_to_parquet_bytes
+from mup_core.evaluation.metrics import compute_metrics
+from mup_core.probes import load_probe, train_probe
+from mup_core.storage import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+
+# -- datasets ------------------------------------------------------------------
+@dataclass(frozen=True)
+class DatasetRef:
+    name: str
+    key: str
+    rows: int
+    inputs_hash: str
+    labels_hash: str
+    label_counts: dict
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def store_dataset(store: ArtifactStore, ds: Dataset) -> DatasetRef:
+    key = f"datasets/{ds.name}/{ds.inputs_hash[:12]}-{ds.labels_hash[:12]}.parquet"
+    if not store.exists(key):
+        store.put_bytes(key, dataset_to_parquet_bytes(ds))
+    return DatasetRef(ds.name, key, len(ds), ds.inputs_hash, ds.labels_hash, ds.label_counts())
+
+
+def load_stored_dataset(store: ArtifactStore, ref: DatasetRef | Mapping) -> Dataset:
+    ref = ref if isinstance(ref, DatasetRef) else DatasetRef(**ref)
+    return dataset_from_parquet_bytes(store.get_bytes(ref.key), ref.name)
+
+
+# -- activations ---------------------------------------------------------------
+@dataclass(frozen=True)
+class ActivationRef:
+    model: str
+    dataset: str
+    prefix: str
+    layers: tuple[int, ...]
+    inputs_hash: str
+    tokens: int
+    reused: bool = False
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["layers"] = list(self.layers)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "ActivationRef":
+        return cls(**{**d, "layers": tuple(d["layers"])})
+
+
+def activations_for_datasets(
+    store: ArtifactStore,
+    lm,
+    datasets: Mapping[str, Dataset],
+    layers: Sequence[int],
+    *,
+    batch_tokens: int = 4096,
+    storage_dtype: str = "bfloat16",
+    on_batch: Callable[[str, int, int], None] | None = None,
+) -> tuple[dict[str, ActivationRef], dict[str, dict]]:
+    """Extract (or reuse) activations for each dataset. Returns refs and per-dataset stats.
+
+    Reuse is by content: the key covers the model, the dataset's input text, the
+    layers, the truncation length, the chat template and the storage dtype.
+    """
+    import torch
+
+    layers = sorted({int(x) for x in layers})
+    refs: dict[str, ActivationRef] = {}
+    stats: dict[str, dict] = {}
+    for name, ds in datasets.items():
+        key = activation_cache_key(
+            lm.slug, ds.inputs_hash, layers, lm.spec.max_length, storage_dtype, lm.tokenizer.chat_template
+        )
+        prefix = f"activations/{lm.slug}/{name}-{key[:16]}"
+        reused = store.dir_complete(prefix)
+        if not reused:
+            result = extract_activations(
+                lm,
+                ds.inputs,
+                layers,
+                batch_tokens=batch_tokens,
+                storage_dtype=getattr(torch, storage_dtype),
+                on_batch=(lambda done, total, _n=name: on_batch(_n, done, total)) if on_batch else None,
+            )
+            with tempfile.TemporaryDirectory() as tmp:
+                save_activations(
+                    result,
+                    f"{tmp}/acts",
+                    {"model": lm.slug, "dataset": name, "inputs_hash": ds.inputs_hash, "cache_key": key,
+                     "ids": ds.ids, "dtype": storage_dtype},
+                )
+                store.put_dir(prefix, f"{tmp}/acts")
+            stats[name] = result.stats
+        else:
+            stats[name] = read_header(store.local_path(f"{prefix}/{META_FILE}"))["stats"]
+        header = read_header(store.local_path(f"{prefix}/{META_FILE}"))
+        refs[name] = ActivationRef(lm.slug, name, prefix, tuple(layers), ds.inputs_hash, header["tokens"], reused)
+    return refs, stats
+
+
+def load_activations(store: ArtifactStore, ref: ActivationRef | Mapping, layer: int) -> RaggedActivations:
+    ref = ref if isinstance(ref, ActivationRef) else ActivationRef.from_dict(ref)
+    if layer not in ref.layers:
+        raise KeyError(
+            f"layer {layer} of {ref.model} was not extracted for {ref.dataset} (have {list(ref.layers)}); "
+            "add it to the activations asset's `layers` config and re-materialise it"
+        )
+    return load_layer_files(store.local_path(f"{ref.prefix}/{META_FILE}"), store.local_path(f"{ref.prefix}/{layer_file(layer)}"))
+
+
+# -- probes --------------------------------------------------------------------
+def probe_key(model: str, layer: int, probe_type: str) -> str:
+    return f"probes/{model}/layer_{int(layer):03d}/{probe_type}.safetensors"
+
+
+def train_layer_probes(
+    store: ArtifactStore,
+    *,
+    model: str,
+    layer: int,
+    train: tuple[Dataset, ActivationRef | Mapping],
+    val: tuple[Dataset, ActivationRef | Mapping] | None,
+    probe_types: Sequence[str],
+    hyperparameters: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, dict]:
+    """Train every probe type on one layer; returns {probe_type: summary}."""
+    hyperparameters = hyperparameters or {}
+    train_ds, train_ref = train
+    train_ds = train_ds.unambiguous()
+    train_acts = load_activations(store, train_ref, layer)
+    # activations are stored in dataset order; `unambiguous` may have dropped rows
+    keep = _row_positions(train[0], train_ds)
+    train_acts = train_acts if len(keep) == len(train[0]) else train_acts.subset(keep)
+    val_pair = None
+    if val is not None:
+        val_ds = val[0].unambiguous()
+        val_acts = load_activations(store, val[1], layer)
+        keep_v = _row_positions(val[0], val_ds)
+        val_acts = val_acts if len(keep_v) == len(val[0]) else val_acts.subset(keep_v)
+        val_pair = (val_acts, val_ds.label_array())
+    out: dict[str, dict] = {}
+    for probe_type in probe_types:
+        probe = train_probe(
+            probe_type,
+            (train_acts, train_ds.label_array()),
+            val_pair,
+            model=model,
+            layer=layer,
+            train_inputs_hash=train_ds.inputs_hash,
+            train_labels_hash=train_ds.labels_hash,
+            hyperparameters=dict(hyperparameters.get(probe_type, {})),
+        )
+        key = probe_key(model, layer, probe_type)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = probe.save(f"{tmp}/probe.safetensors")
+            store.put_file(key, path)
+        summary = {"key": key, "probe_type": probe_type, "train_examples": len(train_ds)}
+        if val_pair is not None:
+            summary["val_auroc"] = compute_metrics(val_pair[1], probe.predict_proba(val_pair[0])).auroc
+        out[probe_type] = summary
+    return out
+
+
+def _row_positions(full: Dataset, part: Dataset) -> list[int]:
+    where = {id_: i for i, id_ in enumerate(full.ids)}
+    return [where[i] for i in part.ids]
+
+
+# -- evaluation ----------------------------------------------------------------
+def evaluate_layer_probes(
+    store: ArtifactStore,
+    *,
+    model: str,
+    layer: int,
+    probe_keys: Mapping[str, str],
+    eval_sets: Mapping[str, tuple[Dataset, ActivationRef | Mapping]],
+) -> pl.DataFrame:
+    """Metrics of every probe on every evaluation set (ambiguous rows excluded)."""
+    rows = []
+    probes = {t: load_probe(store.local_path(k)) for t, k in probe_keys.items()}
+    for name, (ds, ref) in eval_sets.items():
+        clear = ds.unambiguous()
+        if len(clear) == 0 or len(set(clear.labels)) < 2:
+            log.warning("skipping %s: needs both labels", name)
+            continue
+        acts = load_activations(store, ref, layer)
+        keep = _row_positions(ds, clear)
+        acts = acts if len(keep) == len(ds) else acts.subset(keep)
+        y = clear.label_array()
+        for probe_type, probe in probes.items():
+            m = compute_metrics(y, probe.predict_proba(acts))
+            rows.append({"model": model, "layer": int(layer), "probe_type": probe_type, "dataset": name, **m.as_dict()})
+    return pl.DataFrame(rows)
+
+
+def metrics_key(model: str, layer: int) -> str:
+    return f"metrics/{model}/layer_{int(layer):03d}.parquet"
+
+
+def collect_metrics(store: ArtifactStore, model: str) -> pl.DataFrame:
+    """Every stored per-layer metrics table of ``model``, concatenated."""
+    import io
+
+    keys = [k for k in store.list(f"metrics/{model}/") if k.endswith(".parquet")]
+    if not keys:
+        return pl.DataFrame()
+    return pl.concat([pl.read_parquet(io.BytesIO(store.get_bytes(k))) for k in keys], how="diagonal_relaxed")
+
+
+def metrics_markdown(df: pl.DataFrame, columns: Sequence[str] = ("layer", "probe_type", "dataset", "auroc", "accuracy", "tpr_at_1pct_fpr")) -> str:
+    cols = [c for c in columns if c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in df.select(cols).iter_rows():
+        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines)

@@ -1,0 +1,344 @@
+"""High-stakes probe assets: corpus -> splits -> activations -> probes -> metrics -> report.
+
+Asset bodies stay thin: they call ``mup_core.workflows`` and record metadata.
+Heavy imports (torch, transformers) happen inside the bodies so that loading the
+definitions stays fast.
+"""
+
+
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from mup_core.models.registry import get_spec
+from mup_dagster.metadata import image_markdown, label_balance
+from mup_dagster.partitions import by_model, model_layer_partitions, model_partitions
+from mup_dagster.resources import ArtifactStoreResource
+
+GROUP = "probes"
+
+
+def _dataset_metadata(ds, ref) -> dict:
+    meta = {
+        "rows": dg.MetadataValue.int(len(ds)),
+        "label_balance": label_balance(ds.label_counts()),
+        "inputs_hash": ref.inputs_hash[:16],
+        "labels_hash": ref.labels_hash[:16],
+        "key": ref.key,
+    }
+    for column in ("domain", "language", "format"):
+        if column in ds.df.columns:
+            counts = ds.df[column].value_counts()
+            meta[f"by_{column}"] = dg.MetadataValue.json({str(r[column]): int(r["count"]) for r in counts.iter_rows(named=True)})
+    return meta
+
+
+@dg.asset(group_name=GROUP, kinds={"polars"})
+def stakes_corpus(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> dg.Output[dict]:
+    """The embedded high-/low-stakes corpus (minimal pairs written by the team)."""
+    from mup_core.corpus import load_embedded_corpus
+    from mup_core.workflows import store_dataset
+
+    ds = load_embedded_corpus()
+    ref = store_dataset(artifact_store.get_store(), ds)
+    return dg.Output(
+        ref.as_dict(),
+        metadata=_dataset_metadata(ds, ref),
+        data_version=dg.DataVersion(f"{ref.inputs_hash[:16]}-{ref.labels_hash[:16]}"),
+    )
+
+
+class SplitConfig(dg.Config):
+    seed: int = 0
+    train: float = 0.7
+    val: float = 0.1
+    test: float = 0.2
+
+
+@dg.asset(group_name=GROUP, kinds={"polars"})
+def corpus_splits(
+    context: dg.AssetExecutionContext, config: SplitConfig, artifact_store: ArtifactStoreResource, stakes_corpus: dict
+) -> dict:
+    """Seeded train/val/test splits of the corpus; a high/low pair never straddles splits."""
+    from mup_core.data.splits import split_dataset
+    from mup_core.workflows import load_stored_dataset, store_dataset
+
+    store = artifact_store.get_store()
+    ds = load_stored_dataset(store, stakes_corpus)
+    splits = split_dataset(ds, {"train": config.train, "val": config.val, "test": config.test}, seed=config.seed)
+    refs = {name: store_dataset(store, part) for name, part in splits.items()}
+    context.add_output_metadata(
+        {
+            **{f"{name}_rows": dg.MetadataValue.int(ref.rows) for name, ref in refs.items()},
+            **{f"{name}_labels": label_balance(ref.label_counts) for name, ref in refs.items()},
+        }
+    )
+    return {name: ref.as_dict() for name, ref in refs.items()}
+
+
+class EvalDatasetsConfig(dg.Config):
+    files: list[str] = Field(
+        default_factory=list,
+        description="JSONL/CSV files in the research format to evaluate on, e.g. ../shared/data/mup/dev/mt_dev_balanced.jsonl",
+    )
+    include_corpus_test: bool = True
+
+
+@dg.asset(group_name=GROUP, kinds={"polars"})
+def eval_datasets(
+    context: dg.AssetExecutionContext,
+    config: EvalDatasetsConfig,
+    artifact_store: ArtifactStoreResource,
+    corpus_splits: dict,
+) -> dict:
+    """Evaluation sets: the corpus's held-out test split plus any files named in config."""
+    from pathlib import Path
+
+    from mup_core.data.loaders import load_dataset
+    from mup_core.workflows import DatasetRef, store_dataset
+
+    store = artifact_store.get_store()
+    out: dict[str, dict] = {}
+    if config.include_corpus_test:
+        out["corpus-test"] = {**corpus_splits["test"], "name": "corpus-test"}
+    for file in config.files:
+        ds = load_dataset(file)  # raises DatasetError naming file, line and field
+        if ds.name in out:
+            raise dg.Failure(f"eval_datasets: two evaluation sets are named {ds.name!r}; rename {file}")
+        ref = store_dataset(store, ds)
+        out[ds.name] = ref.as_dict()
+        context.log.info(f"loaded {Path(file).name}: {len(ds)} rows {ds.label_counts()}")
+    if not out:
+        raise dg.Failure("eval_datasets: nothing to evaluate on; set include_corpus_test or add files")
+    context.add_output_metadata(
+        {
+            "datasets": dg.MetadataValue.json({n: {"rows": r["rows"], "labels": r["label_counts"]} for n, r in out.items()}),
+            "count": len(out),
+        }
+    )
+    return out
+
+
+class ActivationsConfig(dg.Config):
+    layers: Optional[list[int]] = Field(default=None, description="layers to keep; default: the model's probe layers")
+    batch_tokens: int = Field(default=4096, description="padded tokens per forward pass")
+    storage_dtype: str = Field(default="bfloat16", description="bfloat16 or float16")
+
+
+@dg.asset(group_name=GROUP, partitions_def=model_partitions, kinds={"pytorch", "safetensors"})
+def activations(
+    context: dg.AssetExecutionContext,
+    config: ActivationsConfig,
+    artifact_store: ArtifactStoreResource,
+    corpus_splits: dict,
+    eval_datasets: dict,
+) -> dict:
+    """Residual-stream activations of one model at its probe layers, for every dataset.
+
+    One forward pass per batch serves all layers; stored unpadded in safetensors, one
+    file per layer; reused when model, input text and layers are unchanged.
+    """
+    from mup_core.models.loading import load_model
+    from mup_core.workflows import activations_for_datasets, load_stored_dataset
+
+    slug = context.partition_key
+    spec = get_spec(slug)
+    layers = sorted(config.layers or spec.default_layers)
+    store = artifact_store.get_store()
+    datasets = {"train": corpus_splits["train"], "val": corpus_splits["val"], **eval_datasets}
+    loaded = {name: load_stored_dataset(store, ref).with_name(name) for name, ref in datasets.items()}
+    context.log.info(f"loading {slug} ({spec.source})")
+    lm = load_model(slug)
+    context.log.info(f"{slug} on {lm.device} in {lm.dtype}; layers {layers}")
+
+    def progress(name: str, done: int, total: int) -> None:
+        if done == total or done % max(1, total // 5) == 0:
+            context.log.info(f"{name}: batch {done}/{total}")
+
+    refs, stats = activations_for_datasets(
+        store, lm, loaded, layers, batch_tokens=config.batch_tokens, storage_dtype=config.storage_dtype, on_batch=progress
+    )
+    bytes_stored = sum(store.size(k) for ref in refs.values() for k in store.list(ref.prefix + "/"))
+    tokens = sum(r.tokens for r in refs.values())
+    context.add_output_metadata(
+        {
+            "model": slug,
+            "layers": dg.MetadataValue.json(layers),
+            "tokens": dg.MetadataValue.int(tokens),
+            "bytes": dg.MetadataValue.int(bytes_stored),
+            "datasets": dg.MetadataValue.json(
+                {
+                    n: {
+                        "tokens": r.tokens,
+                        "reused": r.reused,
+                        "tokens_per_second": round(stats[n].get("tokens_per_second", 0.0), 1),
+                        "padding_efficiency": round(stats[n].get("padding_efficiency", 1.0), 3),
+                    }
+                    for n, r in refs.items()
+                }
+            ),
+            "reused": dg.MetadataValue.bool(all(r.reused for r in refs.values())),
+        }
+    )
+    return {name: ref.as_dict() for name, ref in refs.items()}
+
+
+def _layer_and_model(context: dg.AssetExecutionContext) -> tuple[int, str]:
+    keys = context.partition_key.keys_by_dimension
+    layer, model = int(keys["layer"]), keys["model"]
+    spec = get_spec(model)
+    if layer >= spec.num_layers:
+        raise dg.Failure(
+            f"partition {context.partition_key}: {model} has only {spec.num_layers} layers; "
+            f"its probe layers are {list(spec.default_layers)}"
+        )
+    return layer, model
+
+
+class ProbesConfig(dg.Config):
+    probe_types: list[str] = Field(
+        default_factory=lambda: ["logistic_regression", "difference_of_means", "attention", "softmax"],
+        description="probe types to train (see mup_core.probes.PROBE_TYPES)",
+    )
+    hyperparameters: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="per probe type overrides, e.g. {'attention': {'lr': 0.001}}"
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=model_layer_partitions,
+    ins={"activations": dg.AssetIn(partition_mapping=by_model)},
+    kinds={"pytorch", "scikitlearn"},
+)
+def probes(
+    context: dg.AssetExecutionContext,
+    config: ProbesConfig,
+    artifact_store: ArtifactStoreResource,
+    corpus_splits: dict,
+    activations: dict,
+) -> dict:
+    """Probes of every configured type for one model x layer, trained on the corpus train
+    split with early stopping on its validation split."""
+    from mup_core.probes import PROBE_TYPES
+    from mup_core.workflows import load_stored_dataset, train_layer_probes
+
+    layer, model = _layer_and_model(context)
+    unknown = [t for t in config.probe_types if t not in PROBE_TYPES]
+    if unknown:
+        raise dg.Failure(f"probes: unknown probe types {unknown}; known: {sorted(PROBE_TYPES)}")
+    store = artifact_store.get_store()
+    train_ds = load_stored_dataset(store, corpus_splits["train"])
+    val_ds = load_stored_dataset(store, corpus_splits["val"])
+    try:
+        trained = train_layer_probes(
+            store,
+            model=model,
+            layer=layer,
+            train=(train_ds, activations["train"]),
+            val=(val_ds, activations["val"]),
+            probe_types=config.probe_types,
+            hyperparameters=config.hyperparameters,
+        )
+    except KeyError as exc:
+        raise dg.Failure(str(exc.args[0])) from exc
+    context.add_output_metadata(
+        {
+            "train_examples": dg.MetadataValue.int(len(train_ds)),
+            "val_auroc": dg.MetadataValue.json({t: round(s.get("val_auroc", float("nan")), 4) for t, s in trained.items()}),
+            "train_labels_hash": train_ds.labels_hash[:16],
+            "keys": dg.MetadataValue.json({t: s["key"] for t, s in trained.items()}),
+        }
+    )
+    return trained
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=model_layer_partitions,
+    ins={"activations": dg.AssetIn(partition_mapping=by_model)},
+    kinds={"polars"},
+)
+def probe_metrics(
+    context: dg.AssetExecutionContext,
+    artifact_store: ArtifactStoreResource,
+    probes: dict,
+    eval_datasets: dict,
+    activations: dict,
+) -> dict:
+    """AUROC, accuracy, TPR at 1% FPR, Brier and ECE of each probe on each eval set."""
+    import io
+
+    from mup_core.workflows import evaluate_layer_probes, load_stored_dataset, metrics_key, metrics_markdown
+
+    layer, model = _layer_and_model(context)
+    store = artifact_store.get_store()
+    missing = [name for name in eval_datasets if name not in activations]
+    if missing:
+        raise dg.Failure(
+            f"probe_metrics: no activations of {model} for {missing}; re-materialise `activations` "
+            f"for partition {model} after changing eval_datasets"
+        )
+    eval_sets = {name: (load_stored_dataset(store, ref), activations[name]) for name, ref in eval_datasets.items()}
+    table = evaluate_layer_probes(
+        store, model=model, layer=layer, probe_keys={t: s["key"] for t, s in probes.items()}, eval_sets=eval_sets
+    )
+    buf = io.BytesIO()
+    table.write_parquet(buf)
+    key = metrics_key(model, layer)
+    store.put_bytes(key, buf.getvalue())
+    best = table.sort("auroc", descending=True).row(0, named=True) if table.height else {}
+    context.add_output_metadata(
+        {
+            "table": dg.MetadataValue.md(metrics_markdown(table)),
+            "mean_auroc": dg.MetadataValue.float(float(table["auroc"].mean())) if table.height else 0.0,
+            "best": dg.MetadataValue.json({k: best[k] for k in ("probe_type", "dataset", "auroc")} if best else {}),
+            "key": key,
+        }
+    )
+    return {"key": key, "rows": table.height}
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=model_partitions,
+    deps=[dg.AssetDep("probe_metrics", partition_mapping=by_model)],
+    kinds={"matplotlib"},
+)
+def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> dict:
+    """All layers of one model: the metrics table and the AUROC-by-layer figure."""
+    import io
+
+    from mup_core.figures import auroc_by_layer
+    from mup_core.workflows import collect_metrics, metrics_markdown
+
+    model = context.partition_key
+    store = artifact_store.get_store()
+    table = collect_metrics(store, model)
+    if table.height == 0:
+        raise dg.Failure(f"probe_report: no probe metrics stored for {model}; materialise probe_metrics first")
+    table = table.sort("dataset", "probe_type", "layer")
+    png = auroc_by_layer(table, f"{model}: probe AUROC by layer")
+    fig_key = f"figures/{model}/auroc_by_layer.png"
+    store.put_bytes(fig_key, png)
+    buf = io.BytesIO()
+    table.write_parquet(buf)
+    table_key = f"reports/{model}/probe_metrics.parquet"
+    store.put_bytes(table_key, buf.getvalue())
+    pivot = table.group_by("probe_type", "layer").agg(
+        auroc=__import__("polars").col("auroc").mean()
+    ).sort("probe_type", "layer")
+    context.add_output_metadata(
+        {
+            "figure": image_markdown(png, "AUROC by layer"),
+            "figure_path": dg.MetadataValue.path(store.uri(fig_key)),
+            "table": dg.MetadataValue.md(metrics_markdown(table)),
+            "layers": dg.MetadataValue.json(sorted(set(table["layer"].to_list()))),
+            "best_auroc": dg.MetadataValue.float(float(table["auroc"].max())),
+            "mean_auroc_by_probe": dg.MetadataValue.json(
+                {t: round(float(a), 4) for t, a in pivot.group_by("probe_type").agg(a=__import__("polars").col("auroc").mean()).iter_rows()}
+            ),
+        }
+    )
+    return {"figure": fig_key, "table": table_key, "rows": table.height}
