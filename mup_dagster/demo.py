@@ -1,0 +1,82 @@
+"""`make demo`: materialise the whole default graph for one model and print the result.
+
+Runs the same assets as the UI, against the Dagster instance in ``$DAGSTER_HOME``,
+so every run and materialisation is visible afterwards in ``make ui``.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import dagster as dg
+import polars as pl
+
+from mup_core.models.registry import DEFAULT_MODEL, get_spec
+from mup_dagster import assets_probes
+from mup_dagster.definitions import defs
+from mup_dagster.partitions import layer_model_key
+
+ASSETS = dg.load_assets_from_modules([assets_probes])
+
+
+def _run(instance, selection, partition_key=None, run_config=None):
+    started = time.perf_counter()
+    result = dg.materialize(
+        ASSETS,
+        selection=selection,
+        partition_key=partition_key,
+        resources=defs.resources,
+        instance=instance,
+        run_config=run_config or {},
+        raise_on_error=True,
+    )
+    label = f"{','.join(selection)}" + (f" [{partition_key}]" if partition_key else "")
+    print(f"  materialised {label} in {time.perf_counter() - started:.1f}s", flush=True)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--layers", type=int, nargs="*", help="default: the model's probe layers")
+    parser.add_argument("--eval-file", action="append", default=[], help="extra JSONL/CSV evaluation file")
+    args = parser.parse_args(argv)
+
+    if not os.environ.get("DAGSTER_HOME"):
+        print("DAGSTER_HOME is not set; run through `make demo` or export it first", file=sys.stderr)
+        return 2
+    spec = get_spec(args.model)
+    layers = args.layers or list(spec.default_layers)
+    bad = [layer for layer in layers if layer not in spec.default_layers]
+    if bad:
+        print(f"layers {bad} are not probe layers of {spec.slug} ({list(spec.default_layers)})", file=sys.stderr)
+        return 2
+    instance = dg.DagsterInstance.get()
+    t0 = time.perf_counter()
+    print(f"mup demo: {spec.slug}, layers {layers}, DAGSTER_HOME={os.environ['DAGSTER_HOME']}", flush=True)
+    eval_config = {"ops": {"eval_datasets": {"config": {"files": [os.path.abspath(f) for f in args.eval_file]}}}}
+    _run(instance, ["stakes_corpus", "corpus_splits", "eval_datasets"], run_config=eval_config)
+    _run(instance, ["activations"], spec.slug)
+    for layer in layers:
+        _run(instance, ["probes", "probe_metrics"], layer_model_key(layer, spec.slug))
+    result = _run(instance, ["probe_report"], spec.slug)
+
+    from mup_core.workflows import collect_metrics
+
+    store = defs.resources["artifact_store"].get_store()
+    table = collect_metrics(store, spec.slug).filter(pl.col("layer").is_in(layers))
+    report = result.output_for_node("probe_report")
+    with_cols = table.select("dataset", "layer", "probe_type", "auroc", "accuracy", "tpr_at_1pct_fpr").sort(
+        "dataset", "probe_type", "layer"
+    )
+    with pl.Config(tbl_rows=200, tbl_hide_dataframe_shape=True, float_precision=3):
+        print(with_cols)
+    print(f"\nfigure: {store.uri(report['figure'])}")
+    print(f"table:  {store.uri(report['table'])}")
+    print(f"done in {time.perf_counter() - t0:.0f}s. Open the UI with `make ui` (http://127.0.0.1:3000).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
