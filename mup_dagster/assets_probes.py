@@ -95,6 +95,7 @@ def eval_datasets(
     """Evaluation sets: the corpus's held-out test split plus any files named in config."""
     from pathlib import Path
 
+    from mup_core.data.dataset import DatasetError
     from mup_core.data.loaders import load_dataset
     from mup_core.workflows import DatasetRef, store_dataset
 
@@ -103,7 +104,10 @@ def eval_datasets(
     if config.include_corpus_test:
         out["corpus-test"] = {**corpus_splits["test"], "name": "corpus-test"}
     for file in config.files:
-        ds = load_dataset(file)  # raises DatasetError naming file, line and field
+        try:
+            ds = load_dataset(file)
+        except DatasetError as exc:  # names file, line and field; nothing is stored
+            raise dg.Failure(description=str(exc)) from None
         if ds.name in out:
             raise dg.Failure(f"eval_datasets: two evaluation sets are named {ds.name!r}; rename {file}")
         ref = store_dataset(store, ds)

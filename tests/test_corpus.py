@@ -42,7 +42,7 @@ def test_corpus_shares_no_sentence_with_reference_data(shared_data):
 def test_parser_errors_name_file_and_line():
     import pytest
 
-    with pytest.raises(DatasetError, match=r"x\.txt:3: expected 'H:'"):
+    with pytest.raises(DatasetError, match=r"x\.txt:4: expected 'H:'"):
         parse_pairs("H: a\nL: b\n\nnonsense\n", "x", "x.txt")
     with pytest.raises(DatasetError, match=r"x\.txt:1: the pair has no L side"):
         parse_pairs("H: only high\n", "x", "x.txt")

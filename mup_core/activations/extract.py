@@ -76,14 +76,21 @@ def tokenize_inputs(lm: LoadedModel, inputs: Sequence[Input], max_length: int | 
     return [ids[:max_length] for ids in enc], truncated
 
 
-def length_batches(lengths: Sequence[int], batch_tokens: int, max_batch_size: int = 64) -> list[list[int]]:
-    """Indices grouped longest-first so each padded batch holds at most ``batch_tokens``."""
+def length_batches(
+    lengths: Sequence[int], batch_tokens: int, max_batch_size: int = 64, min_fill: float = 0.6
+) -> list[list[int]]:
+    """Indices grouped longest-first so each padded batch holds at most ``batch_tokens``.
+
+    A sequence shorter than ``min_fill`` x the batch's longest starts a new batch, so
+    no example is padded to much more than its own length.
+    """
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     batches: list[list[int]] = []
     current: list[int] = []
     for i in order:
         longest = lengths[current[0]] if current else lengths[i]
-        if current and ((len(current) + 1) * longest > batch_tokens or len(current) >= max_batch_size):
+        full = (len(current) + 1) * longest > batch_tokens or len(current) >= max_batch_size
+        if current and (full or lengths[i] < min_fill * longest):
             batches.append(current)
             current = []
         current.append(i)

@@ -195,8 +195,9 @@ def load_tokenizer(slug: str):
 
 
 def _unavailable(spec: ModelSpec, exc: Exception) -> ModelUnavailableError:
+    reason = " ".join(str(exc).split())[:300]
     return ModelUnavailableError(
-        f"cannot load {spec.slug!r} ({spec.source}): {exc.__class__.__name__}: {str(exc)[:300]}. "
+        f"cannot load {spec.slug!r} ({spec.source}): {exc.__class__.__name__}: {reason} "
         "The weights are not reachable from this machine. Download them into the Hugging Face "
         "cache (HF_HOME) on a machine with hub access and a token that has accepted the "
         "model's licence (HF_TOKEN), or use the embedded default `smollm2-135m`."

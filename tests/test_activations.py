@@ -1,0 +1,122 @@
+import numpy as np
+import pytest
+import torch
+
+from mup_core.activations import (
+    RaggedActivations,
+    activation_cache_key,
+    extract_activations,
+    layer_file,
+    length_batches,
+    load_layer,
+    read_header,
+    save_activations,
+)
+from mup_core.data import render
+
+TEXTS = [
+    "Short one.",
+    [{"role": "system", "content": "You are a triage nurse."}, {"role": "user", "content": "My chest hurts and my left arm is numb."}],
+    "A somewhat longer prompt about booking a table for four people at an Italian restaurant on Friday evening.",
+    "Hallo, wie geht's?",
+]
+
+
+def _reference_hidden(lm, value, layer):
+    ids = lm.tokenizer(render(value, lm.tokenizer), add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        out = lm.model(**ids, output_hidden_states=True)
+    return out.hidden_states[layer + 1][0]
+
+
+def test_extraction_matches_unbatched_forward_at_every_layer(tiny):
+    result = extract_activations(tiny, TEXTS, [0, 2, 3], batch_tokens=256, storage_dtype=torch.float32, progress=False)
+    assert sorted(result.layers) == [0, 2, 3]
+    for layer in (0, 2):  # the last layer's hidden_states[-1] is post-norm in HF; ours is the residual stream
+        for i, value in enumerate(TEXTS):
+            ref = _reference_hidden(tiny, value, layer)
+            got = result.layer(layer).example(i)
+            assert got.shape == ref.shape
+            torch.testing.assert_close(got, ref, atol=1e-4, rtol=1e-4)
+    # the last layer is the input of the final norm: applying the norm gives HF's last hidden state
+    ids = tiny.tokenizer(render(TEXTS[2], tiny.tokenizer), add_special_tokens=False, return_tensors="pt")
+    with torch.no_grad():
+        last = tiny.model(**ids, output_hidden_states=True).hidden_states[-1][0]
+        normed = tiny.model.model.norm(result.layer(3).example(2))
+    torch.testing.assert_close(normed, last, atol=1e-4, rtol=1e-4)
+
+
+def test_results_do_not_depend_on_batching(tiny):
+    one = extract_activations(tiny, TEXTS, [1], batch_tokens=10_000, storage_dtype=torch.float32, progress=False)
+    many = extract_activations(tiny, TEXTS, [1], batch_tokens=1, storage_dtype=torch.float32, progress=False)
+    torch.testing.assert_close(one.layer(1).values, many.layer(1).values, atol=1e-5, rtol=1e-5)
+    assert one.stats["batches"] == 1 and many.stats["batches"] == len(TEXTS)
+    assert many.stats["padding_efficiency"] == 1.0 and one.stats["padding_efficiency"] < 1.0
+
+
+def test_layout_is_unpadded_with_offsets_and_token_ids(tiny):
+    result = extract_activations(tiny, TEXTS, [1], progress=False)
+    lengths = [len(tiny.tokenizer(render(t, tiny.tokenizer), add_special_tokens=False)["input_ids"]) for t in TEXTS]
+    assert result.offsets.tolist() == np.concatenate([[0], np.cumsum(lengths)]).tolist()
+    assert result.layer(1).values.shape == (sum(lengths), tiny.spec.hidden_size)
+    assert result.layer(1).values.dtype == torch.bfloat16
+    first = result.input_ids[: lengths[0]].tolist()
+    assert tiny.tokenizer.decode(first) == render(TEXTS[0], tiny.tokenizer)
+
+
+def test_length_batches_sort_by_length_and_respect_budget():
+    lengths = [5, 100, 7, 98, 6, 99]
+    batches = length_batches(lengths, batch_tokens=200)
+    assert sorted(i for b in batches for i in b) == list(range(6))
+    for batch in batches:
+        assert len(batch) * max(lengths[i] for i in batch) <= 200 or len(batch) == 1
+    assert set(batches[0]) == {1, 5} and {0, 2, 4} in [set(b) for b in batches]
+
+
+def test_bad_layers_and_empty_inputs(tiny):
+    with pytest.raises(ValueError, match="layer 9 does not exist in 'tiny'"):
+        extract_activations(tiny, TEXTS, [9], progress=False)
+    with pytest.raises(ValueError, match="no inputs"):
+        extract_activations(tiny, [], [1], progress=False)
+
+
+def test_save_and_load_one_layer_without_reading_others(tiny, tmp_path):
+    result = extract_activations(tiny, TEXTS, [1, 2, 3], progress=False)
+    header = save_activations(result, tmp_path / "acts", {"model": "tiny", "inputs_hash": "abc"})
+    assert header["layers"] == [1, 2, 3]
+    assert read_header(tmp_path / "acts" / "meta.safetensors")["inputs_hash"] == "abc"
+    # corrupt the other layers' files: loading layer 2 must not touch them
+    for layer in (1, 3):
+        (tmp_path / "acts" / layer_file(layer)).write_bytes(b"garbage")
+    loaded = load_layer(tmp_path / "acts", 2)
+    assert torch.equal(loaded.values, result.layer(2).values)
+    assert loaded.offsets.tolist() == result.offsets.tolist()
+    with pytest.raises(FileNotFoundError, match="layer 0 was not extracted"):
+        load_layer(tmp_path / "acts", 0)
+    assert not list(tmp_path.glob(".acts-*"))  # no temp directory left behind
+
+
+def test_cache_key_covers_model_text_layers_and_settings():
+    base = activation_cache_key("tiny", "h1", [1, 2], 512, "bfloat16", "tmpl")
+    assert base == activation_cache_key("tiny", "h1", [2, 1], 512, "bfloat16", "tmpl")
+    for other in [
+        activation_cache_key("smollm2-135m", "h1", [1, 2], 512, "bfloat16", "tmpl"),
+        activation_cache_key("tiny", "h2", [1, 2], 512, "bfloat16", "tmpl"),
+        activation_cache_key("tiny", "h1", [1], 512, "bfloat16", "tmpl"),
+        activation_cache_key("tiny", "h1", [1, 2], 256, "bfloat16", "tmpl"),
+        activation_cache_key("tiny", "h1", [1, 2], 512, "float16", "tmpl"),
+        activation_cache_key("tiny", "h1", [1, 2], 512, "bfloat16", "other"),
+    ]:
+        assert other != base
+
+
+def test_ragged_helpers():
+    values = torch.arange(12, dtype=torch.float32).reshape(6, 2)
+    acts = RaggedActivations(values, [0, 1, 4, 6])
+    np.testing.assert_allclose(acts.mean_pool(), [[0, 1], [4, 5], [9, 10]])
+    x, mask = acts.padded([1, 0])
+    assert x.shape == (2, 3, 2) and mask.tolist() == [[True, True, True], [True, False, False]]
+    sub = acts.subset([2, 0])
+    assert sub.offsets.tolist() == [0, 2, 3] and torch.equal(sub.example(1), values[:1])
+    with pytest.raises(ValueError, match="offsets do not match"):
+        RaggedActivations(values, [0, 1, 5])

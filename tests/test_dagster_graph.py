@@ -1,0 +1,104 @@
+import json
+
+import dagster as dg
+import pytest
+
+from dagster_helpers import materialize, materialize_graph
+from mup_core.models.registry import model_slugs, valid_probe_partitions
+
+
+def test_definitions_load_with_expected_assets_and_partitions():
+    from mup_dagster.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert {"stakes_corpus", "corpus_splits", "eval_datasets", "activations", "probes", "probe_metrics", "probe_report"} <= keys
+    acts = graph.get(dg.AssetKey("activations")).partitions_def
+    assert acts.get_partition_keys() == model_slugs()
+    probes = graph.get(dg.AssetKey("probes")).partitions_def
+    assert isinstance(probes, dg.MultiPartitionsDefinition)
+    assert [d.name for d in probes.partitions_defs] == ["layer", "model"]
+    keys = set(probes.get_partition_keys())
+    for layer, model in valid_probe_partitions():
+        assert f"{layer}|{model}" in keys
+
+
+def test_whole_graph_on_tiny(tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    root = tmp_path / "artifacts"
+    results = materialize_graph(instance, root)
+    acts = results["activations"].output_for_node("activations")
+    assert set(acts) == {"train", "val", "corpus-test"} and acts["train"]["layers"] == [1, 2, 3]
+    meta = results["activations"].asset_materializations_for_node("activations")[0].metadata
+    assert meta["tokens"].value > 10_000 and meta["bytes"].value > 0
+
+    probes = results[2].output_for_node("probes")
+    assert set(probes) == {"logistic_regression", "difference_of_means", "attention", "softmax"}
+    for summary in probes.values():
+        assert (root / summary["key"]).exists()
+    metrics_meta = results[2].asset_materializations_for_node("probe_metrics")[0].metadata
+    assert "| layer | probe_type | dataset | auroc |" in metrics_meta["table"].value
+
+    report = results["report"].output_for_node("probe_report")
+    assert (root / report["figure"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report_meta = results["report"].asset_materializations_for_node("probe_report")[0].metadata
+    assert report_meta["figure"].value.startswith("![AUROC by layer](data:image/png;base64,")
+    assert report_meta["layers"].value == [1, 2, 3]
+
+    # materialisations are recorded per partition in the instance
+    mats = instance.fetch_materializations(dg.AssetKey("probes"), limit=10).records
+    assert {m.partition_key for m in mats} == {"1|tiny", "2|tiny", "3|tiny"}
+
+    # a second activations run reuses the stored files (same model, text and layers)
+    again = materialize(instance, root, ["activations"], "tiny")
+    assert again.asset_materializations_for_node("activations")[0].metadata["reused"].value is True
+
+
+def test_probe_partition_for_a_layer_the_model_lacks_fails_clearly(tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    root = tmp_path / "artifacts"
+    materialize(instance, root, ["stakes_corpus", "corpus_splits", "eval_datasets"])
+    materialize(instance, root, ["activations"], "tiny")
+    result = materialize(instance, root, ["probes"], "8|tiny", raise_on_error=False)
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "tiny has only 4 layers" in str(failure.event_specific_data.error)
+
+
+def test_bad_eval_file_fails_without_damaging_stored_results(tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    root = tmp_path / "artifacts"
+    good = materialize(instance, root, ["stakes_corpus", "corpus_splits", "eval_datasets"])
+    before = good.output_for_node("eval_datasets")
+    stored = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"inputs": "fine", "ids": "1", "labels": "low-stakes"}) + "\n" + '{"inputs": "oops", "ids": "2", "labels": "urgent"}\n')
+    config = {"ops": {"eval_datasets": {"config": {"files": [str(bad)]}}}}
+    result = materialize(instance, root, ["eval_datasets"], run_config=config, raise_on_error=False)
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "bad.jsonl:2: field 'labels' has unknown value 'urgent'" in str(failure.event_specific_data.error)
+
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == stored
+    latest = instance.get_latest_materialization_event(dg.AssetKey("eval_datasets"))
+    assert latest.run_id == good.run_id  # the failed run recorded nothing
+    from mup_core.storage import LocalStore
+    from mup_core.workflows import load_stored_dataset
+
+    assert len(load_stored_dataset(LocalStore(root), before["corpus-test"])) == before["corpus-test"]["rows"]
+
+
+@pytest.mark.integration
+def test_graph_on_reference_dev_sets(tmp_path, shared_data):
+    files = [shared_data / "mup" / "dev" / "mt_dev_balanced.jsonl", shared_data / "mup" / "dev" / "toolace_dev_balanced.jsonl"]
+    instance = dg.DagsterInstance.ephemeral()
+    results = materialize_graph(instance, tmp_path / "artifacts", layers=(2,), eval_files=files)
+    evals = results["datasets"].output_for_node("eval_datasets")
+    assert evals["mt_dev_balanced"]["rows"] == 192 and evals["toolace_dev_balanced"]["rows"] == 236
+    from mup_core.storage import LocalStore
+    from mup_core.workflows import collect_metrics
+
+    table = collect_metrics(LocalStore(tmp_path / "artifacts"), "tiny")
+    assert set(table["dataset"]) == {"corpus-test", "mt_dev_balanced", "toolace_dev_balanced"}
+    assert table["auroc"].is_between(0, 1).all()

@@ -1,0 +1,103 @@
+import numpy as np
+import pytest
+import torch
+
+from mup_core.activations import RaggedActivations, extract_activations
+from mup_core.evaluation import safe_auroc
+from mup_core.probes import DEFAULT_PROBE_TYPES, PROBE_TYPES, load_probe, make_probe, train_probe
+
+
+def synthetic(n=160, hidden=16, seed=0, signal=1.5):
+    """Variable-length sequences; positives carry a direction on a few random tokens."""
+    direction = np.random.default_rng(1234).normal(size=hidden)  # the same concept in every split
+    rng = np.random.default_rng(seed)
+    direction /= np.linalg.norm(direction)
+    labels = np.array([i % 2 for i in range(n)])
+    parts, lengths = [], []
+    for y in labels:
+        length = int(rng.integers(3, 20))
+        x = rng.normal(size=(length, hidden))
+        if y:
+            hits = rng.choice(length, size=max(1, length // 3), replace=False)
+            x[hits] += signal * 2 * direction
+        parts.append(x)
+        lengths.append(length)
+    values = torch.tensor(np.concatenate(parts), dtype=torch.bfloat16)
+    return RaggedActivations(values, np.concatenate([[0], np.cumsum(lengths)])), labels
+
+
+@pytest.fixture(scope="module")
+def data():
+    train = synthetic(seed=0)
+    val = synthetic(n=60, seed=1)
+    test = synthetic(n=100, seed=2)
+    return train, val, test
+
+
+def test_defaults_are_registered():
+    assert set(DEFAULT_PROBE_TYPES) <= set(PROBE_TYPES)
+    with pytest.raises(ValueError, match="unknown probe type 'svm'"):
+        make_probe("svm")
+    with pytest.raises(ValueError, match="unknown hyper-parameters \\['lrr'\\]"):
+        make_probe("attention", lrr=1)
+
+
+@pytest.mark.parametrize("probe_type", DEFAULT_PROBE_TYPES)
+def test_each_probe_learns_and_round_trips(tmp_path, data, probe_type):
+    (tr, ytr), val, (te, yte) = data
+    hp = {"max_epochs": 15} if probe_type in ("attention", "softmax") else {}
+    probe = train_probe(probe_type, (tr, ytr), val, model="tiny", layer=2, train_inputs_hash="in", train_labels_hash="lab", hyperparameters=hp)
+    scores = probe.predict_proba(te)
+    assert scores.shape == (len(te),) and np.all((scores >= 0) & (scores <= 1))
+    assert safe_auroc(yte, scores) > 0.85
+    path = probe.save(tmp_path / "p.safetensors")
+    again = load_probe(path)
+    np.testing.assert_allclose(again.predict_proba(te), scores, rtol=1e-6, atol=1e-9)
+    assert again.info.model == "tiny" and again.info.layer == 2
+    assert again.info.train_labels_hash == "lab" and again.info.train_examples == len(tr)
+    assert again.hyperparameters == probe.hyperparameters and again.probe_type == probe_type
+
+
+def test_probe_types_rank_differently(data):
+    (tr, ytr), val, (te, yte) = data
+    aurocs = {t: safe_auroc(yte, train_probe(t, (tr, ytr), val, model="tiny", layer=1).predict_proba(te)) for t in DEFAULT_PROBE_TYPES}
+    assert len({round(a, 6) for a in aurocs.values()}) > 1
+
+
+@pytest.mark.parametrize("probe_type", ["attention", "softmax"])
+def test_early_stopping_restores_the_best_epoch(data, probe_type):
+    (tr, ytr), val, _ = data
+    probe = train_probe(probe_type, (tr, ytr), val, model="tiny", layer=1, hyperparameters={"max_epochs": 12, "patience": 3, "lr": 0.05})
+    history = [h["val_auroc"] for h in probe.history]
+    best = int(np.argmax(history))
+    assert probe.info.extra["best_epoch"] == best
+    # the weights in place are the best epoch's: re-measuring gives its AUROC, not the last epoch's
+    assert safe_auroc(val[1], probe.predict_proba(val[0])) == pytest.approx(history[best], abs=1e-6)
+    assert len(history) <= best + 1 + 3
+
+
+@pytest.mark.parametrize("probe_type", ["attention", "softmax"])
+def test_scores_do_not_depend_on_padding(data, probe_type):
+    (tr, ytr), val, (te, _) = data
+    probe = train_probe(probe_type, (tr, ytr), val, model="tiny", layer=1, hyperparameters={"max_epochs": 3})
+    together = probe.predict_proba(te)  # padded to the longest of each batch of 64
+    alone = np.array([probe.predict_proba(te.subset([i]))[0] for i in range(len(te))])  # no padding
+    np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
+    assert probe.token_scores(te, 0).shape == (te.lengths[0],)
+
+
+def test_training_needs_both_classes(data):
+    (tr, ytr), _, _ = data
+    with pytest.raises(ValueError, match="both classes"):
+        make_probe("logistic_regression").fit(tr, np.zeros(len(tr), dtype=int))
+
+
+def test_probe_scores_raw_text_end_to_end(tiny):
+    texts = ["URGENT: my child swallowed bleach", "what's a good name for a cat", "the bridge is cracking and cars are on it",
+             "recommend a podcast", "my friend is not breathing", "how do I fold a paper crane"]
+    labels = np.array([1, 0, 1, 0, 1, 0])
+    acts = extract_activations(tiny, texts, [2], progress=False).layer(2)
+    probe = train_probe("logistic_regression", (acts, labels), None, model="tiny", layer=2)
+    np.testing.assert_allclose(probe.score(texts, lm=tiny), probe.predict_proba(acts))
+    # without an explicit model, score() loads the probe's registry model itself
+    np.testing.assert_allclose(probe.score(texts[:2]), probe.predict_proba(acts.subset([0, 1])), atol=0.05)
