@@ -129,10 +129,8 @@ def activations_for_datasets(
                      "ids": ds.ids, "dtype": storage_dtype},
                 )
                 store.put_dir(prefix, f"{tmp}/acts")
-            stats[name] = result.stats
-        else:
-            stats[name] = read_header(store.local_path(f"{prefix}/{META_FILE}"))["stats"]
         header = read_header(store.local_path(f"{prefix}/{META_FILE}"))
+        stats[name] = header["stats"]
         refs[name] = ActivationRef(lm.slug, name, prefix, tuple(layers), ds.inputs_hash, header["tokens"], reused)
     return refs, stats
 

@@ -314,6 +314,8 @@ def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStor
     """All layers of one model: the metrics table and the AUROC-by-layer figure."""
     import io
 
+    import polars as pl
+
     from mup_core.figures import auroc_by_layer
     from mup_core.workflows import collect_metrics, metrics_markdown
 
@@ -330,9 +332,7 @@ def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStor
     table.write_parquet(buf)
     table_key = f"reports/{model}/probe_metrics.parquet"
     store.put_bytes(table_key, buf.getvalue())
-    pivot = table.group_by("probe_type", "layer").agg(
-        auroc=__import__("polars").col("auroc").mean()
-    ).sort("probe_type", "layer")
+    mean_by_probe = table.group_by("probe_type").agg(pl.col("auroc").mean()).sort("probe_type")
     context.add_output_metadata(
         {
             "figure": image_markdown(png, "AUROC by layer"),
@@ -340,9 +340,7 @@ def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStor
             "table": dg.MetadataValue.md(metrics_markdown(table)),
             "layers": dg.MetadataValue.json(sorted(set(table["layer"].to_list()))),
             "best_auroc": dg.MetadataValue.float(float(table["auroc"].max())),
-            "mean_auroc_by_probe": dg.MetadataValue.json(
-                {t: round(float(a), 4) for t, a in pivot.group_by("probe_type").agg(a=__import__("polars").col("auroc").mean()).iter_rows()}
-            ),
+            "mean_auroc_by_probe": dg.MetadataValue.json({t: round(float(a), 4) for t, a in mean_by_probe.iter_rows()}),
         }
     )
     return {"figure": fig_key, "table": table_key, "rows": table.height}
