@@ -1,0 +1,155 @@
+"""LLM clients: the real `openai` client against `mup serve`'s server on 127.0.0.1."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mup_core.llm import LLMError, ResponseCache, parse_json_answer, validate
+from mup_core.llm.local_client import LocalChatClient
+from mup_core.llm.openai_client import OpenAIChatClient
+from mup_core.llm.server import ChatServer
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "stakes": {"type": "integer", "minimum": 1, "maximum": 10},
+        "confidence": {"type": "integer", "minimum": 1, "maximum": 10},
+        "explanation": {"type": "string"},
+    },
+    "required": ["stakes", "confidence", "explanation"],
+}
+ASK = [{"role": "user", "content": "Rate the stakes of: my house is on fire."}]
+
+
+def test_json_parsing_and_validation():
+    assert parse_json_answer('```json\n{"stakes": 9, "confidence": 8, "explanation": "fire"}\n```', SCHEMA)["stakes"] == 9
+    with pytest.raises(LLMError, match="malformed JSON"):
+        parse_json_answer('{"stakes": 9, "confid', SCHEMA)
+    with pytest.raises(LLMError, match=r"\$.stakes: 11 above maximum 10"):
+        validate({"stakes": 11, "confidence": 1, "explanation": ""}, SCHEMA)
+    with pytest.raises(LLMError, match="missing required field 'explanation'"):
+        validate({"stakes": 1, "confidence": 1}, SCHEMA)
+    with pytest.raises(LLMError, match="expected integer"):
+        validate({"stakes": "high", "confidence": 1, "explanation": ""}, SCHEMA)
+
+
+def test_response_cache_persists(tmp_path):
+    cache = ResponseCache(tmp_path / "c.sqlite")
+    cache.put("k", "text", "m")
+    assert ResponseCache(tmp_path / "c.sqlite").get("k") == ("text", "m") and len(cache) == 1
+
+
+@pytest.fixture(scope="module")
+def local_tiny():
+    return LocalChatClient("tiny")
+
+
+def test_local_backend_constrained_json_is_always_valid(local_tiny):
+    result = local_tiny.complete(ASK, schema=SCHEMA, max_tokens=30)
+    validate(result.parsed, SCHEMA)
+    assert 1 <= result.parsed["stakes"] <= 10
+    text = local_tiny.complete(ASK, max_tokens=8)
+    assert isinstance(text.text, str) and text.parsed is None
+    again = local_tiny.complete(ASK, schema=SCHEMA, max_tokens=30)
+    assert again.parsed == result.parsed  # greedy: deterministic
+
+
+@pytest.fixture(scope="module")
+def server(local_tiny):
+    srv = ChatServer(local_tiny, "tiny", port=0).start()
+    yield srv
+    srv.stop()
+
+
+def client(server, tmp_path=None, **kw):
+    kw.setdefault("backoff_base", 0.01)
+    cache = ResponseCache(tmp_path / "cache.sqlite") if tmp_path else None
+    return OpenAIChatClient("tiny", base_url=server.url, cache=cache, **kw)
+
+
+def test_openai_backend_plain_and_structured(server):
+    c = client(server)
+    assert isinstance(c.complete(ASK, max_tokens=5).text, str)
+    result = c.complete(ASK, schema=SCHEMA, max_tokens=30)
+    validate(result.parsed, SCHEMA)
+
+
+@pytest.mark.parametrize("faults, retries", [(["429"], 1), (["500", "503"], 2), (["429", "500", "429"], 3)])
+def test_retries_on_rate_limits_and_server_errors(server, faults, retries):
+    c = client(server)
+    server.add_faults(faults)
+    result = c.complete(ASK, schema=SCHEMA, max_tokens=20)
+    validate(result.parsed, SCHEMA)
+    assert c.stats["retries"] == retries and result.attempts == retries + 1
+
+
+def test_time_out_is_retried(server):
+    c = client(server, timeout=0.5)
+    server.add_faults(["slow:2"])
+    result = c.complete(ASK, max_tokens=5)
+    assert c.stats["retries"] == 1 and isinstance(result.text, str)
+
+
+def test_malformed_json_is_asked_again_then_reported(server):
+    c = client(server, json_retries=1)
+    server.add_faults(["malformed"])
+    assert c.complete(ASK, schema=SCHEMA, max_tokens=20).attempts == 2
+    server.add_faults(["malformed", "malformed"])
+    with pytest.raises(LLMError, match="malformed JSON.*after 2 answers") as info:
+        c.complete(ASK, schema=SCHEMA, max_tokens=20)
+    assert info.value.kind == "invalid"
+
+
+def test_gives_up_with_a_clear_error(server):
+    c = client(server, max_retries=2)
+    server.add_faults(["500", "500", "500"])
+    with pytest.raises(LLMError, match=r"127\.0\.0\.1.*model tiny: gave up after 3 attempts; last error InternalServerError"):
+        c.complete(ASK, max_tokens=5)
+
+
+def test_cache_means_a_rerun_pays_nothing(server, tmp_path):
+    first = client(server, tmp_path).complete(ASK, schema=SCHEMA, max_tokens=20)
+    seen = server.requests_seen
+    again = client(server, tmp_path).complete(ASK, schema=SCHEMA, max_tokens=20)  # a new process would do the same
+    assert server.requests_seen == seen and again.cached and again.parsed == first.parsed
+    client(server, tmp_path).complete(ASK, schema=SCHEMA, max_tokens=21)  # other parameters: a new request
+    assert server.requests_seen == seen + 1
+
+
+def test_bounded_concurrency_keeps_every_answer(server):
+    c = client(server, max_concurrency=4)
+    server.add_faults(["429", "500"])
+    asks = [[{"role": "user", "content": f"question {i}"}] for i in range(6)]
+    results = c.complete_many(asks, schema=SCHEMA, max_tokens=10)
+    assert len(results) == 6 and all(not isinstance(r, LLMError) for r in results)
+
+
+def test_mup_serve_cli(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "mup_core.cli", "serve", "--model", "tiny", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
+    try:
+        import openai
+
+        api = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=5)
+        deadline = time.time() + 120
+        while True:
+            try:
+                models = api.models.list()
+                break
+            except openai.APIConnectionError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.5)
+        assert [m.id for m in models.data] == ["tiny"]
+        reply = api.chat.completions.create(model="tiny", messages=ASK, max_tokens=4)
+        assert reply.choices[0].message.role == "assistant"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
