@@ -12,9 +12,10 @@ import dagster as dg
 from pydantic import Field
 
 from mup_core.models.registry import get_spec
+from mup_dagster.automation import on_any_upstream_partition_change, on_upstream_version_change
 from mup_dagster.metadata import image_markdown, label_balance
 from mup_dagster.partitions import by_model, model_layer_partitions, model_partitions
-from mup_dagster.resources import ArtifactStoreResource
+from mup_dagster.resources import ArtifactStoreResource, DatasetSourcesResource
 
 GROUP = "probes"
 
@@ -34,18 +35,46 @@ def _dataset_metadata(ds, ref) -> dict:
     return meta
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"})
-def stakes_corpus(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> dg.Output[dict]:
-    """The embedded high-/low-stakes corpus (minimal pairs written by the team)."""
+def _version(*hashes: str) -> dg.DataVersion:
+    import hashlib
+
+    return dg.DataVersion(hashlib.sha256("|".join(hashes).encode()).hexdigest()[:24])
+
+
+@dg.observable_source_asset(group_name=GROUP, automation_condition=dg.AutomationCondition.on_cron("*/2 * * * *"))
+def dataset_sources(sources: DatasetSourcesResource) -> dg.DataVersion:
+    """The source files of the corpus and evaluation sets; its version is their content hash,
+    so an edited file (a changed label, a changed text) is discovered within two minutes."""
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    for f in sources.files():
+        path = Path(f)
+        h.update(str(path).encode())
+        h.update(path.read_bytes() if path.exists() else b"<missing>")
+    return dg.DataVersion(h.hexdigest()[:24])
+
+
+@dg.asset(group_name=GROUP, kinds={"polars"}, deps=[dataset_sources], automation_condition=on_upstream_version_change)
+def stakes_corpus(
+    context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, sources: DatasetSourcesResource
+) -> dg.Output[dict]:
+    """The training corpus: the embedded minimal pairs, or ``corpus_path`` of the sources resource."""
     from mup_core.corpus import load_embedded_corpus
+    from mup_core.data.dataset import DatasetError
+    from mup_core.data.loaders import load_dataset
     from mup_core.workflows import store_dataset
 
-    ds = load_embedded_corpus()
+    try:
+        ds = load_dataset(sources.corpus_path, "stakes-corpus") if sources.corpus_path else load_embedded_corpus()
+    except DatasetError as exc:
+        raise dg.Failure(description=str(exc)) from None
     ref = store_dataset(artifact_store.get_store(), ds)
     return dg.Output(
         ref.as_dict(),
         metadata=_dataset_metadata(ds, ref),
-        data_version=dg.DataVersion(f"{ref.inputs_hash[:16]}-{ref.labels_hash[:16]}"),
+        data_version=_version(ref.inputs_hash, ref.labels_hash),
     )
 
 
@@ -56,10 +85,10 @@ class SplitConfig(dg.Config):
     test: float = 0.2
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"})
+@dg.asset(group_name=GROUP, kinds={"polars"}, automation_condition=on_upstream_version_change)
 def corpus_splits(
     context: dg.AssetExecutionContext, config: SplitConfig, artifact_store: ArtifactStoreResource, stakes_corpus: dict
-) -> dict:
+) -> dg.Output[dict]:
     """Seeded train/val/test splits of the corpus; a high/low pair never straddles splits."""
     from mup_core.data.splits import split_dataset
     from mup_core.workflows import load_stored_dataset, store_dataset
@@ -68,13 +97,14 @@ def corpus_splits(
     ds = load_stored_dataset(store, stakes_corpus)
     splits = split_dataset(ds, {"train": config.train, "val": config.val, "test": config.test}, seed=config.seed)
     refs = {name: store_dataset(store, part) for name, part in splits.items()}
-    context.add_output_metadata(
-        {
+    return dg.Output(
+        {name: ref.as_dict() for name, ref in refs.items()},
+        metadata={
             **{f"{name}_rows": dg.MetadataValue.int(ref.rows) for name, ref in refs.items()},
             **{f"{name}_labels": label_balance(ref.label_counts) for name, ref in refs.items()},
-        }
+        },
+        data_version=_version(*(f"{r.inputs_hash}{r.labels_hash}" for r in refs.values())),
     )
-    return {name: ref.as_dict() for name, ref in refs.items()}
 
 
 class EvalDatasetsConfig(dg.Config):
@@ -85,14 +115,17 @@ class EvalDatasetsConfig(dg.Config):
     include_corpus_test: bool = True
 
 
-@dg.asset(group_name=GROUP, kinds={"polars"})
+@dg.asset(group_name=GROUP, kinds={"polars"}, deps=[dataset_sources], automation_condition=on_upstream_version_change)
 def eval_datasets(
     context: dg.AssetExecutionContext,
     config: EvalDatasetsConfig,
     artifact_store: ArtifactStoreResource,
+    sources: DatasetSourcesResource,
     corpus_splits: dict,
-) -> dict:
-    """Evaluation sets: the corpus's held-out test split plus any files named in config."""
+    imported_datasets: dict,
+) -> dg.Output[dict]:
+    """Evaluation sets: the corpus's held-out test split, the balanced imported sets, the
+    sources resource's ``eval_files`` and any files named in config."""
     from pathlib import Path
 
     from mup_core.data.dataset import DatasetError
@@ -103,7 +136,9 @@ def eval_datasets(
     out: dict[str, dict] = {}
     if config.include_corpus_test:
         out["corpus-test"] = {**corpus_splits["test"], "name": "corpus-test"}
-    for file in config.files:
+    for name, versions in imported_datasets.items():
+        out[name] = versions["balanced"]
+    for file in [*sources.eval_files, *config.files]:
         try:
             ds = load_dataset(file)
         except DatasetError as exc:  # names file, line and field; nothing is stored
@@ -115,13 +150,26 @@ def eval_datasets(
         context.log.info(f"loaded {Path(file).name}: {len(ds)} rows {ds.label_counts()}")
     if not out:
         raise dg.Failure("eval_datasets: nothing to evaluate on; set include_corpus_test or add files")
-    context.add_output_metadata(
-        {
+    return dg.Output(
+        out,
+        metadata={
             "datasets": dg.MetadataValue.json({n: {"rows": r["rows"], "labels": r["label_counts"]} for n, r in out.items()}),
             "count": len(out),
-        }
+        },
+        data_version=_version(*(f"{n}{r['inputs_hash']}{r['labels_hash']}" for n, r in sorted(out.items()))),
     )
-    return out
+
+
+@dg.asset(group_name=GROUP, kinds={"polars"}, automation_condition=on_upstream_version_change)
+def dataset_texts(corpus_splits: dict, eval_datasets: dict) -> dg.Output[dict]:
+    """The datasets whose *text* activations are computed on. Its data version covers the
+    input text only, so a change of labels does not re-run the forward passes."""
+    refs = {"train": corpus_splits["train"], "val": corpus_splits["val"], **eval_datasets}
+    return dg.Output(
+        refs,
+        metadata={"datasets": dg.MetadataValue.json({n: r["rows"] for n, r in refs.items()})},
+        data_version=_version(*(f"{n}{r['inputs_hash']}" for n, r in sorted(refs.items()))),
+    )
 
 
 class ActivationsConfig(dg.Config):
@@ -130,14 +178,18 @@ class ActivationsConfig(dg.Config):
     storage_dtype: str = Field(default="bfloat16", description="bfloat16 or float16")
 
 
-@dg.asset(group_name=GROUP, partitions_def=model_partitions, kinds={"pytorch", "safetensors"})
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=model_partitions,
+    kinds={"pytorch", "safetensors"},
+    automation_condition=on_upstream_version_change,
+)
 def activations(
     context: dg.AssetExecutionContext,
     config: ActivationsConfig,
     artifact_store: ArtifactStoreResource,
-    corpus_splits: dict,
-    eval_datasets: dict,
-) -> dict:
+    dataset_texts: dict,
+) -> dg.Output[dict]:
     """Residual-stream activations of one model at its probe layers, for every dataset.
 
     One forward pass per batch serves all layers; stored unpadded in safetensors, one
@@ -150,8 +202,7 @@ def activations(
     spec = get_spec(slug)
     layers = sorted(config.layers or spec.default_layers)
     store = artifact_store.get_store()
-    datasets = {"train": corpus_splits["train"], "val": corpus_splits["val"], **eval_datasets}
-    loaded = {name: load_stored_dataset(store, ref).with_name(name) for name, ref in datasets.items()}
+    loaded = {name: load_stored_dataset(store, ref).with_name(name) for name, ref in dataset_texts.items()}
     context.log.info(f"loading {slug} ({spec.source})")
     lm = load_model(slug)
     context.log.info(f"{slug} on {lm.device} in {lm.dtype}; layers {layers}")
@@ -165,8 +216,10 @@ def activations(
     )
     bytes_stored = sum(store.size(k) for ref in refs.values() for k in store.list(ref.prefix + "/"))
     tokens = sum(r.tokens for r in refs.values())
-    context.add_output_metadata(
-        {
+    return dg.Output(
+        {name: ref.as_dict() for name, ref in refs.items()},
+        data_version=_version(*(ref.prefix for _, ref in sorted(refs.items()))),
+        metadata={
             "model": slug,
             "layers": dg.MetadataValue.json(layers),
             "tokens": dg.MetadataValue.int(tokens),
@@ -183,9 +236,8 @@ def activations(
                 }
             ),
             "reused": dg.MetadataValue.bool(all(r.reused for r in refs.values())),
-        }
+        },
     )
-    return {name: ref.as_dict() for name, ref in refs.items()}
 
 
 def _layer_and_model(context: dg.AssetExecutionContext) -> tuple[int, str]:
@@ -215,6 +267,7 @@ class ProbesConfig(dg.Config):
     partitions_def=model_layer_partitions,
     ins={"activations": dg.AssetIn(partition_mapping=by_model)},
     kinds={"pytorch", "scikitlearn"},
+    automation_condition=on_upstream_version_change,
 )
 def probes(
     context: dg.AssetExecutionContext,
@@ -222,7 +275,7 @@ def probes(
     artifact_store: ArtifactStoreResource,
     corpus_splits: dict,
     activations: dict,
-) -> dict:
+) -> dg.Output[dict]:
     """Probes of every configured type for one model x layer, trained on the corpus train
     split with early stopping on its validation split."""
     from mup_core.probes import PROBE_TYPES
@@ -247,6 +300,11 @@ def probes(
         )
     except KeyError as exc:
         raise dg.Failure(str(exc.args[0])) from exc
+    import hashlib
+
+    content = hashlib.sha256()
+    for summary in trained.values():
+        content.update(store.get_bytes(summary["key"]))
     context.add_output_metadata(
         {
             "train_examples": dg.MetadataValue.int(len(train_ds)),
@@ -255,7 +313,7 @@ def probes(
             "keys": dg.MetadataValue.json({t: s["key"] for t, s in trained.items()}),
         }
     )
-    return trained
+    return dg.Output(trained, data_version=dg.DataVersion(content.hexdigest()[:24]))
 
 
 @dg.asset(
@@ -263,6 +321,7 @@ def probes(
     partitions_def=model_layer_partitions,
     ins={"activations": dg.AssetIn(partition_mapping=by_model)},
     kinds={"polars"},
+    automation_condition=on_upstream_version_change,
 )
 def probe_metrics(
     context: dg.AssetExecutionContext,
@@ -270,7 +329,7 @@ def probe_metrics(
     probes: dict,
     eval_datasets: dict,
     activations: dict,
-) -> dict:
+) -> dg.Output[dict]:
     """AUROC, accuracy, TPR at 1% FPR, Brier and ECE of each probe on each eval set."""
     import io
 
@@ -301,7 +360,7 @@ def probe_metrics(
             "key": key,
         }
     )
-    return {"key": key, "rows": table.height}
+    return dg.Output({"key": key, "rows": table.height}, data_version=_version(table.write_csv()))
 
 
 @dg.asset(
@@ -309,6 +368,7 @@ def probe_metrics(
     partitions_def=model_partitions,
     deps=[dg.AssetDep("probe_metrics", partition_mapping=by_model)],
     kinds={"matplotlib"},
+    automation_condition=on_any_upstream_partition_change,
 )
 def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> dict:
     """All layers of one model: the metrics table and the AUROC-by-layer figure."""

@@ -1,13 +1,19 @@
 """The single Definitions object of mup (``dagster ... -m mup_dagster.definitions``)."""
 
-from __future__ import annotations
-
 import dagster as dg
 
-from mup_dagster import assets_probes
-from mup_dagster.resources import default_artifact_store
+from mup_dagster import assets_datasets, assets_probes
+from mup_dagster.resources import default_artifact_store, default_dataset_sources, default_llm
+from mup_dagster.schedules import probe_backfill_job, probe_backfill_schedule
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([assets_probes]),
-    resources={"artifact_store": default_artifact_store()},
+    assets=dg.load_assets_from_modules([assets_probes, assets_datasets]),
+    asset_checks=dg.load_asset_checks_from_modules([assets_datasets]),
+    jobs=[probe_backfill_job],
+    schedules=[probe_backfill_schedule],
+    resources={
+        "artifact_store": default_artifact_store(),
+        "sources": default_dataset_sources(),
+        "llm": default_llm(),
+    },
 )

@@ -13,11 +13,15 @@ import dagster as dg
 import polars as pl
 
 from mup_core.models.registry import DEFAULT_MODEL, get_spec
-from mup_dagster import assets_probes
+from mup_dagster import assets_datasets, assets_probes
 from mup_dagster.definitions import defs
 from mup_dagster.partitions import layer_model_key
 
-ASSETS = dg.load_assets_from_modules([assets_probes])
+ASSETS = [
+    *dg.load_assets_from_modules([assets_probes, assets_datasets]),
+    *dg.load_asset_checks_from_modules([assets_datasets]),
+]
+DATASETS = ["stakes_corpus", "corpus_splits", "imported_datasets", "eval_datasets", "dataset_texts"]
 
 
 def _run(instance, selection, partition_key=None, run_config=None):
@@ -56,7 +60,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     print(f"mup demo: {spec.slug}, layers {layers}, DAGSTER_HOME={os.environ['DAGSTER_HOME']}", flush=True)
     eval_config = {"ops": {"eval_datasets": {"config": {"files": [os.path.abspath(f) for f in args.eval_file]}}}}
-    _run(instance, ["stakes_corpus", "corpus_splits", "eval_datasets"], run_config=eval_config)
+    _run(instance, DATASETS, run_config=eval_config)
     _run(instance, ["activations"], spec.slug)
     for layer in layers:
         _run(instance, ["probes", "probe_metrics"], layer_model_key(layer, spec.slug))

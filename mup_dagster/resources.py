@@ -50,3 +50,63 @@ def default_artifact_store() -> ArtifactStoreResource:
             endpoint_url=os.environ.get("MUP_S3_ENDPOINT_URL") or None,
         )
     return ArtifactStoreResource()
+
+
+class DatasetSourcesResource(dg.ConfigurableResource):
+    """The files the dataset assets read, watched by the ``dataset_sources`` observation.
+
+    ``corpus_path``: a JSONL/CSV training corpus in the research format; unset = the
+    embedded corpus. ``eval_files``: evaluation files added to ``eval_datasets``.
+    Defaults come from ``MUP_CORPUS_PATH`` and ``MUP_EVAL_FILES`` (os.pathsep-separated).
+    """
+
+    corpus_path: Optional[str] = None
+    eval_files: list[str] = Field(default_factory=list)
+
+    def files(self) -> list[str]:
+        from pathlib import Path
+
+        from mup_core.corpus import corpus_files
+
+        corpus = [self.corpus_path] if self.corpus_path else [str(p) for p in corpus_files()]
+        return corpus + [str(Path(f)) for f in self.eval_files]
+
+
+def default_dataset_sources() -> DatasetSourcesResource:
+    import os
+
+    files = [f for f in os.environ.get("MUP_EVAL_FILES", "").split(os.pathsep) if f]
+    return DatasetSourcesResource(corpus_path=os.environ.get("MUP_CORPUS_PATH") or None, eval_files=files)
+
+
+class LLMResource(dg.ConfigurableResource):
+    """The LLM used for generation and labelling: ``local`` (a registry model, offline)
+    or ``openai`` (any OpenAI-compatible endpoint: OpenAI, OpenRouter, vLLM, Ollama,
+    ``mup serve``). Responses are cached in ``cache_path`` (default $MUP_HOME/llm_cache.sqlite)."""
+
+    backend: str = "local"
+    model: str = "smollm2-135m"
+    base_url: Optional[str] = None
+    api_key_env: str = "OPENAI_API_KEY"
+    max_concurrency: int = 8
+    cache_path: Optional[str] = None
+
+    def get_client(self):
+        from mup_core.llm import make_client
+        from mup_core.paths import mup_home
+
+        cache = self.cache_path or str(mup_home() / "llm_cache.sqlite")
+        if self.backend == "openai":
+            return make_client("openai", self.model, base_url=self.base_url, cache_path=cache,
+                               api_key_env=self.api_key_env, max_concurrency=self.max_concurrency)
+        return make_client(self.backend, self.model, cache_path=cache)
+
+
+def default_llm() -> LLMResource:
+    import os
+
+    return LLMResource(
+        backend=os.environ.get("MUP_LLM_BACKEND", "local"),
+        model=os.environ.get("MUP_LLM_MODEL", "smollm2-135m"),
+        base_url=os.environ.get("MUP_LLM_BASE_URL") or None,
+    )

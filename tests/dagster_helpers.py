@@ -1,30 +1,42 @@
-"""Helpers to materialise the probe graph on ``tiny`` in tests."""
+"""Helpers to materialise the graph on ``tiny`` in tests, and to play the automation daemon."""
 
 import dagster as dg
 
-from mup_dagster import assets_probes
-from mup_dagster.resources import ArtifactStoreResource
+from mup_dagster import assets_datasets, assets_probes
+from mup_dagster.resources import ArtifactStoreResource, DatasetSourcesResource, LLMResource
 
-ASSETS = dg.load_assets_from_modules([assets_probes])
+ASSETS = [
+    *dg.load_assets_from_modules([assets_probes, assets_datasets]),
+    *dg.load_asset_checks_from_modules([assets_datasets]),
+]
+DATASETS = ["stakes_corpus", "corpus_splits", "imported_datasets", "eval_datasets", "dataset_texts"]
 
 
-def materialize(instance, root, selection, partition_key=None, run_config=None, raise_on_error=True):
+def resources(root, corpus_path=None, eval_files=(), llm_cache=None):
+    return {
+        "artifact_store": ArtifactStoreResource(root=str(root)),
+        "sources": DatasetSourcesResource(corpus_path=str(corpus_path) if corpus_path else None, eval_files=[str(f) for f in eval_files]),
+        "llm": LLMResource(backend="local", model="tiny", cache_path=str(llm_cache) if llm_cache else None),
+    }
+
+
+def materialize(instance, root, selection, partition_key=None, run_config=None, raise_on_error=True, **resource_kw):
     return dg.materialize(
         ASSETS,
         selection=selection,
         partition_key=partition_key,
-        resources={"artifact_store": ArtifactStoreResource(root=str(root))},
+        resources=resources(root, **resource_kw),
         instance=instance,
         run_config=run_config or {},
         raise_on_error=raise_on_error,
     )
 
 
-def materialize_graph(instance, root, model="tiny", layers=(1, 2, 3), eval_files=()):
+def materialize_graph(instance, root, model="tiny", layers=(1, 2, 3), eval_files=(), **resource_kw):
     config = {"ops": {"eval_datasets": {"config": {"files": [str(f) for f in eval_files]}}}}
-    results = {"datasets": materialize(instance, root, ["stakes_corpus", "corpus_splits", "eval_datasets"], run_config=config)}
-    results["activations"] = materialize(instance, root, ["activations"], model)
+    results = {"datasets": materialize(instance, root, DATASETS, run_config=config, **resource_kw)}
+    results["activations"] = materialize(instance, root, ["activations"], model, **resource_kw)
     for layer in layers:
-        results[layer] = materialize(instance, root, ["probes", "probe_metrics"], f"{layer}|{model}")
-    results["report"] = materialize(instance, root, ["probe_report"], model)
+        results[layer] = materialize(instance, root, ["probes", "probe_metrics"], f"{layer}|{model}", **resource_kw)
+    results["report"] = materialize(instance, root, ["probe_report"], model, **resource_kw)
     return results

@@ -27,7 +27,7 @@ def test_dagster_asset_materialize_cli(tmp_path):
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
         return proc
 
-    run("--select", "stakes_corpus,corpus_splits,eval_datasets")
+    run("--select", "stakes_corpus,corpus_splits,imported_datasets,eval_datasets,dataset_texts")
     run("--select", "activations", "--partition", "tiny")
     run("--select", "probes,probe_metrics", "--partition", "2|tiny")
 

@@ -3,7 +3,7 @@ import json
 import dagster as dg
 import pytest
 
-from dagster_helpers import materialize, materialize_graph
+from dagster_helpers import DATASETS, materialize, materialize_graph
 from mup_core.models.registry import model_slugs, valid_probe_partitions
 
 
@@ -57,7 +57,7 @@ def test_whole_graph_on_tiny(tmp_path):
 def test_probe_partition_for_a_layer_the_model_lacks_fails_clearly(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     root = tmp_path / "artifacts"
-    materialize(instance, root, ["stakes_corpus", "corpus_splits", "eval_datasets"])
+    materialize(instance, root, DATASETS)
     materialize(instance, root, ["activations"], "tiny")
     result = materialize(instance, root, ["probes"], "8|tiny", raise_on_error=False)
     assert not result.success
@@ -68,7 +68,7 @@ def test_probe_partition_for_a_layer_the_model_lacks_fails_clearly(tmp_path):
 def test_bad_eval_file_fails_without_damaging_stored_results(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     root = tmp_path / "artifacts"
-    good = materialize(instance, root, ["stakes_corpus", "corpus_splits", "eval_datasets"])
+    good = materialize(instance, root, DATASETS)
     before = good.output_for_node("eval_datasets")
     stored = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
 

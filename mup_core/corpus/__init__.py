@@ -91,10 +91,14 @@ def parse_pairs(text: str, domain: str, source: str) -> list[dict]:
     return records
 
 
+def corpus_files() -> list[Path]:
+    return sorted(_corpus_dir().glob("*.txt"))
+
+
 def load_embedded_corpus(name: str = "mup-stakes-corpus") -> Dataset:
     """All domains of the embedded corpus as one dataset."""
     records: list[dict] = []
-    for path in sorted(_corpus_dir().glob("*.txt")):
+    for path in corpus_files():
         records.extend(parse_pairs(path.read_text(encoding="utf-8"), path.stem, str(path)))
     if not records:
         raise DatasetError(f"{_corpus_dir()}: the embedded corpus is missing (no *.txt files)")

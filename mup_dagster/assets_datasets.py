@@ -1,0 +1,206 @@
+"""Dataset assets: imported evaluation sources, synthetic generation and LLM labelling,
+and the checks that guard datasets before anything trains on them."""
+
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from mup_dagster.metadata import label_balance
+from mup_dagster.resources import ArtifactStoreResource, LLMResource
+
+GROUP = "datasets"
+
+
+# -- imported evaluation sources -------------------------------------------------
+class SourceSpec(dg.Config):
+    kind: str = Field(description="anthropic_hh, mt, mts, toolace, mental_health, aya_redteaming, deployment_pairs")
+    uri: str = Field(description="local path, s3://bucket/key or hf://datasets/OWNER/NAME/file")
+    name: Optional[str] = None
+    system_prompt: Optional[str] = Field(default=None, description="deployment system prompt prepended to every input")
+    relabel: bool = Field(default=False, description="label with the LLM labeller (needed for sources without labels)")
+    per_class: Optional[int] = Field(default=None, description="rows per class in the balanced version")
+    limit: Optional[int] = None
+
+
+class ImportConfig(dg.Config):
+    sources: list[SourceSpec] = Field(default_factory=list)
+    seed: int = 0
+    low_max: int = 3
+    high_min: int = 8
+    min_confidence: int = 7
+
+
+@dg.asset(group_name=GROUP, kinds={"polars"})
+def imported_datasets(
+    context: dg.AssetExecutionContext, config: ImportConfig, artifact_store: ArtifactStoreResource, llm: LLMResource
+) -> dict:
+    """Each configured source imported from its native fields, optionally relabelled, kept
+    in a raw and a balanced version. Empty unless sources are configured."""
+    from mup_core.data.dataset import DatasetError
+    from mup_core.data.importers import balance, import_source
+    from mup_core.labelling import Thresholds, label_dataset
+    from mup_core.workflows import store_dataset
+
+    store = artifact_store.get_store()
+    out: dict[str, dict] = {}
+    report: dict[str, dict] = {}
+    for spec in config.sources:
+        try:
+            raw = import_source(spec.kind, spec.uri, spec.name, spec.system_prompt, spec.limit)
+            info: dict = {"rows": len(raw)}
+            if spec.relabel or not raw.has_labels:
+                labelled = label_dataset(raw, llm.get_client(), Thresholds(config.low_max, config.high_min, config.min_confidence),
+                                         on_done=lambda d, t: context.log.info(f"labelled {d}/{t}") if d % 50 == 0 or d == t else None)
+                raw = labelled.dataset
+                info.update(failed=labelled.failed, invalid=labelled.invalid, agreement=labelled.agreement)
+            balanced = balance(raw, config.seed, spec.per_class)
+        except DatasetError as exc:
+            raise dg.Failure(description=f"source {spec.name or spec.uri}: {exc}") from None
+        raw_ref = store_dataset(store, raw.with_name(f"{raw.name}-raw"))
+        bal_ref = store_dataset(store, balanced.with_name(raw.name))
+        out[raw.name] = {"raw": raw_ref.as_dict(), "balanced": bal_ref.as_dict()}
+        report[raw.name] = {**info, "labels_raw": raw.label_counts(), "balanced_rows": len(balanced)}
+    context.add_output_metadata({"sources": dg.MetadataValue.json(report), "count": len(out)})
+    return out
+
+
+# -- synthetic generation and labelling --------------------------------------------
+class SituationsConfig(dg.Config):
+    n_pairs: int = Field(default=4, description="factor combinations, each one high/low situation pair")
+    seed: int = 0
+    factors_file: Optional[str] = Field(default=None, description="a situation_factors.json; default: the project's")
+
+
+@dg.asset(group_name=GROUP, kinds={"polars"})
+def synthetic_situations(context: dg.AssetExecutionContext, config: SituationsConfig, artifact_store: ArtifactStoreResource, llm: LLMResource) -> dict:
+    """High/low-stakes situation pairs written by the LLM from sampled factor combinations."""
+    import io
+
+    from mup_core.generation import generate_situations, load_factors, sample_combinations
+
+    combos = sample_combinations(load_factors(config.factors_file), config.n_pairs, config.seed)
+    df = generate_situations(llm.get_client(), combos, on_done=lambda d, t: context.log.info(f"situations {d}/{t}"))
+    buf = io.BytesIO()
+    df.write_parquet(buf)
+    key = f"synthetic/situations-seed{config.seed}-n{config.n_pairs}.parquet"
+    artifact_store.get_store().put_bytes(key, buf.getvalue())
+    ok = int((df["status"] == "ok").sum())
+    preview = "\n".join(f"- **{r['intended_stakes']}** ({r['topic']}): {r['situation']}" for r in df.head(6).iter_rows(named=True))
+    context.add_output_metadata({"situations": ok, "failed": df.height - ok, "key": key, "preview": dg.MetadataValue.md(preview)})
+    return {"key": key, "rows": df.height}
+
+
+class PromptsConfig(dg.Config):
+    per_situation: int = 1
+    seed: int = 0
+    variations_file: Optional[str] = Field(default=None, description="a prompt_variations.json; default: the project's")
+
+
+@dg.asset(group_name=GROUP, kinds={"polars"})
+def synthetic_prompts(context: dg.AssetExecutionContext, config: PromptsConfig, artifact_store: ArtifactStoreResource,
+                      llm: LLMResource, synthetic_situations: dict) -> dict:
+    """User prompts written from the situations in sampled variations (tone, style, language, length)."""
+    import io
+
+    import polars as pl
+
+    from mup_core.generation import generate_prompts, load_variations
+    from mup_core.workflows import store_dataset
+
+    store = artifact_store.get_store()
+    situations = pl.read_parquet(io.BytesIO(store.get_bytes(synthetic_situations["key"])))
+    report = generate_prompts(llm.get_client(), situations, load_variations(config.variations_file), config.per_situation, config.seed,
+                              on_done=lambda d, t: context.log.info(f"prompts {d}/{t}"))
+    if report.dataset is None:
+        raise dg.Failure(f"synthetic_prompts: all {report.requested} generations failed")
+    ref = store_dataset(store, report.dataset)
+    context.add_output_metadata({"rows": ref.rows, "requested": report.requested, "failed": report.failed, "key": ref.key})
+    return ref.as_dict()
+
+
+class LabelConfig(dg.Config):
+    low_max: int = 3
+    high_min: int = 8
+    min_confidence: int = 7
+
+
+@dg.asset(group_name=GROUP, kinds={"polars"})
+def synthetic_labelled(context: dg.AssetExecutionContext, config: LabelConfig, artifact_store: ArtifactStoreResource,
+                       llm: LLMResource, synthetic_prompts: dict) -> dg.Output[dict]:
+    """The synthetic prompts with LLM stakes labels (score, confidence, explanation, status)."""
+    from mup_core.labelling import Thresholds, label_agreement, label_dataset
+    from mup_core.workflows import load_stored_dataset, store_dataset
+
+    store = artifact_store.get_store()
+    ds = load_stored_dataset(store, synthetic_prompts)
+    report = label_dataset(ds, llm.get_client(), Thresholds(config.low_max, config.high_min, config.min_confidence))
+    ref = store_dataset(store, report.dataset.with_name("synthetic_labelled"))
+    intended = [("high-stakes" if s == "high" else "low-stakes") for s in report.dataset.df["intended_stakes"]]
+    agree, kappa = label_agreement(intended, report.dataset.labels)
+    return dg.Output(
+        ref.as_dict(),
+        metadata={
+            "rows": ref.rows,
+            "label_balance": label_balance(report.counts),
+            "failed": report.failed,
+            "invalid": report.invalid,
+            "agreement_with_intended": dg.MetadataValue.float(agree),
+            "cohen_kappa_with_intended": dg.MetadataValue.float(kappa),
+            "labeller": f"{llm.backend}:{llm.model}",
+        },
+    )
+
+
+# -- checks ----------------------------------------------------------------------------
+def _load(artifact_store, ref):
+    from mup_core.workflows import load_stored_dataset
+
+    return load_stored_dataset(artifact_store.get_store(), ref)
+
+
+@dg.asset_check(asset="corpus_splits", blocking=True, description="no input text of val/test also appears in train")
+def splits_do_not_overlap(artifact_store: ArtifactStoreResource, corpus_splits: dict) -> dg.AssetCheckResult:
+    texts = {name: set(_load(artifact_store, ref).df["inputs"].to_list()) for name, ref in corpus_splits.items()}
+    overlaps = {f"train&{n}": len(texts["train"] & t) for n, t in texts.items() if n != "train"}
+    return dg.AssetCheckResult(passed=not any(overlaps.values()), metadata={"overlaps": dg.MetadataValue.json(overlaps)})
+
+
+@dg.asset_check(asset="corpus_splits", blocking=True, description="ids are unique across all splits")
+def split_ids_unique(artifact_store: ArtifactStoreResource, corpus_splits: dict) -> dg.AssetCheckResult:
+    ids = [i for ref in corpus_splits.values() for i in _load(artifact_store, ref).ids]
+    return dg.AssetCheckResult(passed=len(ids) == len(set(ids)), metadata={"rows": len(ids), "duplicates": len(ids) - len(set(ids))})
+
+
+class BalanceCheckConfig(dg.Config):
+    min_minority_share: float = 0.3
+    max_ambiguous_share: float = 0.2
+
+
+@dg.asset_check(asset="corpus_splits", description="each split has enough of both labels and few ambiguous/failed rows")
+def split_label_balance(config: BalanceCheckConfig, corpus_splits: dict) -> dg.AssetCheckResult:
+    shares = {}
+    passed = True
+    for name, ref in corpus_splits.items():
+        counts = ref["label_counts"]
+        total = max(1, sum(counts.values()))
+        high, low = counts.get("high-stakes", 0), counts.get("low-stakes", 0)
+        minority = min(high, low) / max(1, high + low)
+        ambiguous = counts.get("ambiguous", 0) / total
+        shares[name] = {"minority_share": round(minority, 3), "ambiguous_share": round(ambiguous, 3)}
+        passed &= minority >= config.min_minority_share and ambiguous <= config.max_ambiguous_share
+    return dg.AssetCheckResult(passed=passed, metadata={"shares": dg.MetadataValue.json(shares)},
+                               severity=dg.AssetCheckSeverity.WARN)
+
+
+@dg.asset_check(asset="synthetic_labelled", description="share of ambiguous or failed labels under the bound")
+def labelled_quality(config: BalanceCheckConfig, artifact_store: ArtifactStoreResource, synthetic_labelled: dict) -> dg.AssetCheckResult:
+    ds = _load(artifact_store, synthetic_labelled)
+    status = ds.df["label_status"].to_list()
+    failed = sum(s != "ok" for s in status) / len(status)
+    ambiguous = ds.labels.count("ambiguous") / len(ds)
+    return dg.AssetCheckResult(
+        passed=failed <= config.max_ambiguous_share and ambiguous <= config.max_ambiguous_share,
+        metadata={"failed_share": failed, "ambiguous_share": ambiguous},
+        severity=dg.AssetCheckSeverity.WARN,
+    )

@@ -1,0 +1,99 @@
+"""Automation: a label change re-runs probes, metrics and the report but not activations;
+a text change re-runs activations too; an unchanged source triggers nothing.
+
+The test plays the automation daemon: it evaluates the declarative automation
+conditions of the real definitions and executes the runs they request, until quiet.
+"""
+
+import json
+
+import dagster as dg
+import pytest
+
+from dagster_helpers import ASSETS, materialize, materialize_graph, resources
+from mup_core.corpus import load_embedded_corpus
+from mup_core.data import save_jsonl
+
+
+def run_daemon(instance, root, cursor, **kw):
+    defs = dg.Definitions(assets=ASSETS, resources=resources(root, **kw))
+    asset_keys = defs.resolve_asset_graph().get_all_asset_keys()
+    requested = set()
+    for _ in range(15):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        cursor = result.cursor
+        if result.total_requested == 0:
+            break
+        by_partition: dict = {}
+        for key in asset_keys:
+            for partition in result.get_requested_partitions(key):
+                by_partition.setdefault(partition, []).append(key.to_user_string())
+                requested.add((key.to_user_string(), partition))
+        for partition, keys in by_partition.items():  # one run per partition key, as the daemon launches them
+            materialize(instance, root, sorted(keys), partition, **kw)
+    else:
+        pytest.fail("automation did not settle")
+    return cursor, requested
+
+
+def observe(instance, root, **kw):
+    return materialize(instance, root, ["dataset_sources"], **kw)
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    ds = load_embedded_corpus()
+    small = ds.filter(ds.df["domain"].is_in(["medicine", "finance", "law"]))
+    path = tmp_path / "corpus.jsonl"
+    save_jsonl(small, path)
+    return path
+
+
+def _edit(path, row, **changes):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    rec = json.loads(lines[row])
+    rec.update(changes)
+    lines[row] = json.dumps(rec, ensure_ascii=False)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _assets(requested):
+    return {asset for asset, _ in requested} - {"dataset_sources"}
+
+
+@pytest.mark.slow
+def test_labels_and_inputs_changes_rerun_exactly_what_depends_on_them(tmp_path, corpus_file):
+    instance = dg.DagsterInstance.ephemeral()
+    root = tmp_path / "artifacts"
+    kw = {"corpus_path": corpus_file}
+    materialize_graph(instance, root, layers=(1, 2), **kw)
+    observe(instance, root, **kw)
+    cursor, requested = run_daemon(instance, root, None, **kw)
+    assert _assets(requested) == set()  # nothing changed since the graph was built
+
+    # 1. relabel one row: probes, metrics and report re-run for every materialised partition; activations do not
+    first = json.loads(corpus_file.read_text(encoding="utf-8").splitlines()[0])
+    flipped = "low-stakes" if first["labels"] == "high-stakes" else "high-stakes"
+    _edit(corpus_file, 0, labels=flipped)
+    observe(instance, root, **kw)
+    cursor, requested = run_daemon(instance, root, cursor, **kw)
+    assets = _assets(requested)
+    assert {"stakes_corpus", "corpus_splits", "probes", "probe_metrics", "probe_report"} <= assets
+    assert "activations" not in assets
+    assert {("probes", "1|tiny"), ("probes", "2|tiny"), ("probe_report", "tiny")} <= requested
+    assert not any(a == "probes" and p not in ("1|tiny", "2|tiny") for a, p in requested)  # only what existed
+    probes_event = instance.get_latest_materialization_event(dg.AssetKey("probes"))
+    assert probes_event.asset_materialization.metadata["train_labels_hash"].value  # retrained on the new labels
+
+    # 2. an unchanged source (observed again) triggers nothing
+    observe(instance, root, **kw)
+    cursor, requested = run_daemon(instance, root, cursor, **kw)
+    assert _assets(requested) == set()
+
+    # 3. edit one input text: activations re-run too, then everything downstream
+    _edit(corpus_file, 1, inputs="My grandfather collapsed in the garden and is not breathing. What do I do?")
+    observe(instance, root, **kw)
+    cursor, requested = run_daemon(instance, root, cursor, **kw)
+    assets = _assets(requested)
+    assert {"stakes_corpus", "corpus_splits", "dataset_texts", "activations", "probes", "probe_metrics", "probe_report"} <= assets
+    assert ("activations", "tiny") in requested and not any(a == "activations" and p != "tiny" for a, p in requested)
