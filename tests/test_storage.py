@@ -1,10 +1,5 @@
 """The artifact store, locally and against a real S3-compatible server on 127.0.0.1 (moto)."""
 
-import socket
-import subprocess
-import sys
-import time
-
 import pytest
 import torch
 
@@ -24,49 +19,6 @@ def test_local_store_basics_and_atomicity(tmp_path):
         store.get_bytes("a/c.bin")
     with pytest.raises(ValueError, match="escapes the store root"):
         store.put_bytes("../evil", b"x")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    pytest.importorskip("moto")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("moto S3 server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-@pytest.fixture
-def s3_store(s3_endpoint, tmp_path, monkeypatch):
-    import boto3
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
-    bucket = f"mup-{tmp_path.name.lower().replace('_', '-')[:40]}"
-    client.create_bucket(Bucket=bucket)
-    return S3Store(client, bucket, prefix="runs", cache_dir=tmp_path / "cache")
 
 
 def test_s3_store_round_trip(s3_store):

@@ -22,10 +22,11 @@ from mup_core.llm.cache import ResponseCache, cache_key
 class _Decoder:
     """Incremental greedy decoding over a KV cache."""
 
-    def __init__(self, lm, prompt: str):
+    def __init__(self, lm, prompt: str, quote_ids):
         import torch
 
         self.lm, self.torch = lm, torch
+        self.quote_ids = quote_ids  # tokens that contain a double quote, and EOS
         self.past = None
         self.logits = None
         self.feed(prompt)
@@ -63,10 +64,15 @@ class _Decoder:
         return best_digit > best_end
 
     def gen_string(self, max_tokens: int) -> str:
+        """Greedy text up to the closing quote; the string is never empty."""
         tok = self.lm.tokenizer
         pieces: list[int] = []
-        for _ in range(max_tokens):
-            next_id = int(self.logits.argmax())
+        for step in range(max_tokens):
+            logits = self.logits
+            if step == 0:
+                logits = logits.clone()
+                logits[self.quote_ids] = float("-inf")
+            next_id = int(logits.argmax())
             if next_id == tok.eos_token_id:
                 break
             pieces.append(next_id)
@@ -86,6 +92,7 @@ class LocalChatClient(LLMClient):
         self.name = f"local:{model}"
         self.max_concurrency = 1  # one forward at a time; torch already uses every core
         self.cache = cache
+        self._quotes = None
         self._lock = threading.Lock()
 
     def complete(self, messages: Sequence[Message], *, schema=None, max_tokens=256, temperature=0.0) -> ChatResult:
@@ -120,7 +127,7 @@ class LocalChatClient(LLMClient):
     def _constrained(self, prompt: str, schema: dict, max_tokens: int) -> dict:
         if schema.get("type") != "object":
             raise LLMError("the local backend's JSON mode needs an object schema", kind="invalid")
-        decoder = _Decoder(self.lm, prompt + "{")
+        decoder = _Decoder(self.lm, prompt + "{", self._quote_ids())
         value: dict = {}
         props = list(schema.get("properties", {}).items())
         for n, (name, sub) in enumerate(props):
@@ -142,6 +149,16 @@ class LocalChatClient(LLMClient):
             else:
                 raise LLMError(f"the local backend cannot produce field {name!r} of type {kind!r}", kind="invalid")
         return value
+
+    def _quote_ids(self):
+        if self._quotes is None:
+            import torch
+
+            tok = self.lm.tokenizer
+            vocab = tok.convert_ids_to_tokens(list(range(len(tok))))
+            bad = [i for i, t in enumerate(vocab) if t is not None and '"' in tok.convert_tokens_to_string([t])]
+            self._quotes = torch.tensor(bad + [tok.eos_token_id], dtype=torch.long)
+        return self._quotes
 
     def _choose_enum(self, decoder: _Decoder, options: list[str]) -> str:
         tok = self.lm.tokenizer
