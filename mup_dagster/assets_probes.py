@@ -12,7 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from mup_core.models.registry import get_spec
-from mup_dagster.automation import on_any_upstream_partition_change, on_upstream_version_change
+from mup_dagster.automation import on_any_upstream_partition_update, on_upstream_version_change
 from mup_dagster.metadata import image_markdown, label_balance
 from mup_dagster.partitions import by_model, model_layer_partitions, model_partitions
 from mup_dagster.resources import ArtifactStoreResource, DatasetSourcesResource
@@ -368,7 +368,7 @@ def probe_metrics(
     partitions_def=model_partitions,
     deps=[dg.AssetDep("probe_metrics", partition_mapping=by_model)],
     kinds={"matplotlib"},
-    automation_condition=on_any_upstream_partition_change,
+    automation_condition=on_any_upstream_partition_update,
 )
 def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> dict:
     """All layers of one model: the metrics table and the AUROC-by-layer figure."""

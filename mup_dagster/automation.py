@@ -23,6 +23,9 @@ _changed = (
 
 on_upstream_version_change = (_changed & ~AC.any_deps_missing()).with_label("upstream data version changed")
 
-# For a per-model summary over layer x model partitions: most layer keys of a model never
-# exist (the layer dimension is the union over models), so missing ones must not block it.
-on_any_upstream_partition_change = _changed.with_label("an upstream partition's data version changed")
+# For the per-model report over layer x model partitions: most layer keys of a model never
+# exist (the layer dimension is the union over models), so missing ones must not block it,
+# and any new metrics partition (which only appears when something changed) refreshes it.
+on_any_upstream_partition_update = (
+    AC.any_deps_updated().since_last_handled() & ~AC.missing() & ~AC.any_deps_in_progress() & ~AC.in_progress()
+).with_label("an upstream partition was updated")

@@ -17,7 +17,8 @@ def test_dagster_asset_materialize_cli(tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
-    env = {**os.environ, "DAGSTER_HOME": str(home), "MUP_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
+    env = {**os.environ, "DAGSTER_HOME": str(home), "MUP_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+           "MUP_HOME": str(tmp_path / "mup_home"), "MUP_LLM_BACKEND": "local", "MUP_LLM_MODEL": "tiny"}
 
     def run(*args):
         proc = subprocess.run(
@@ -31,6 +32,10 @@ def test_dagster_asset_materialize_cli(tmp_path):
     run("--select", "activations", "--partition", "tiny")
     run("--select", "probes,probe_metrics", "--partition", "2|tiny")
 
+    # generate and label a small synthetic dataset with the local backend
+    run("--select", "synthetic_situations,synthetic_prompts,synthetic_labelled",
+        "--config-json", '{"ops": {"synthetic_situations": {"config": {"n_pairs": 2}}}}')
+
     bad = subprocess.run(
         [DAGSTER, "asset", "materialize", "-m", "mup_dagster.definitions", "--select", "probes", "--partition", "tiny|2"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
@@ -42,3 +47,6 @@ def test_dagster_asset_materialize_cli(tmp_path):
     assert latest.dagster_event.partition == "2|tiny"
     assert (tmp_path / "artifacts" / "metrics" / "tiny" / "layer_002.parquet").exists()
     assert (tmp_path / "artifacts" / "probes" / "tiny" / "layer_002" / "attention.safetensors").exists()
+    labelled = instance.get_latest_materialization_event(dg.AssetKey("synthetic_labelled"))
+    assert labelled.asset_materialization.metadata["rows"].value >= 2
+    assert (tmp_path / "mup_home" / "llm_cache.sqlite").exists()

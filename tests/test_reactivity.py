@@ -90,8 +90,13 @@ def test_labels_and_inputs_changes_rerun_exactly_what_depends_on_them(tmp_path, 
     cursor, requested = run_daemon(instance, root, cursor, **kw)
     assert _assets(requested) == set()
 
-    # 3. edit one input text: activations re-run too, then everything downstream
-    _edit(corpus_file, 1, inputs="My grandfather collapsed in the garden and is not breathing. What do I do?")
+    # 3. edit the text of a held-out test row: activations re-run too, then everything downstream
+    #    (a test row, so that the metrics table surely changes and the report re-runs)
+    from mup_core.data import load_dataset, split_dataset
+
+    test_id = split_dataset(load_dataset(corpus_file))["test"].ids[0]
+    row = next(i for i, line in enumerate(corpus_file.read_text(encoding="utf-8").splitlines()) if json.loads(line)["ids"] == test_id)
+    _edit(corpus_file, row, inputs="My grandfather collapsed in the garden and is not breathing. What do I do?")
     observe(instance, root, **kw)
     cursor, requested = run_daemon(instance, root, cursor, **kw)
     assets = _assets(requested)
