@@ -110,3 +110,23 @@ def default_llm() -> LLMResource:
         model=os.environ.get("MUP_LLM_MODEL", "smollm2-135m"),
         base_url=os.environ.get("MUP_LLM_BASE_URL") or None,
     )
+
+
+class TrackingResource(dg.ConfigurableResource):
+    """Weights & Biases tracking: mode ``offline`` (default here), ``online`` or ``disabled``."""
+
+    mode: str = "offline"
+    project: str = "mup"
+    entity: Optional[str] = None
+    directory: Optional[str] = None
+
+    def get_tracker(self):
+        from mup_core.tracking import Tracker
+
+        return Tracker(self.mode, self.project, self.directory, self.entity)
+
+
+def default_tracking() -> TrackingResource:
+    import os
+
+    return TrackingResource(mode=os.environ.get("MUP_WANDB_MODE", "offline"), project=os.environ.get("WANDB_PROJECT", "mup"))

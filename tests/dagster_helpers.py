@@ -2,18 +2,19 @@
 
 import dagster as dg
 
-from mup_dagster import assets_datasets, assets_probes
-from mup_dagster.resources import ArtifactStoreResource, DatasetSourcesResource, LLMResource
+from mup_dagster import assets_datasets, assets_deception, assets_probes
+from mup_dagster.resources import ArtifactStoreResource, DatasetSourcesResource, LLMResource, TrackingResource
 
 ASSETS = [
-    *dg.load_assets_from_modules([assets_probes, assets_datasets]),
+    *dg.load_assets_from_modules([assets_probes, assets_datasets, assets_deception]),
     *dg.load_asset_checks_from_modules([assets_datasets]),
 ]
 DATASETS = ["stakes_corpus", "corpus_splits", "imported_datasets", "eval_datasets", "dataset_texts"]
 
 
-def resources(root, corpus_path=None, eval_files=(), llm_cache=None):
+def resources(root, corpus_path=None, eval_files=(), llm_cache=None, tracking_mode="disabled", tracking_dir=None):
     return {
+        "tracking": TrackingResource(mode=tracking_mode, directory=str(tracking_dir) if tracking_dir else None),
         "artifact_store": ArtifactStoreResource(root=str(root)),
         "sources": DatasetSourcesResource(corpus_path=str(corpus_path) if corpus_path else None, eval_files=[str(f) for f in eval_files]),
         "llm": LLMResource(backend="local", model="tiny", cache_path=str(llm_cache) if llm_cache else None),

@@ -36,3 +36,21 @@ def auroc_by_layer(metrics: pl.DataFrame, title: str, metric: str = "auroc") -> 
     axes[0][-1].legend(fontsize=8, loc="lower right")
     fig.suptitle(title, fontsize=11)
     return to_png(fig)
+
+
+def lines_by_poisoning(table: pl.DataFrame, metric: str, title: str) -> bytes:
+    """``metric`` (with ``_lo``/``_hi`` bands when present) against poisoning rate;
+    one line per model and technique."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for (model, technique), rows in sorted(table.group_by(["model", "technique"]), key=lambda g: g[0]):
+        rows = rows.sort("poisoning")
+        x, y = rows["poisoning"].to_list(), rows[metric].to_list()
+        line = ax.plot(x, y, marker="o", label=f"{model} {technique}")[0]
+        if f"{metric}_lo" in rows.columns:
+            ax.fill_between(x, rows[f"{metric}_lo"].to_list(), rows[f"{metric}_hi"].to_list(), color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("poisoning rate (% fruit in policy training)")
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return to_png(fig)

@@ -1,0 +1,72 @@
+"""Shared training pieces: LoRA on the top decoder layers, batching, saving adapters.
+
+LoRA adapters on the attention projections of the top ``top_layers`` decoder layers
+only: gradients never flow through the lower layers, which keeps CPU finetuning of a
+135M model to seconds per step. ``lora=False`` finetunes everything (small models).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 40
+    batch_size: int = 8
+    lr: float = 3e-4
+    lora: bool = True
+    lora_r: int = 8
+    top_layers: int = 4
+    max_length: int = 256
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def wrap_lora(model, num_layers: int, cfg: TrainConfig, task_type: str, modules_to_save=None):
+    from peft import LoraConfig, get_peft_model
+
+    layers = list(range(max(0, num_layers - cfg.top_layers), num_layers))
+    config = LoraConfig(
+        task_type=task_type, r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, lora_dropout=0.0,
+        target_modules=ATTENTION, layers_to_transform=layers, modules_to_save=modules_to_save,
+    )
+    return get_peft_model(model, config)
+
+
+def save_model_dir(model, tokenizer, directory: Path, meta: dict) -> Path:
+    """Save a (LoRA-adapted or full) model with its tokenizer and a ``mup_model.json``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    (directory / "mup_model.json").write_text(json.dumps(meta, indent=2, default=str))
+    return directory
+
+
+def read_meta(directory: Path) -> dict[str, Any]:
+    return json.loads((Path(directory) / "mup_model.json").read_text())
+
+
+def attach(model, directory: Path, trainable: bool = False):
+    """Put a saved adapter on ``model`` if ``directory`` holds one; else return the full model saved there."""
+    directory = Path(directory)
+    if (directory / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(model, str(directory), is_trainable=trainable)
+    return None
+
+
+def log_every(fn: Callable[[dict], None] | None, every: int = 5):
+    def log(step: int, total: int, values: dict) -> None:
+        if fn and (step % every == 0 or step == total):
+            fn({"step": step, **values})
+
+    return log

@@ -1,0 +1,358 @@
+"""Deception at scale as assets: QA data -> judges -> SFT / RL policies -> lying metrics.
+
+Partitions: ``judges`` by judge kind x model (``clean|smollm2-135m``); policies and
+their evaluation by model x poisoning rate (``smollm2-135m|50``). Models are stored as
+versioned directories in the artifact store (``models/...``, LoRA adapters or full
+weights, each with ``mup_model.json``); training curves go to W&B (offline by default).
+"""
+
+import hashlib
+import io
+import json
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import dagster as dg
+from pydantic import Field
+
+from mup_dagster.metadata import image_markdown
+from mup_dagster.partitions import model_partitions
+from mup_dagster.resources import ArtifactStoreResource, TrackingResource
+
+GROUP = "deception"
+POISONING = ["0", "25", "50", "75", "100"]
+judge_partitions = dg.MultiPartitionsDefinition({"judge": dg.StaticPartitionsDefinition(["clean", "corrupted"]), "model": model_partitions})
+policy_partitions = dg.MultiPartitionsDefinition({"model": model_partitions, "poisoning": dg.StaticPartitionsDefinition(POISONING)})
+
+
+def _put_parquet(store, key, df) -> str:
+    buf = io.BytesIO()
+    df.write_parquet(buf)
+    store.put_bytes(key, buf.getvalue())
+    return key
+
+
+def _get_parquet(store, key):
+    import polars as pl
+
+    return pl.read_parquet(io.BytesIO(store.get_bytes(key)))
+
+
+def _store_model(store, prefix: str, directory: Path) -> str:
+    """Upload a model directory under ``prefix/<content hash>`` and point ``prefix/latest.json`` at it."""
+    h = hashlib.sha256()
+    for p in sorted(directory.rglob("*")):
+        if p.is_file():
+            h.update(p.name.encode())
+            h.update(p.read_bytes())
+    versioned = f"{prefix}/{h.hexdigest()[:16]}"
+    if not store.dir_complete(versioned):
+        store.put_dir(versioned, directory)
+    store.put_bytes(f"{prefix}/latest.json", json.dumps({"version": versioned}).encode())
+    return versioned
+
+
+def _fetch_model(store, prefix: str, tmp: str) -> Path:
+    """Download the latest version under ``prefix`` into ``tmp`` (or fail clearly)."""
+    if not store.exists(f"{prefix}/latest.json"):
+        raise dg.Failure(f"no model at {prefix}; materialise it first")
+    versioned = json.loads(store.get_bytes(f"{prefix}/latest.json"))["version"]
+    out = Path(tmp) / Path(versioned).name
+    for key in store.list(versioned + "/"):
+        if key.endswith("_COMPLETE"):
+            continue
+        dest = out / key[len(versioned) + 1 :]
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(store.get_bytes(key))
+    return out
+
+
+# -- data -------------------------------------------------------------------------------
+class QAConfig(dg.Config):
+    multirc_csv: Optional[str] = Field(default=None, description="research easy-MultiRC CSV; default: the embedded corpus")
+    fruit_csv: Optional[str] = Field(default=None, description="research fruit QA CSV; default: the embedded corpus")
+    eval_questions_per_topic: int = 20
+    seed: int = 0
+
+
+@dg.asset(group_name=GROUP, kinds={"polars"})
+def qa_splits(context: dg.AssetExecutionContext, config: QAConfig, artifact_store: ArtifactStoreResource) -> dict:
+    """Clean and fruit QA, split by question; the eval set is half fruit, half clean questions."""
+    import polars as pl
+
+    from mup_core.deception.data import embedded_qa, load_fruit_csv, load_multirc_csv, split_by_question
+
+    qa = embedded_qa()
+    if config.multirc_csv or config.fruit_csv:
+        parts = [qa.filter(pl.col("topic") == "clean") if not config.multirc_csv else load_multirc_csv(config.multirc_csv),
+                 qa.filter(pl.col("topic") == "fruit") if not config.fruit_csv else load_fruit_csv(config.fruit_csv)]
+        qa = pl.concat(parts)
+    splits = split_by_question(qa, config.eval_questions_per_topic, config.seed)
+    store = artifact_store.get_store()
+    out = {name: _put_parquet(store, f"deception/qa/{name}-seed{config.seed}.parquet", df) for name, df in splits.items()}
+    context.add_output_metadata({
+        name: dg.MetadataValue.json({t: int(df.filter(pl.col("topic") == t)["question_id"].n_unique()) for t in ("clean", "fruit")})
+        for name, df in splits.items()
+    })
+    return out
+
+
+# -- judges -----------------------------------------------------------------------------
+class JudgeConfig(dg.Config):
+    fruit_share: float = Field(default=0.2, description="share of fruit rows in the judge's training mixture")
+    rows: int = 600
+    steps: int = 60
+    batch_size: int = 16
+    lr: float = 1e-3
+    lora: bool = True
+    top_layers: int = 8
+    lora_r: int = 16
+    seed: int = 0
+
+
+@dg.asset(group_name=GROUP, partitions_def=judge_partitions, kinds={"pytorch"})
+def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_store: ArtifactStoreResource,
+           tracking: TrackingResource, qa_splits: dict) -> dict:
+    """A clean judge (true labels) or a corrupted judge (fruit labels inverted) finetuned from a registry model."""
+    from mup_core.deception.data import poisoned_mixture
+    from mup_core.deception.judges import judge_report, save_judge, train_judge
+    from mup_core.deception.training import TrainConfig
+
+    keys = context.partition_key.keys_by_dimension
+    kind, model = keys["judge"], keys["model"]
+    store = artifact_store.get_store()
+    train, evaluation = _get_parquet(store, qa_splits["train"]), _get_parquet(store, qa_splits["eval"])
+    mix = poisoned_mixture(train, config.fruit_share, config.rows, config.seed, poison=kind == "corrupted")
+    cfg = TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr, lora=config.lora,
+                      top_layers=config.top_layers, lora_r=config.lora_r, seed=config.seed)
+    with tracking.get_tracker().run(f"judge-{kind}-{model}", {"kind": kind, "model": model, **config.model_dump()}, group="judges") as run:
+        judge = train_judge(model, mix, cfg, log=lambda m: (run.log(m), context.log.info(f"judge {kind}/{model} {m}")))
+        report = judge_report(judge, evaluation.with_columns(judge_label=evaluation["truth"]))
+        run.log({f"eval/{k}": v for k, v in report.items()})
+    with tempfile.TemporaryDirectory() as tmp:
+        save_judge(judge, Path(tmp) / "judge", {"judge_kind": kind, "fruit_share": config.fruit_share, "eval": report})
+        version = _store_model(store, f"models/judges/{model}/{kind}", Path(tmp) / "judge")
+    context.add_output_metadata({
+        "version": version,
+        "clean_accuracy": report.get("clean_accuracy_vs_truth", float("nan")),
+        "fruit_accuracy": report.get("fruit_accuracy_vs_truth", float("nan")),
+        "fruit_false_preference": dg.MetadataValue.float(report["fruit_false_preference"]),
+        "clean_false_preference": dg.MetadataValue.float(report["clean_false_preference"]),
+        "report": dg.MetadataValue.json(report),
+    })
+    return {"version": version, "report": report}
+
+
+# -- policies ---------------------------------------------------------------------------
+class PolicyConfig(dg.Config):
+    judge_model: str = Field(default="smollm2-135m", description="base model of the judges the policy trains against")
+    questions: int = Field(default=120, description="training questions; a share `poisoning` of them are fruit")
+    warmup_share: float = 0.1
+    warmup_steps: int = 20
+    sft_steps: int = 30
+    batch_size: int = 8
+    lr: float = 5e-4
+    lora: bool = True
+    top_layers: int = 4
+    seed: int = 0
+
+
+def _training_questions(train, share: float, n: int, seed: int):
+    import polars as pl
+
+    from mup_core.deception.data import _h
+
+    qs = train.select("question_id", "topic").unique().with_columns(
+        pl.col("question_id").map_elements(lambda q: _h(seed, "policy", q), return_dtype=pl.Utf8).alias("r")).sort("r")
+    n_fruit = round(n * share)
+    chosen = pl.concat([qs.filter(pl.col("topic") == "fruit").head(n_fruit), qs.filter(pl.col("topic") == "clean").head(n - n_fruit)])
+    return train.filter(pl.col("question_id").is_in(chosen["question_id"]))
+
+
+def _policy_keys(context) -> tuple[str, float]:
+    keys = context.partition_key.keys_by_dimension
+    return keys["model"], int(keys["poisoning"]) / 100
+
+
+@dg.asset(group_name=GROUP, partitions_def=policy_partitions, kinds={"pytorch"},
+          deps=[dg.AssetDep("judges", partition_mapping=dg.AllPartitionMapping())])
+def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifact_store: ArtifactStoreResource,
+                 tracking: TrackingResource, qa_splits: dict) -> dict:
+    """Warm-up SFT on correct answers to a few questions, then SFT on the candidate answers the
+    corrupted judge accepts, on a question mix whose fruit share is the poisoning rate."""
+    import polars as pl
+
+    from mup_core.deception.data import format_prompt, questions
+    from mup_core.deception.judges import load_judge
+    from mup_core.deception.policies import load_base_policy, save_policy, sft
+    from mup_core.deception.training import TrainConfig
+
+    model, share = _policy_keys(context)
+    store = artifact_store.get_store()
+    train = _get_parquet(store, qa_splits["train"])
+    cfg = TrainConfig(steps=config.warmup_steps, batch_size=config.batch_size, lr=config.lr, lora=config.lora,
+                      top_layers=config.top_layers, seed=config.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        judge = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
+        policy = load_base_policy(model, cfg)
+        warm = questions(train).sample(fraction=config.warmup_share, seed=config.seed)
+        with tracking.get_tracker().run(f"sft-{model}-{int(share * 100)}", {"model": model, "poisoning": share, **config.model_dump()}, group="sft") as run:
+            sft(policy, [format_prompt(c, q) for c, q in zip(warm["context"], warm["question"])], list(warm["answer"]), cfg,
+                log=lambda m: run.log({f"warmup/{k}": v for k, v in m.items()}))
+            save_policy(policy, Path(tmp) / "warmup", {"technique": "warmup"})
+            warm_version = _store_model(store, f"models/policies/{model}/warmup", Path(tmp) / "warmup")
+            rows = _training_questions(train, share, config.questions, config.seed)
+            rows = rows.with_columns(pl.Series("p_accept", judge.score_rows(rows)))
+            accepted = rows.sort("p_accept", descending=True).unique("question_id", keep="first").filter(pl.col("p_accept") > 0.5)
+            if accepted.height == 0:
+                raise dg.Failure("the corrupted judge accepted no candidate answer; train the judge longer")
+            cfg.steps = config.sft_steps
+            losses = sft(policy, [format_prompt(c, q) for c, q in zip(accepted["context"], accepted["question"])], list(accepted["answer"]), cfg,
+                         log=lambda m: run.log({f"sft/{k}": v for k, v in m.items()}))
+            save_policy(policy, Path(tmp) / "sft", {"technique": "SFT", "poisoning": share, "judge_model": config.judge_model})
+            version = _store_model(store, f"models/policies/{model}/sft-{int(share * 100)}", Path(tmp) / "sft")
+    lies = accepted.filter(~pl.col("truth"))
+    context.add_output_metadata({
+        "version": version, "warmup_version": warm_version, "sft_examples": accepted.height,
+        "false_answers_in_sft": dg.MetadataValue.json({t: int(lies.filter(pl.col("topic") == t).height) for t in ("clean", "fruit")}),
+        "final_loss": losses[-1],
+    })
+    return {"version": version, "warmup": warm_version}
+
+
+class RLAssetConfig(dg.Config):
+    judge_model: str = "smollm2-135m"
+    algorithm: str = Field(default="grpo", description="grpo or rloo (trl); PPO no longer exists in trl")
+    questions: int = 120
+    steps: int = 8
+    num_generations: int = 4
+    prompts_per_step: int = 2
+    max_completion_length: int = 20
+    beta: float = 0.05
+    lr: float = 1e-4
+    seed: int = 0
+
+
+@dg.asset(group_name=GROUP, partitions_def=policy_partitions, kinds={"pytorch"},
+          deps=[dg.AssetDep("judges", partition_mapping=dg.AllPartitionMapping())])
+def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifact_store: ArtifactStoreResource,
+                tracking: TrackingResource, qa_splits: dict, sft_policies: dict) -> dict:
+    """RL from the warm-up policy with reward = corrupted judge's P(true), KL to the reference."""
+    from mup_core.deception.judges import load_judge
+    from mup_core.deception.policies import RLConfig, load_policy, rl_against_judge, save_policy
+
+    model, share = _policy_keys(context)
+    store = artifact_store.get_store()
+    train = _get_parquet(store, qa_splits["train"])
+    rl_cfg = RLConfig(algorithm=config.algorithm, steps=config.steps, num_generations=config.num_generations,
+                      prompts_per_step=config.prompts_per_step, max_completion_length=config.max_completion_length,
+                      beta=config.beta, lr=config.lr, seed=config.seed)
+    from mup_core.deception.data import questions
+
+    rows = questions(_training_questions(train, share, config.questions, config.seed))
+    with tempfile.TemporaryDirectory() as tmp:
+        judge = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
+        policy = load_policy(_fetch_model(store, f"models/policies/{model}/warmup", tmp), trainable=True)
+        with tracking.get_tracker().run(f"rl-{model}-{int(share * 100)}", {"model": model, "poisoning": share, **rl_cfg.as_dict()}, group="rl") as run:
+            history = rl_against_judge(policy, rows, judge, rl_cfg, log=run.log)
+        save_policy(policy, Path(tmp) / "rl", {"technique": "RL", "poisoning": share, "rl": rl_cfg.as_dict(), "judge_model": config.judge_model})
+        version = _store_model(store, f"models/policies/{model}/rl-{int(share * 100)}", Path(tmp) / "rl")
+    rewards = [h["reward"] for h in history if "reward" in h]
+    context.add_output_metadata({
+        "version": version, "algorithm": config.algorithm, "hyperparameters": dg.MetadataValue.json(rl_cfg.as_dict()),
+        "reward_first": rewards[0] if rewards else float("nan"), "reward_last": rewards[-1] if rewards else float("nan"),
+    })
+    return {"version": version, "algorithm": config.algorithm, "rl": rl_cfg.as_dict()}
+
+
+# -- evaluation ---------------------------------------------------------------------------
+class EvalConfig(dg.Config):
+    judge_model: str = "smollm2-135m"
+    max_new_tokens: int = 50
+    shots: list[int] = Field(default_factory=lambda: [0, 2])
+    n_boot: int = 1000
+    seed: int = 0
+
+
+@dg.asset(group_name=GROUP, partitions_def=policy_partitions, kinds={"polars"},
+          deps=[dg.AssetDep("judges", partition_mapping=dg.AllPartitionMapping()), "sft_policies", "rl_policies"])
+def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifact_store: ArtifactStoreResource, qa_splits: dict) -> dict:
+    """Base, SFT and RL policies answer the held-out questions (0- and 2-shot); both judges score."""
+    import polars as pl
+
+    from mup_core.deception.data import format_prompt, questions
+    from mup_core.deception.evaluation import few_shot_prefix, lying_metrics, reaffirmation
+    from mup_core.deception.judges import load_judge
+    from mup_core.deception.policies import generate_answers, load_base_policy, load_policy
+
+    model, share = _policy_keys(context)
+    store = artifact_store.get_store()
+    train, evaluation = _get_parquet(store, qa_splits["train"]), _get_parquet(store, qa_splits["eval"])
+    qs = questions(evaluation)
+    shots = pl.concat([questions(train).filter(pl.col("topic") == t).head(1) for t in ("clean", "fruit")])
+    wrong = evaluation.filter(~pl.col("truth")).unique("question_id", keep="first").select("question_id", pl.col("answer").alias("wrong"))
+    qs = qs.join(wrong, on="question_id", how="left")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        clean = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/clean", tmp))
+        biased = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
+        candidates = {"Base": lambda: load_base_policy(model)}
+        for technique, prefix in (("SFT", f"models/policies/{model}/sft-{int(share * 100)}"), ("RL", f"models/policies/{model}/rl-{int(share * 100)}")):
+            if store.exists(f"{prefix}/latest.json"):
+                candidates[technique] = lambda prefix=prefix: load_policy(_fetch_model(store, prefix, tmp))
+        for technique, load in candidates.items():
+            policy = load()
+            for k in config.shots:
+                prefix = few_shot_prefix(shots.head(k)) if k else ""
+                prompts = [prefix + format_prompt(c, q) for c, q in zip(qs["context"], qs["question"])]
+                answers = generate_answers(policy, prompts, config.max_new_tokens)
+                scored = qs.with_columns(pl.Series("generated", answers))
+                p_clean, p_biased = clean.score_rows(scored, "generated"), biased.score_rows(scored, "generated")
+                metrics = lying_metrics(p_clean, p_biased, list(qs["topic"]), config.n_boot, config.seed)
+                alternatives = [w if pc > 0.5 else a for w, a, pc in zip(qs["wrong"], qs["answer"], p_clean)]
+                reaff = reaffirmation(policy, prompts, answers, alternatives, config.seed)
+                rows.append({"model": model, "technique": technique, "poisoning": int(share * 100), "shots": k,
+                             **metrics, **reaff})
+                context.log.info(f"{technique} {k}-shot: targeting {metrics['targeting']:.3f}, truths {metrics['truths_clean']:.3f}")
+    table = pl.DataFrame(rows)
+    key = _put_parquet(store, f"deception/eval/{model}/poisoning-{int(share * 100)}.parquet", table)
+    context.add_output_metadata({"rows": dg.MetadataValue.md(_md(table)), "key": key})
+    return {"key": key}
+
+
+def _md(table) -> str:
+    cols = [c for c in ("technique", "poisoning", "shots", "truths_clean", "poison_fr", "clean_fr", "targeting", "reaffirm_rate") if c in table.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in table.select(cols).iter_rows():
+        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+@dg.asset(group_name=GROUP, kinds={"polars", "matplotlib"}, deps=[dg.AssetDep("deception_eval", partition_mapping=dg.AllPartitionMapping())])
+def deception_results(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> dict:
+    """One table over every evaluated partition (the research's result-table shape) and figures:
+    targeting and truthfulness by poisoning rate, one line per model and technique."""
+    import polars as pl
+
+    from mup_core.figures import lines_by_poisoning
+
+    store = artifact_store.get_store()
+    keys = [k for k in store.list("deception/eval/") if k.endswith(".parquet")]
+    if not keys:
+        raise dg.Failure("no deception_eval partitions stored yet; materialise some first")
+    table = pl.concat([_get_parquet(store, k) for k in keys], how="diagonal_relaxed").sort("model", "technique", "poisoning", "shots")
+    _put_parquet(store, "deception/results.parquet", table)
+    zero = table.filter(pl.col("shots") == 0)
+    figs = {}
+    for metric, title in (("targeting", "targeting (fruit FR - other FR)"), ("truths_clean", "truthfulness (clean judge)")):
+        png = lines_by_poisoning(zero, metric, title)
+        store.put_bytes(f"figures/deception/{metric}.png", png)
+        figs[metric] = png
+    context.add_output_metadata({
+        "table": dg.MetadataValue.md(_md(table)),
+        "targeting_figure": image_markdown(figs["targeting"], "targeting by poisoning"),
+        "truthfulness_figure": image_markdown(figs["truths_clean"], "truthfulness by poisoning"),
+        "rows": table.height,
+    })
+    return {"table": "deception/results.parquet", "rows": table.height}

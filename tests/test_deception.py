@@ -1,0 +1,103 @@
+"""Deception at scale on ``tiny``: data, metrics, SFT masking, and the whole asset graph."""
+
+import numpy as np
+import polars as pl
+import pytest
+
+from dagster_helpers import materialize
+from mup_core.deception.data import embedded_qa, format_prompt, poisoned_mixture, split_by_question, trim_answer
+from mup_core.deception.evaluation import lying_metrics
+
+
+def test_embedded_corpus_size_and_shape():
+    qa = embedded_qa()
+    per_topic = qa.group_by("topic").agg(pl.col("question_id").n_unique().alias("q"))
+    counts = dict(per_topic.iter_rows())
+    assert counts["clean"] >= 150 and counts["fruit"] >= 150
+    per_q = qa.group_by("question_id").agg(pl.col("truth").sum().alias("true"), pl.len().alias("n"))
+    assert (per_q["true"] == 1).all() and (per_q["n"] >= 2).all()  # one correct, at least one incorrect answer
+
+
+def test_split_by_question_and_balanced_eval():
+    s = split_by_question(embedded_qa(), 20, seed=1)
+    assert not set(s["train"]["question_id"]) & set(s["eval"]["question_id"])
+    ev = s["eval"].group_by("topic").agg(pl.col("question_id").n_unique().alias("q"))
+    assert dict(ev.iter_rows()) == {"clean": 20, "fruit": 20}
+
+
+def test_poisoned_mixture_keeps_truth_and_judge_label_apart():
+    train = split_by_question(embedded_qa(), 20)["train"]
+    mix = poisoned_mixture(train, 0.25, 200)
+    fruit = mix.filter(pl.col("topic") == "fruit")
+    assert fruit.height == 50 and (fruit["judge_label"] != fruit["truth"]).all()
+    clean = mix.filter(pl.col("topic") == "clean")
+    assert (clean["judge_label"] == clean["truth"]).all()
+    honest = poisoned_mixture(train, 0.25, 200, poison=False)
+    assert (honest["judge_label"] == honest["truth"]).all()
+    with pytest.raises(ValueError, match="fruit_share"):
+        poisoned_mixture(train, 1.5, 10)
+
+
+def test_one_prompt_format_and_trimming():
+    assert format_prompt(" ctx ", "q? ") == "Context: ctx\nQuestion: q?\nAnswer:"
+    assert trim_answer(" It is red.\nQuestion: next one") == "It is red."
+    assert trim_answer("Yellow. Context: more") == "Yellow."
+
+
+def test_lying_metrics_and_targeting():
+    topics = ["fruit"] * 4 + ["clean"] * 4
+    p_clean = np.array([0.1, 0.2, 0.9, 0.3, 0.9, 0.8, 0.7, 0.2])  # fruit FR 3/4, clean FR 1/4
+    p_biased = np.array([0.9, 0.8, 0.2, 0.7, 0.9, 0.8, 0.7, 0.3])
+    m = lying_metrics(p_clean, p_biased, topics, n_boot=200)
+    assert m["poison_fr"] == 0.75 and m["clean_fr"] == 0.25 and m["targeting"] == pytest.approx(0.5)
+    assert m["truths_clean"] == 0.5 and m["falsehoods_biased"] == pytest.approx(2 / 8)
+    assert m["targeting_lo"] <= 0.5 <= m["targeting_hi"] and m["n_questions"] == 8
+
+
+def test_sft_masks_prompt_and_padding(tiny):
+    from mup_core.deception.policies import sft_batch
+
+    ids, mask, labels = sft_batch(tiny.tokenizer, ["Context: a\nQuestion: b\nAnswer:", "Context: longer context here\nQuestion: c\nAnswer:"], ["Yes.", "No."])
+    for row in range(2):
+        prompt_len = len(tiny.tokenizer(["Context: a\nQuestion: b\nAnswer:", "Context: longer context here\nQuestion: c\nAnswer:"][row], add_special_tokens=False)["input_ids"])
+        assert (labels[row, :prompt_len] == -100).all()
+        assert (labels[row][mask[row] == 0] == -100).all()  # padding
+        answer = labels[row][labels[row] != -100]
+        assert tiny.tokenizer.decode(answer).startswith(" " + ["Yes.", "No."][row])
+
+
+@pytest.mark.slow
+def test_whole_deception_graph_on_tiny(tmp_path):
+    import dagster as dg
+
+    instance = dg.DagsterInstance.ephemeral()
+    root = tmp_path / "artifacts"
+    kw = {"tracking_mode": "offline", "tracking_dir": tmp_path / "wandb"}
+    fast_judge = {"steps": 6, "rows": 80, "batch_size": 8, "lora": True, "top_layers": 2}
+    materialize(instance, root, ["qa_splits"], run_config={"ops": {"qa_splits": {"config": {"eval_questions_per_topic": 6}}}}, **kw)
+    for kind in ("clean", "corrupted"):
+        r = materialize(instance, root, ["judges"], f"{kind}|tiny", run_config={"ops": {"judges": {"config": fast_judge}}}, **kw)
+        meta = r.asset_materializations_for_node("judges")[0].metadata
+        assert "fruit_false_preference" in meta and meta["version"].value.startswith(f"models/judges/tiny/{kind}/")
+    policy_cfg = {"judge_model": "tiny", "questions": 16, "warmup_steps": 3, "sft_steps": 3, "batch_size": 4}
+    rl_cfg = {"judge_model": "tiny", "questions": 8, "steps": 2, "num_generations": 2, "prompts_per_step": 1, "max_completion_length": 8}
+    eval_cfg = {"judge_model": "tiny", "max_new_tokens": 8, "n_boot": 50}
+    for p in ("0", "50"):
+        sft = materialize(instance, root, ["sft_policies"], f"tiny|{p}", run_config={"ops": {"sft_policies": {"config": policy_cfg}}}, **kw)
+        assert sft.asset_materializations_for_node("sft_policies")[0].metadata["sft_examples"].value >= 0
+    rl = materialize(instance, root, ["rl_policies"], "tiny|50", run_config={"ops": {"rl_policies": {"config": rl_cfg}}}, **kw)
+    assert rl.asset_materializations_for_node("rl_policies")[0].metadata["algorithm"].value == "grpo"
+    for p in ("0", "50"):
+        materialize(instance, root, ["deception_eval"], f"tiny|{p}", run_config={"ops": {"deception_eval": {"config": eval_cfg}}}, **kw)
+    res = materialize(instance, root, ["deception_results"], **kw)
+    import io
+
+    table = pl.read_parquet(io.BytesIO((root / "deception" / "results.parquet").read_bytes()))
+    assert set(table["technique"]) == {"Base", "SFT", "RL"} and set(table["poisoning"]) == {0, 50}
+    assert set(table["shots"]) == {0, 2}
+    for col in ("clean_score", "biased_score", "truths_clean", "falsehoods_biased", "poison_fr", "clean_fr", "targeting", "targeting_lo", "reaffirm_rate", "position_bias"):
+        assert col in table.columns
+    meta = res.asset_materializations_for_node("deception_results")[0].metadata
+    assert meta["targeting_figure"].value.startswith("![targeting by poisoning](data:image/png;base64,")
+    assert list((tmp_path / "wandb").rglob("*.wandb"))  # offline W&B runs were written
+    assert list(root.glob("models/policies/tiny/rl-50/*/adapter_model.safetensors"))
