@@ -101,8 +101,8 @@ def qa_splits(context: dg.AssetExecutionContext, config: QAConfig, artifact_stor
 # -- judges -----------------------------------------------------------------------------
 class JudgeConfig(dg.Config):
     fruit_share: float = Field(default=0.2, description="share of fruit rows in the judge's training mixture")
-    rows: int = 600
-    steps: int = 60
+    rows: int = 800
+    steps: int = 150
     batch_size: int = 16
     lr: float = 1e-3
     lora: bool = True

@@ -87,7 +87,8 @@ def train_judge(
         half = cfg.batch_size // 2
         idx = np.concatenate([rng.choice(pos, half), rng.choice(neg, cfg.batch_size - half)])  # balanced batch
         enc = tok([texts[i] for i in idx], return_tensors="pt", padding=True, truncation=True, max_length=cfg.max_length)
-        logits = model(**enc).logits[:, 0]
+        with cfg.autocast():
+            logits = model(**enc).logits[:, 0].float()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.from_numpy(labels[idx]))
         opt.zero_grad()
         loss.backward()

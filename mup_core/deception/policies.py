@@ -101,7 +101,8 @@ def sft(policy: Policy, prompts: Sequence[str], answers: Sequence[str], cfg: Tra
     for step in range(1, cfg.steps + 1):
         idx = rng.choice(len(prompts), size=min(cfg.batch_size, len(prompts)), replace=len(prompts) < cfg.batch_size)
         input_ids, attention, labels = sft_batch(policy.tokenizer, [prompts[i] for i in idx], [answers[i] for i in idx], cfg.max_length)
-        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
+        with cfg.autocast():
+            loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss.float()
         opt.zero_grad()
         loss.backward()
         opt.step()

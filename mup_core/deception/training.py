@@ -25,6 +25,17 @@ class TrainConfig:
     top_layers: int = 4
     max_length: int = 256
     seed: int = 0
+    bf16_autocast: bool = True  # CPU bf16 matmuls are about twice as fast as fp32; weights stay fp32
+
+    def autocast(self):
+        import contextlib
+
+        import torch
+
+        if not self.bf16_autocast:
+            return contextlib.nullcontext()
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return torch.autocast(device, dtype=torch.bfloat16)
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -1,0 +1,70 @@
+"""`make demo-deception`: the deception graph on one model for two poisoning rates.
+
+Judges (clean and corrupted) -> SFT and RL policies at 0% and 50% poisoning -> lying
+metrics -> the results table and figures. Against the instance in ``$DAGSTER_HOME``,
+so everything is visible in ``make ui`` afterwards.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import dagster as dg
+import polars as pl
+
+from mup_dagster import assets_deception
+from mup_dagster.definitions import defs
+
+ASSETS = dg.load_assets_from_modules([assets_deception])
+
+
+def _run(instance, selection, partition_key=None, config=None):
+    started = time.perf_counter()
+    dg.materialize(ASSETS, selection=selection, partition_key=partition_key, resources=defs.resources, instance=instance,
+                   run_config={"ops": {selection[0]: {"config": config}}} if config else {}, raise_on_error=True)
+    print(f"  materialised {','.join(selection)}" + (f" [{partition_key}]" if partition_key else "") + f" in {time.perf_counter() - started:.0f}s", flush=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--poisoning", nargs="*", default=["0", "50"])
+    parser.add_argument("--rl-algorithm", default="grpo", choices=["grpo", "rloo"])
+    args = parser.parse_args(argv)
+    if not os.environ.get("DAGSTER_HOME"):
+        print("DAGSTER_HOME is not set; run through `make demo-deception`", file=sys.stderr)
+        return 2
+    instance = dg.DagsterInstance.get()
+    t0 = time.perf_counter()
+    judge = {"judge_model": args.model}
+    _run(instance, ["qa_splits"])
+    for kind in ("clean", "corrupted"):
+        _run(instance, ["judges"], f"{kind}|{args.model}")
+    for p in args.poisoning:
+        _run(instance, ["sft_policies"], f"{args.model}|{p}", judge)
+    _run(instance, ["rl_policies"], f"{args.model}|{args.poisoning[-1]}", {**judge, "algorithm": args.rl_algorithm})
+    for p in args.poisoning:
+        _run(instance, ["deception_eval"], f"{args.model}|{p}", judge)
+    _run(instance, ["deception_results"])
+
+    store = defs.resources["artifact_store"].get_store()
+    import io
+
+    table = pl.read_parquet(io.BytesIO(store.get_bytes("deception/results.parquet")))
+    with pl.Config(tbl_rows=100, tbl_hide_dataframe_shape=True, float_precision=3, tbl_width_chars=200):
+        print(table.filter(pl.col("model") == args.model).select(
+            "technique", "poisoning", "shots", "truths_clean", "poison_fr", "clean_fr", "targeting", "targeting_lo", "targeting_hi", "reaffirm_rate"))
+    for kind in ("clean", "corrupted"):
+        partition = f"{kind}|{args.model}"
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("judges"), asset_partitions=[partition]), limit=1).records
+        meta = records[0].asset_materialization.metadata
+        print(f"{kind} judge: fruit_false_preference {meta['fruit_false_preference'].value:+.3f}, "
+              f"clean_false_preference {meta['clean_false_preference'].value:+.3f}")
+    print(f"\nfigures: {store.uri('figures/deception/targeting.png')}, {store.uri('figures/deception/truths_clean.png')}")
+    print(f"done in {time.perf_counter() - t0:.0f}s. Open the UI with `make ui`.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
