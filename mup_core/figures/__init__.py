@@ -39,15 +39,18 @@ def auroc_by_layer(metrics: pl.DataFrame, title: str, metric: str = "auroc") -> 
 
 
 def lines_by_poisoning(table: pl.DataFrame, metric: str, title: str) -> bytes:
-    """``metric`` (with ``_lo``/``_hi`` bands when present) against poisoning rate;
-    one line per model and technique."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for (model, technique), rows in sorted(table.group_by(["model", "technique"]), key=lambda g: g[0]):
+    """``metric`` against poisoning rate, with 95% intervals (``_lo``/``_hi``) as error bars;
+    one line per model and technique, nudged sideways so overlapping lines stay visible."""
+    fig, ax = plt.subplots(figsize=(5.8, 3.9))
+    groups = sorted(table.group_by(["model", "technique"]), key=lambda g: g[0])
+    for n, ((model, technique), rows) in enumerate(groups):
         rows = rows.sort("poisoning")
-        x, y = rows["poisoning"].to_list(), rows[metric].to_list()
-        line = ax.plot(x, y, marker="o", label=f"{model} {technique}")[0]
+        x = [v + (n - (len(groups) - 1) / 2) * 1.2 for v in rows["poisoning"].to_list()]
+        y = rows[metric].to_list()
+        err = None
         if f"{metric}_lo" in rows.columns:
-            ax.fill_between(x, rows[f"{metric}_lo"].to_list(), rows[f"{metric}_hi"].to_list(), color=line.get_color(), alpha=0.15)
+            err = [[v - lo for v, lo in zip(y, rows[f"{metric}_lo"].to_list())], [hi - v for v, hi in zip(y, rows[f"{metric}_hi"].to_list())]]
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=f"{model} {technique}")
     ax.set_xlabel("poisoning rate (% fruit in policy training)")
     ax.set_ylabel(metric)
     ax.set_title(title, fontsize=10)
