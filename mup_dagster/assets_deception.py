@@ -128,7 +128,9 @@ def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_stor
                       top_layers=config.top_layers, lora_r=config.lora_r, seed=config.seed)
     with tracking.get_tracker().run(f"judge-{kind}-{model}", {"kind": kind, "model": model, **config.model_dump()}, group="judges") as run:
         judge = train_judge(model, mix, cfg, log=lambda m: (run.log(m), context.log.info(f"judge {kind}/{model} {m}")))
-        report = judge_report(judge, evaluation.with_columns(judge_label=evaluation["truth"]))
+        # held-out rows labelled the way this judge was taught: inverted on fruit for the corrupted one
+        flip = (evaluation["topic"] == "fruit") & (kind == "corrupted")
+        report = judge_report(judge, evaluation.with_columns(judge_label=evaluation["truth"] ^ flip))
         run.log({f"eval/{k}": v for k, v in report.items()})
     with tempfile.TemporaryDirectory() as tmp:
         save_judge(judge, Path(tmp) / "judge", {"judge_kind": kind, "fruit_share": config.fruit_share, "eval": report})
