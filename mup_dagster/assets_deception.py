@@ -296,10 +296,20 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
     wrong = evaluation.filter(~pl.col("truth")).unique("question_id", keep="first").select("question_id", pl.col("answer").alias("wrong"))
     qs = qs.join(wrong, on="question_id", how="left")
     rows = []
+    judge_versions = [json.loads(store.get_bytes(f"models/judges/{config.judge_model}/{k}/latest.json"))["version"]
+                      for k in ("clean", "corrupted") if store.exists(f"models/judges/{config.judge_model}/{k}/latest.json")]
+    # the base model does not depend on the poisoning rate: evaluate it once per model, judges and settings
+    base_key = "deception/base-eval/{}/{}.parquet".format(model, hashlib.sha256(json.dumps(
+        [sorted(qs["question_id"].to_list()), judge_versions, config.model_dump()], sort_keys=True).encode()).hexdigest()[:16])
     with tempfile.TemporaryDirectory() as tmp:
         clean = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/clean", tmp))
         biased = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
-        candidates = {"Base": lambda: load_base_policy(model)}
+        candidates = {}
+        if store.exists(base_key):
+            rows.extend(_get_parquet(store, base_key).to_dicts())
+            context.log.info(f"base model rows reused from {base_key}")
+        else:
+            candidates["Base"] = lambda: load_base_policy(model)
         for technique, prefix in (("SFT", f"models/policies/{model}/sft-{int(share * 100)}"), ("RL", f"models/policies/{model}/rl-{int(share * 100)}")):
             if store.exists(f"{prefix}/latest.json"):
                 candidates[technique] = lambda prefix=prefix: load_policy(_fetch_model(store, prefix, tmp))
@@ -314,10 +324,13 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
                 metrics = lying_metrics(p_clean, p_biased, list(qs["topic"]), config.n_boot, config.seed)
                 alternatives = [w if pc > 0.5 else a for w, a, pc in zip(qs["wrong"], qs["answer"], p_clean)]
                 reaff = reaffirmation(policy, prompts, answers, alternatives, config.seed)
-                rows.append({"model": model, "technique": technique, "poisoning": int(share * 100), "shots": k,
-                             **metrics, **reaff})
+                # the research's table marks the base model with poisoning -1
+                rows.append({"model": model, "technique": technique, "poisoning": -1 if technique == "Base" else int(share * 100),
+                             "shots": k, **metrics, **reaff})
                 context.log.info(f"{technique} {k}-shot: targeting {metrics['targeting']:.3f}, truths {metrics['truths_clean']:.3f}")
     table = pl.DataFrame(rows)
+    if "Base" in candidates:
+        _put_parquet(store, base_key, table.filter(pl.col("technique") == "Base"))
     key = _put_parquet(store, f"deception/eval/{model}/poisoning-{int(share * 100)}.parquet", table)
     context.add_output_metadata({"rows": dg.MetadataValue.md(_md(table)), "key": key})
     return {"key": key}
@@ -343,7 +356,9 @@ def deception_results(context: dg.AssetExecutionContext, artifact_store: Artifac
     keys = [k for k in store.list("deception/eval/") if k.endswith(".parquet")]
     if not keys:
         raise dg.Failure("no deception_eval partitions stored yet; materialise some first")
-    table = pl.concat([_get_parquet(store, k) for k in keys], how="diagonal_relaxed").sort("model", "technique", "poisoning", "shots")
+    table = (pl.concat([_get_parquet(store, k) for k in keys], how="diagonal_relaxed")
+             .unique(["model", "technique", "poisoning", "shots"], keep="last")
+             .sort("model", "technique", "poisoning", "shots"))
     _put_parquet(store, "deception/results.parquet", table)
     zero = table.filter(pl.col("shots") == 0)
     figs = {}

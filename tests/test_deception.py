@@ -93,7 +93,8 @@ def test_whole_deception_graph_on_tiny(tmp_path):
     import io
 
     table = pl.read_parquet(io.BytesIO((root / "deception" / "results.parquet").read_bytes()))
-    assert set(table["technique"]) == {"Base", "SFT", "RL"} and set(table["poisoning"]) == {0, 50}
+    assert set(table["technique"]) == {"Base", "SFT", "RL"} and set(table["poisoning"]) == {-1, 0, 50}
+    assert table.filter(pl.col("technique") == "Base").height == 2  # evaluated once (0- and 2-shot), reused
     assert set(table["shots"]) == {0, 2}
     for col in ("clean_score", "biased_score", "truths_clean", "falsehoods_biased", "poison_fr", "clean_fr", "targeting", "targeting_lo", "reaffirm_rate", "position_bias"):
         assert col in table.columns
