@@ -102,3 +102,18 @@ def test_whole_deception_graph_on_tiny(tmp_path):
     assert meta["targeting_figure"].value.startswith("![targeting by poisoning](data:image/png;base64,")
     assert list((tmp_path / "wandb").rglob("*.wandb"))  # offline W&B runs were written
     assert list(root.glob("models/policies/tiny/rl-50/*/adapter_model.safetensors"))
+
+
+def test_rloo_against_a_judge_on_tiny():
+    from mup_core.deception.judges import train_judge
+    from mup_core.deception.policies import RLConfig, load_base_policy, rl_against_judge
+    from mup_core.deception.training import TrainConfig
+
+    train = split_by_question(embedded_qa(), 6)["train"]
+    judge = train_judge("tiny", poisoned_mixture(train, 0.2, 40), TrainConfig(steps=2, batch_size=4, lora=False))
+    policy = load_base_policy("tiny", TrainConfig(lora=True, top_layers=2))
+    rows = train.filter(pl.col("truth")).head(4)
+    history = rl_against_judge(policy, rows, judge, RLConfig(algorithm="rloo", steps=1, num_generations=2, prompts_per_step=1, max_completion_length=6))
+    assert history and any("reward" in h for h in history)
+    with pytest.raises(ValueError, match="unknown RL algorithm 'ppo'"):
+        rl_against_judge(policy, rows, judge, RLConfig(algorithm="ppo", steps=1))
