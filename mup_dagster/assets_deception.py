@@ -336,12 +336,13 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
     return {"key": key}
 
 
+DECEPTION_COLUMNS = ("technique", "poisoning", "shots", "truths_clean", "poison_fr", "clean_fr", "targeting", "reaffirm_rate")
+
+
 def _md(table) -> str:
-    cols = [c for c in ("technique", "poisoning", "shots", "truths_clean", "poison_fr", "clean_fr", "targeting", "reaffirm_rate") if c in table.columns]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for row in table.select(cols).iter_rows():
-        lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
-    return "\n".join(lines)
+    from mup_core.workflows import metrics_markdown
+
+    return metrics_markdown(table, DECEPTION_COLUMNS)
 
 
 @dg.asset(group_name=GROUP, kinds={"polars", "matplotlib"}, deps=[dg.AssetDep("deception_eval", partition_mapping=dg.AllPartitionMapping())])
