@@ -45,11 +45,12 @@ def test_defaults_are_registered():
 @pytest.mark.parametrize("probe_type", DEFAULT_PROBE_TYPES)
 def test_each_probe_learns_and_round_trips(tmp_path, data, probe_type):
     (tr, ytr), val, (te, yte) = data
-    hp = {"max_epochs": 15} if probe_type in ("attention", "softmax") else {}
+    hp = {"max_epochs": 15} if probe_type not in ("logistic_regression", "difference_of_means", "lda") else {}
     probe = train_probe(probe_type, (tr, ytr), val, model="tiny", layer=2, train_inputs_hash="in", train_labels_hash="lab", hyperparameters=hp)
     scores = probe.predict_proba(te)
     assert scores.shape == (len(te),) and np.all((scores >= 0) & (scores <= 1))
-    assert safe_auroc(yte, scores) > 0.85
+    # the signal sits on random tokens, so the last token carries it only a third of the time
+    assert safe_auroc(yte, scores) > (0.55 if probe_type == "last_token" else 0.8)
     path = probe.save(tmp_path / "p.safetensors")
     again = load_probe(path)
     np.testing.assert_allclose(again.predict_proba(te), scores, rtol=1e-6, atol=1e-9)
@@ -64,7 +65,7 @@ def test_probe_types_rank_differently(data):
     assert len({round(a, 6) for a in aurocs.values()}) > 1
 
 
-@pytest.mark.parametrize("probe_type", ["attention", "softmax"])
+@pytest.mark.parametrize("probe_type", ["attention", "softmax", "max", "per_token"])
 def test_early_stopping_restores_the_best_epoch(data, probe_type):
     (tr, ytr), val, _ = data
     probe = train_probe(probe_type, (tr, ytr), val, model="tiny", layer=1, hyperparameters={"max_epochs": 12, "patience": 3, "lr": 0.05})
@@ -76,14 +77,83 @@ def test_early_stopping_restores_the_best_epoch(data, probe_type):
     assert len(history) <= best + 1 + 3
 
 
-@pytest.mark.parametrize("probe_type", ["attention", "softmax"])
+LINEAR = ("logistic_regression", "difference_of_means", "lda")
+
+
+@pytest.mark.parametrize("probe_type", DEFAULT_PROBE_TYPES)
 def test_scores_do_not_depend_on_padding(data, probe_type):
     (tr, ytr), val, (te, _) = data
-    probe = train_probe(probe_type, (tr, ytr), val, model="tiny", layer=1, hyperparameters={"max_epochs": 3})
+    probe = train_probe(probe_type, (tr, ytr), val, model="tiny", layer=1, hyperparameters={} if probe_type in LINEAR else {"max_epochs": 3})
     together = probe.predict_proba(te)  # padded to the longest of each batch of 64
     alone = np.array([probe.predict_proba(te.subset([i]))[0] for i in range(len(te))])  # no padding
     np.testing.assert_allclose(together, alone, rtol=1e-5, atol=1e-6)
-    assert probe.token_scores(te, 0).shape == (te.lengths[0],)
+    # a short example batched with a very long one scores the same as alone
+    long_first = te.subset([int(np.argmax(te.lengths)), int(np.argmin(te.lengths))])
+    assert probe.predict_proba(long_first)[1] == pytest.approx(alone[int(np.argmin(te.lengths))], rel=1e-5, abs=1e-6)
+    tokens = probe.token_scores(te, 0)
+    assert tokens.shape == (te.lengths[0],) and np.isfinite(tokens).all()
+
+
+def test_pooling_heads_compute_what_they_say():
+    """Hand-set weights: the head's pooled score equals the pooling of its token scores."""
+    from mup_core.probes.sequence import _LastTokenHead, _MaxHead, _MeanHead, _RollingMaxHead
+
+    s = torch.tensor([[1.0, 5.0, -2.0, 4.0, 4.0, 0.0], [3.0, -1.0, 0.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[True] * 6, [True, True, False, False, False, False]])
+    x = s[..., None]  # hidden size 1: token score = x * 1 + 0
+    for head in (_MaxHead(1), _LastTokenHead(1), _RollingMaxHead(1, 3), _MeanHead(1)):
+        with torch.no_grad():
+            head.linear.weight.fill_(1.0)
+            head.linear.bias.fill_(0.0)
+        got = head(x, mask).tolist()
+        expected = {
+            _MaxHead: [5.0, 3.0],
+            _LastTokenHead: [0.0, -1.0],
+            _RollingMaxHead: [max((1 + 5 - 2) / 3, (5 - 2 + 4) / 3, (-2 + 4 + 4) / 3, (4 + 4 + 0) / 3), 1.0],
+            _MeanHead: [12 / 6, 1.0],
+        }[type(head)]
+        assert got == pytest.approx(expected), type(head).__name__
+
+
+def test_lda_matches_sklearn_without_shrinkage_and_beats_dom_on_correlated_noise():
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    def sample(seed, n=1000, d=6):
+        # strong shared noise along e0 + e1; the class signal sits on e1 alone
+        rng = np.random.default_rng(seed)
+        y = np.arange(n) % 2
+        x = rng.normal(size=(n, d)) + 4 * rng.normal(size=(n, 1)) * np.array([1.0, 1, 0, 0, 0, 0])
+        x[:, 1] += 2 * y
+        return RaggedActivations(torch.tensor(x, dtype=torch.float32), np.arange(n + 1)), y
+
+    acts, y = sample(0)
+    x = acts.mean_pool().astype(np.float64)
+    lda = make_probe("lda", shrinkage=0.0).fit(acts, y)
+    ref = LinearDiscriminantAnalysis(solver="lsqr").fit(x, y)
+    np.testing.assert_allclose(lda.decision(x), ref.decision_function(x), rtol=1e-4, atol=1e-4)
+    # shrinkage "auto" picks a coefficient in [0, 1]; LDA cancels the shared noise, DoM cannot
+    auto = make_probe("lda").fit(acts, y)
+    assert 0.0 <= auto.info.extra["shrinkage"] <= 1.0
+    test, yt = sample(1)
+    dom = make_probe("difference_of_means").fit(acts, y)
+    assert safe_auroc(yt, auto.predict_proba(test)) > safe_auroc(yt, dom.predict_proba(test)) + 0.1
+    with pytest.raises(ValueError, match="shrinkage"):
+        make_probe("lda", shrinkage=2.0).fit(acts, y)
+
+
+@pytest.mark.parametrize("probe_type", ["logistic_regression", "difference_of_means", "lda", "attention", "per_token"])
+def test_sample_weights_count(data, probe_type):
+    """Weight 2 on every example equals duplicating it; weight 0 equals leaving it out."""
+    (tr, ytr), val, (te, _) = data
+    hp = {} if probe_type in LINEAR else {"max_epochs": 2, "batch_size": 1000}
+    half = np.arange(len(ytr)) < len(ytr) // 2
+    w = half.astype(float)
+    weighted = train_probe(probe_type, (tr, ytr), val, model="tiny", layer=1, hyperparameters=hp, sample_weight=w)
+    subset = train_probe(probe_type, (tr.subset(np.flatnonzero(half)), ytr[half]), val, model="tiny", layer=1, hyperparameters=hp)
+    if probe_type in LINEAR:  # closed form / convex: identical solutions
+        np.testing.assert_allclose(weighted.predict_proba(te), subset.predict_proba(te), rtol=1e-3, atol=1e-4)
+    with pytest.raises(ValueError, match="sample_weight"):
+        make_probe(probe_type, **hp).fit(tr, ytr, sample_weight=-np.ones(len(ytr)))
 
 
 def test_training_needs_both_classes(data):

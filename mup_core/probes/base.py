@@ -62,11 +62,21 @@ class Probe(ABC):
         acts: RaggedActivations,
         labels: np.ndarray,
         val: tuple[RaggedActivations, np.ndarray] | None = None,
-    ) -> "Probe": ...
+        sample_weight: np.ndarray | None = None,
+    ) -> "Probe":
+        """Learn from per-example labels; ``sample_weight`` (one non-negative number per
+        example) up- or down-weights examples; ``val`` is used for early stopping where
+        the probe has epochs."""
 
     @abstractmethod
     def predict_proba(self, acts: RaggedActivations) -> np.ndarray:
-        """P(high-stakes) per example, float64 ``(n,)``."""
+        """P(high-stakes) per example, float64 ``(n,)``. Does not depend on how examples
+        are batched or padded."""
+
+    @abstractmethod
+    def token_scores(self, acts: RaggedActivations, i: int) -> np.ndarray:
+        """Per-token scores (logit scale) of example ``i``, for inspection: what the probe
+        reads at each token before it pools them."""
 
     # -- persistence ----------------------------------------------------------
     @abstractmethod

@@ -1,4 +1,10 @@
-"""Probes on mean-pooled activations: logistic regression and difference of means."""
+"""Probes on mean-pooled activations: logistic regression, difference of means and
+linear discriminant analysis (with a shrunk pooled covariance).
+
+All three are linear in the pooled activation, so the same function applied to
+each token gives a per-token score whose mean is the example's logit
+(``token_scores``), for inspection.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,15 @@ from mup_core.probes.base import Probe, register
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
+def _check_weights(sample_weight, n: int) -> np.ndarray:
+    if sample_weight is None:
+        return np.ones(n)
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n,) or np.any(w < 0) or not np.isfinite(w).all() or w.sum() <= 0:
+        raise ValueError(f"sample_weight must be {n} finite non-negative numbers with a positive sum")
+    return w
 
 
 def _check_labels(labels: np.ndarray, n: int) -> np.ndarray:
@@ -34,12 +49,13 @@ class LogisticRegressionProbe(Probe):
     def default_hyperparameters(cls):
         return {"C": 1e-3, "max_iter": 2000}
 
-    def fit(self, acts, labels, val=None):
+    def fit(self, acts, labels, val=None, sample_weight=None):
         x = acts.mean_pool().astype(np.float64)
         y = _check_labels(labels, len(acts))
-        self.scaler = StandardScaler().fit(x)
+        w = _check_weights(sample_weight, len(acts))
+        self.scaler = StandardScaler().fit(x, sample_weight=w)
         clf = LogisticRegression(C=self.hyperparameters["C"], max_iter=self.hyperparameters["max_iter"])
-        clf.fit(self.scaler.transform(x), y)
+        clf.fit(self.scaler.transform(x), y, sample_weight=w)
         self.mean = self.scaler.mean_
         self.scale = self.scaler.scale_
         self.coef = clf.coef_[0]
@@ -51,6 +67,9 @@ class LogisticRegressionProbe(Probe):
 
     def predict_proba(self, acts: RaggedActivations) -> np.ndarray:
         return _sigmoid(self.decision(acts.mean_pool().astype(np.float64)))
+
+    def token_scores(self, acts, i):
+        return self.decision(acts.example(i).double().numpy())
 
     def state_tensors(self):
         return {
@@ -65,6 +84,15 @@ class LogisticRegressionProbe(Probe):
         self.intercept = float(t["intercept"][0])
 
 
+def _fit_1d_calibration(proj: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
+    """Scale and offset of a one-dimensional logistic fit (the ranking is unchanged)."""
+    proj = proj[:, None]
+    mu = float(np.average(proj[:, 0], weights=w))
+    sd = float(np.sqrt(np.average((proj[:, 0] - mu) ** 2, weights=w))) + 1e-12
+    clf = LogisticRegression(C=1.0).fit((proj - mu) / sd, y, sample_weight=w)
+    return float(clf.coef_[0, 0] / sd), float(clf.intercept_[0] - clf.coef_[0, 0] * mu / sd)
+
+
 @register
 class DifferenceOfMeansProbe(Probe):
     """Direction = mean(high) - mean(low) of mean-pooled activations.
@@ -76,20 +104,20 @@ class DifferenceOfMeansProbe(Probe):
 
     probe_type = "difference_of_means"
 
-    def fit(self, acts, labels, val=None):
+    def fit(self, acts, labels, val=None, sample_weight=None):
         x = acts.mean_pool().astype(np.float64)
         y = _check_labels(labels, len(acts))
-        self.direction = x[y == 1].mean(0) - x[y == 0].mean(0)
-        proj = (x @ self.direction)[:, None]
-        mu, sd = proj.mean(), proj.std() + 1e-12
-        clf = LogisticRegression(C=1.0).fit((proj - mu) / sd, y)
-        self.a = float(clf.coef_[0, 0] / sd)
-        self.b = float(clf.intercept_[0] - clf.coef_[0, 0] * mu / sd)
+        w = _check_weights(sample_weight, len(acts))
+        self.direction = np.average(x[y == 1], axis=0, weights=w[y == 1]) - np.average(x[y == 0], axis=0, weights=w[y == 0])
+        self.a, self.b = _fit_1d_calibration(x @ self.direction, y, w)
         return self
 
     def predict_proba(self, acts):
         proj = acts.mean_pool().astype(np.float64) @ self.direction
         return _sigmoid(self.a * proj + self.b)
+
+    def token_scores(self, acts, i):
+        return self.a * (acts.example(i).double().numpy() @ self.direction) + self.b
 
     def state_tensors(self):
         return {
@@ -100,3 +128,72 @@ class DifferenceOfMeansProbe(Probe):
     def load_state_tensors(self, t):
         self.direction = t["direction"].numpy()
         self.a, self.b = (float(v) for v in t["calibration"])
+
+
+@register
+class LDAProbe(Probe):
+    """Linear discriminant analysis on standardised mean-pooled activations.
+
+    w = S^-1 (mu_high - mu_low) with S the pooled within-class covariance shrunk
+    towards a scaled identity: S = (1 - a) S_emp + a tr(S_emp)/d I. ``shrinkage``
+    is a number in [0, 1] or ``"auto"`` (Ledoit-Wolf). The score is the LDA
+    posterior log-odds w.x - w.(mu_high + mu_low)/2 + log(pi_high/pi_low).
+    Unlike difference of means (which is this with S = I), it discounts directions
+    in which the classes vary a lot anyway.
+    """
+
+    probe_type = "lda"
+
+    @classmethod
+    def default_hyperparameters(cls):
+        return {"shrinkage": "auto"}
+
+    def fit(self, acts, labels, val=None, sample_weight=None):
+        from sklearn.covariance import ledoit_wolf_shrinkage
+
+        x = acts.mean_pool().astype(np.float64)
+        y = _check_labels(labels, len(acts))
+        w = _check_weights(sample_weight, len(acts))
+        self.mean = np.average(x, axis=0, weights=w)
+        self.scale = np.sqrt(np.average((x - self.mean) ** 2, axis=0, weights=w)) + 1e-8
+        z = (x - self.mean) / self.scale
+        mu1 = np.average(z[y == 1], axis=0, weights=w[y == 1])
+        mu0 = np.average(z[y == 0], axis=0, weights=w[y == 0])
+        centred = z - np.where(y[:, None] == 1, mu1, mu0)
+        wn = w / w.sum()
+        emp = (centred * wn[:, None]).T @ centred
+        shrinkage = self.hyperparameters["shrinkage"]
+        if shrinkage == "auto":
+            alpha = float(ledoit_wolf_shrinkage(centred * np.sqrt(wn * len(w))[:, None], assume_centered=True))
+        else:
+            alpha = float(shrinkage)
+            if not 0.0 <= alpha <= 1.0:
+                raise ValueError(f"lda: shrinkage must be 'auto' or in [0, 1], got {shrinkage!r}")
+        d = emp.shape[0]
+        cov = (1 - alpha) * emp + alpha * np.trace(emp) / d * np.eye(d)
+        self.coef = np.linalg.solve(cov + 1e-10 * np.eye(d), mu1 - mu0)
+        prior1 = wn[y == 1].sum()
+        self.intercept = float(-self.coef @ (mu1 + mu0) / 2 + np.log(prior1 / (1 - prior1)))
+        self.info.extra["shrinkage"] = alpha
+        return self
+
+    def decision(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.scale) @ self.coef + self.intercept
+
+    def predict_proba(self, acts):
+        return _sigmoid(self.decision(acts.mean_pool().astype(np.float64)))
+
+    def token_scores(self, acts, i):
+        return self.decision(acts.example(i).double().numpy())
+
+    def state_tensors(self):
+        return {
+            "mean": torch.from_numpy(self.mean),
+            "scale": torch.from_numpy(self.scale),
+            "coef": torch.from_numpy(self.coef),
+            "intercept": torch.tensor([self.intercept], dtype=torch.float64),
+        }
+
+    def load_state_tensors(self, t):
+        self.mean, self.scale, self.coef = t["mean"].numpy(), t["scale"].numpy(), t["coef"].numpy()
+        self.intercept = float(t["intercept"][0])

@@ -1,10 +1,19 @@
-"""Torch probes that read every token: attention probe and softmax-pooled probe.
+"""Torch probes that read every token.
 
-Both are trained with AdamW and a cosine schedule, with early stopping on a
-validation split: after every epoch the validation AUROC is measured and the
-best epoch's weights are copied; at the end those weights are restored (not the
-last epoch's). Padding never changes a score: padded positions are masked out of
-every softmax and sum.
+- ``attention``: learned query attends over tokens, pools a learned value;
+- ``softmax``: per-token logits pooled with softmax weights at a temperature;
+- ``max``: the largest per-token logit;
+- ``last_token``: the logit of the last token;
+- ``rolling_max``: the largest mean of per-token logits over a sliding window;
+- ``per_token``: a linear classifier trained on every token (each token carries its
+  example's label), aggregated by the mean of its token logits.
+
+All are trained with AdamW and a cosine schedule (defaults from the research:
+lr 5e-3, weight decay 1e-3), with early stopping on a validation split: after every
+epoch the validation AUROC is measured and the best epoch's weights are copied; at
+the end those weights are restored (not the last epoch's). Padding never changes a
+score: padded positions are masked out of every softmax, max, window and sum (the
+original's max probes took the max over padding too).
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from torch import nn
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.evaluation.metrics import safe_auroc
 from mup_core.probes.base import Probe, register
-from mup_core.probes.linear import _check_labels
+from mup_core.probes.linear import _check_labels, _check_weights
 
 
 class _AttentionHead(nn.Module):
@@ -54,6 +63,61 @@ class _SoftmaxPoolHead(nn.Module):
         s = self.token_scores(x)
         weights = torch.softmax((s / self.temperature).masked_fill(~mask, float("-inf")), dim=-1)
         return (weights * s.masked_fill(~mask, 0.0)).sum(-1)
+
+
+_NEG = -1e9  # not -inf: a max/softmax over masked positions must stay finite in gradients
+
+
+class _MaxHead(nn.Module):
+    """score = max_t (x_t . w + b) over real tokens."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.linear = nn.Linear(hidden, 1)
+
+    def token_scores(self, x):
+        return self.linear(x).squeeze(-1)
+
+    def forward(self, x, mask):
+        return self.token_scores(x).masked_fill(~mask, _NEG).max(-1).values
+
+
+class _LastTokenHead(_MaxHead):
+    """score = x_last . w + b (the last real token; padding is on the right)."""
+
+    def forward(self, x, mask):
+        last = mask.long().sum(-1) - 1
+        return self.token_scores(x).gather(1, last[:, None]).squeeze(1)
+
+
+class _RollingMaxHead(_MaxHead):
+    """score = max over windows of ``window`` consecutive real tokens of the mean logit;
+    an example shorter than the window gets the mean over all its tokens."""
+
+    def __init__(self, hidden: int, window: int):
+        super().__init__(hidden)
+        if window < 1:
+            raise ValueError(f"rolling_max: window must be >= 1, got {window}")
+        self.window = int(window)
+
+    def forward(self, x, mask):
+        s = self.token_scores(x).masked_fill(~mask, 0.0)
+        b, length = s.shape
+        cs = torch.cat([s.new_zeros(b, 1), s.cumsum(-1)], dim=1)  # cs[:, t] = sum of first t
+        ends = torch.arange(1, length + 1)
+        starts = (ends - self.window).clamp(min=0)
+        means = (cs[:, 1:] - cs[:, starts]) / (ends - starts).to(s.dtype)
+        n = mask.long().sum(-1, keepdim=True)
+        valid = (ends[None, :] <= n) & ((ends[None, :] >= self.window) | (ends[None, :] == n))
+        return means.masked_fill(~valid, _NEG).max(-1).values
+
+
+class _MeanHead(_MaxHead):
+    """score = mean_t (x_t . w + b): the aggregation of the per-token probe."""
+
+    def forward(self, x, mask):
+        s = self.token_scores(x).masked_fill(~mask, 0.0)
+        return s.sum(-1) / mask.sum(-1)
 
 
 class TorchSequenceProbe(Probe):
@@ -91,13 +155,26 @@ class TorchSequenceProbe(Probe):
         return 1.0 / (1.0 + np.exp(-np.clip(self._logits(acts), -60, 60)))
 
     def token_scores(self, acts: RaggedActivations, i: int) -> np.ndarray:
-        """Per-token scores of example ``i`` (for inspection)."""
         with torch.no_grad():
             return self.head.token_scores(self._prepare(acts.example(i).float())).double().numpy()
 
-    def fit(self, acts, labels, val=None):
+    token_level_loss: bool = False  # train every token on its example's label
+
+    def _loss(self, x, mask, labels, weights):
+        if self.token_level_loss:
+            s = self.head.token_scores(x)
+            per_token = nn.functional.binary_cross_entropy_with_logits(
+                s, labels[:, None].expand_as(s), reduction="none"
+            )
+            per_example = (per_token * mask).sum(-1) / mask.sum(-1)  # each example weighs the same
+        else:
+            per_example = nn.functional.binary_cross_entropy_with_logits(self.head(x, mask), labels, reduction="none")
+        return (per_example * weights).sum() / weights.sum()
+
+    def fit(self, acts, labels, val=None, sample_weight=None):
         hp = self.hyperparameters
         y = _check_labels(labels, len(acts))
+        w = _check_weights(sample_weight, len(acts))
         gen = torch.Generator().manual_seed(int(hp["seed"]))
         torch.manual_seed(int(hp["seed"]))
         if val is None:  # carve a validation split from training, stratified and seeded
@@ -107,7 +184,7 @@ class TorchSequenceProbe(Probe):
             )
             train_idx = np.setdiff1d(np.arange(len(y)), val_idx)
             val = (acts.subset(val_idx), y[val_idx])
-            acts, y = acts.subset(train_idx), y[train_idx]
+            acts, y, w = acts.subset(train_idx), y[train_idx], w[train_idx]
         val_acts, val_y = val[0], np.asarray(val[1]).astype(np.int64)
 
         values = acts.values.float()
@@ -118,8 +195,8 @@ class TorchSequenceProbe(Probe):
         steps_per_epoch = math.ceil(len(y) / hp["batch_size"])
         total_steps = steps_per_epoch * hp["max_epochs"]
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
-        loss_fn = nn.BCEWithLogitsLoss()
         labels_t = torch.from_numpy(y).float()
+        weights_t = torch.from_numpy(w).float()
 
         best_auroc, best_state, best_epoch, since_best = -1.0, None, -1, 0
         self.history = []
@@ -130,8 +207,7 @@ class TorchSequenceProbe(Probe):
             for start in range(0, len(order), hp["batch_size"]):
                 idx = order[start : start + hp["batch_size"]]
                 x, mask = acts.padded(idx)
-                logits = self.head(self._prepare(x), mask)
-                loss = loss_fn(logits, labels_t[idx])
+                loss = self._loss(self._prepare(x), mask, labels_t[idx], weights_t[idx])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
@@ -181,3 +257,40 @@ class SoftmaxProbe(TorchSequenceProbe):
 
     def build_head(self, hidden):
         return _SoftmaxPoolHead(hidden, float(self.hyperparameters["temperature"]))
+
+
+@register
+class MaxProbe(TorchSequenceProbe):
+    probe_type = "max"
+
+    def build_head(self, hidden):
+        return _MaxHead(hidden)
+
+
+@register
+class LastTokenProbe(TorchSequenceProbe):
+    probe_type = "last_token"
+
+    def build_head(self, hidden):
+        return _LastTokenHead(hidden)
+
+
+@register
+class RollingMaxProbe(TorchSequenceProbe):
+    probe_type = "rolling_max"
+
+    @classmethod
+    def default_hyperparameters(cls):
+        return {**super().default_hyperparameters(), "window": 10}
+
+    def build_head(self, hidden):
+        return _RollingMaxHead(hidden, int(self.hyperparameters["window"]))
+
+
+@register
+class PerTokenProbe(TorchSequenceProbe):
+    probe_type = "per_token"
+    token_level_loss = True
+
+    def build_head(self, hidden):
+        return _MeanHead(hidden)

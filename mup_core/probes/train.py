@@ -9,7 +9,19 @@ import numpy as np
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.probes.base import Probe, ProbeInfo, make_probe
 
-DEFAULT_PROBE_TYPES = ("logistic_regression", "difference_of_means", "attention", "softmax")
+# every registered type, cheapest first
+ALL_PROBE_TYPES = (
+    "difference_of_means",
+    "lda",
+    "logistic_regression",
+    "attention",
+    "softmax",
+    "max",
+    "last_token",
+    "rolling_max",
+    "per_token",
+)
+DEFAULT_PROBE_TYPES = ALL_PROBE_TYPES
 
 
 def train_probe(
@@ -22,6 +34,7 @@ def train_probe(
     train_inputs_hash: str = "",
     train_labels_hash: str = "",
     hyperparameters: dict[str, Any] | None = None,
+    sample_weight: np.ndarray | None = None,
 ) -> Probe:
     probe = make_probe(probe_type, **(hyperparameters or {}))
     probe.info = ProbeInfo(
@@ -31,5 +44,5 @@ def train_probe(
         train_labels_hash=train_labels_hash,
         train_examples=len(train[0]),
     )
-    probe.fit(train[0], train[1], val=val)
+    probe.fit(train[0], train[1], val=val, sample_weight=sample_weight)
     return probe
