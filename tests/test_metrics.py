@@ -55,3 +55,48 @@ def test_compute_metrics_table_row():
     assert m.n == 4 and m.positives == 2 and m.accuracy == pytest.approx(0.5) and m.auroc == pytest.approx(0.75)
     with pytest.raises(ValueError, match="4 labels but 3 scores"):
         compute_metrics(np.array([0, 1, 0, 1]), np.array([0.1, 0.8, 0.6]))
+
+
+def test_reliability_curve_bins_predictions():
+    from mup_core.evaluation import reliability_curve
+
+    y = np.array([0, 0, 1, 1, 1, 0, 1, 1])
+    p = np.array([0.05, 0.15, 0.12, 0.55, 0.58, 0.51, 0.95, 0.99])
+    curve = reliability_curve(y, p, bins=10)
+    assert curve["count"] == [1, 2, 3, 2]
+    assert curve["mean_predicted"][1] == pytest.approx((0.15 + 0.12) / 2)
+    assert curve["fraction_positive"] == pytest.approx([0.0, 0.5, 2 / 3, 1.0])
+    assert curve["bin_lo"][2] == pytest.approx(0.5)
+
+
+def test_bootstrap_interval_contains_the_estimate_and_narrows_with_data():
+    from mup_core.evaluation import bootstrap_ci, metrics_with_ci, safe_auroc
+
+    rng = np.random.default_rng(0)
+
+    def sample(n):
+        y = np.arange(n) % 2
+        return y, rng.normal(size=n) + y
+
+    y, s = sample(60)
+    lo, hi = bootstrap_ci(y, s, "auroc", n_boot=300)
+    assert lo < safe_auroc(y, s) < hi
+    y2, s2 = sample(2000)
+    lo2, hi2 = bootstrap_ci(y2, s2, "auroc", n_boot=300)
+    assert hi2 - lo2 < (hi - lo) / 3
+    # the population AUROC of N(1,1) vs N(0,1) is Phi(1/sqrt 2) = 0.760
+    assert lo2 < 0.760 < hi2
+    assert bootstrap_ci(y, s, "auroc", seed=1) == bootstrap_ci(y, s, "auroc", seed=1)
+    row = metrics_with_ci(y, 1 / (1 + np.exp(-s)), n_boot=100)
+    assert row["brier_lo"] <= row["brier"] <= row["brier_hi"]
+
+
+def test_mean_std_over_seeds():
+    import polars as pl
+
+    from mup_core.evaluation import mean_std_over_seeds
+
+    t = pl.DataFrame({"method": ["a", "a", "a", "b"], "seed": [0, 1, 2, 0], "auroc": [0.6, 0.7, 0.8, 0.9]})
+    out = mean_std_over_seeds(t, ["method"]).to_dicts()
+    assert out[0] == {"method": "a", "seeds": 3, "auroc_mean": pytest.approx(0.7), "auroc_std": pytest.approx(0.1)}
+    assert out[1]["auroc_std"] == 0.0 and out[1]["seeds"] == 1

@@ -86,3 +86,76 @@ def compute_metrics(y: np.ndarray, probs: np.ndarray, threshold: float = 0.5) ->
         brier=brier(y, probs),
         ece=expected_calibration_error(y, probs),
     )
+
+
+def reliability_curve(y: np.ndarray, probs: np.ndarray, bins: int = 10) -> dict[str, list]:
+    """Calibration: for equal-width probability bins, the mean predicted probability,
+    the observed fraction of positives and the count (empty bins are left out)."""
+    y, probs = np.asarray(y, dtype=float), np.asarray(probs, dtype=float)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(probs, edges[1:-1]), 0, bins - 1)
+    out: dict[str, list] = {"mean_predicted": [], "fraction_positive": [], "count": [], "bin_lo": [], "bin_hi": []}
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            out["mean_predicted"].append(float(probs[sel].mean()))
+            out["fraction_positive"].append(float(y[sel].mean()))
+            out["count"].append(int(sel.sum()))
+            out["bin_lo"].append(float(edges[b]))
+            out["bin_hi"].append(float(edges[b + 1]))
+    return out
+
+
+METRIC_FUNCTIONS = {
+    "auroc": safe_auroc,
+    "accuracy": lambda y, p: float(np.mean((np.asarray(p) >= 0.5).astype(int) == np.asarray(y))),
+    "tpr_at_1pct_fpr": lambda y, p: tpr_at_fpr(y, p, 0.01),
+    "brier": brier,
+}
+
+
+def bootstrap_ci(
+    y: np.ndarray,
+    scores: np.ndarray,
+    metric: str = "auroc",
+    n_boot: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``metric`` over examples (resampled with
+    replacement, ``n_boot`` times, seeded). Resamples with one class only are skipped."""
+    fn = METRIC_FUNCTIONS[metric]
+    y, scores = np.asarray(y), np.asarray(scores, dtype=float)
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        if metric in ("auroc", "tpr_at_1pct_fpr") and len(np.unique(y[idx])) < 2:
+            continue
+        values.append(fn(y[idx], scores[idx]))
+    if not values:
+        return float("nan"), float("nan")
+    alpha = (1 - level) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
+def metrics_with_ci(
+    y: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0, metrics: tuple[str, ...] = ("auroc", "accuracy", "tpr_at_1pct_fpr", "brier")
+) -> dict:
+    """``compute_metrics`` plus ``<metric>_lo`` / ``<metric>_hi`` 95% bootstrap bounds."""
+    out = compute_metrics(y, probs).as_dict()
+    for m in metrics:
+        lo, hi = bootstrap_ci(y, probs, m, n_boot=n_boot, seed=seed)
+        out[f"{m}_lo"], out[f"{m}_hi"] = lo, hi
+    return out
+
+
+def mean_std_over_seeds(table, by: list[str], metrics: tuple[str, ...] = ("auroc",)):
+    """Collapse a polars table with a ``seed`` column to mean and std per group
+    (``<metric>_mean``, ``<metric>_std``, ``seeds``)."""
+    import polars as pl
+
+    aggs = [pl.col("seed").n_unique().alias("seeds")]
+    for m in metrics:
+        aggs += [pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std(ddof=1).fill_null(0.0).alias(f"{m}_std")]
+    return table.group_by(by).agg(aggs).sort(by)
