@@ -111,6 +111,19 @@ class LocalChatClient(LLMClient):
             self.cache.put(key, text, self.model)
         return ChatResult(text, parsed, self.model)
 
+    def next_token_logprobs(self, messages: Sequence[Message], top_k: int = 20) -> list[tuple[str, float]]:
+        """The ``top_k`` most likely first answer tokens and their log-probabilities
+        (what an OpenAI-compatible server returns as ``top_logprobs``)."""
+        import torch
+
+        tok = self.lm.tokenizer
+        prompt = tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        ids = tok(prompt, add_special_tokens=False, return_tensors="pt").to(self.lm.device)
+        with self._lock, torch.inference_mode():
+            logits = self.lm.model(**ids, logits_to_keep=1).logits[0, -1].float()
+        values, indices = torch.log_softmax(logits, -1).topk(top_k)
+        return [(tok.decode([int(i)]), float(v)) for v, i in zip(values, indices)]
+
     def _generate(self, prompt: str, max_tokens: int, temperature: float, key: str) -> str:
         import torch
 

@@ -88,6 +88,28 @@ class ChatServer:
                 else:
                     self._error(404, f"no route {self.path}", "not_found")
 
+            def _logprobs(self, body, messages):
+                top_k = int(body.get("top_logprobs") or 1)
+                if not hasattr(server.client, "next_token_logprobs"):
+                    return self._error(400, "this backend does not return log-probabilities", "invalid_request_error")
+                if not 0 <= top_k <= 20:
+                    return self._error(400, "top_logprobs must be between 0 and 20", "invalid_request_error")
+                top = server.client.next_token_logprobs(messages, max(1, top_k))
+                entries = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top]
+                self._send(200, {
+                    "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": server.model_name,
+                    "choices": [{
+                        "index": 0,
+                        "message": {"role": "assistant", "content": top[0][0]},
+                        "logprobs": {"content": [{**entries[0], "top_logprobs": entries[:top_k]}]},
+                        "finish_reason": "length",
+                    }],
+                    "usage": {"prompt_tokens": 0, "completion_tokens": 1, "total_tokens": 0},
+                })
+
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 try:
@@ -108,6 +130,8 @@ class ChatServer:
                 messages = body.get("messages")
                 if not isinstance(messages, list) or not messages:
                     return self._error(400, "'messages' must be a non-empty list", "invalid_request_error")
+                if body.get("logprobs"):
+                    return self._logprobs(body, messages)
                 schema = None
                 fmt = body.get("response_format") or {}
                 if fmt.get("type") == "json_schema":
