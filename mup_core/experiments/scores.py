@@ -1,0 +1,74 @@
+"""The long table every monitor's predictions go into, and the experiments read.
+
+One row per (method, seed, dataset, example):
+
+| column | meaning |
+|---|---|
+| method | ``probe:<type>`` or a baseline name (``tfidf``, ``prompted``, ``finetuned``, ``continuation``) |
+| family | ``probe`` or ``baseline`` |
+| seed | training seed (0 where nothing is random) |
+| dataset | evaluation set (``corpus-val`` is the validation split used for choices) |
+| id, label, score | example id, 1 = high-stakes, P(high-stakes) |
+| tokens | tokens the monitored model reads for this example |
+| flops | FLOPs this method spends on this example (see ``mup_core.baselines.compute``) |
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import polars as pl
+
+SCHEMA = {
+    "method": pl.Utf8,
+    "family": pl.Utf8,
+    "seed": pl.Int64,
+    "dataset": pl.Utf8,
+    "id": pl.Utf8,
+    "label": pl.Int64,
+    "score": pl.Float64,
+    "tokens": pl.Int64,
+    "flops": pl.Float64,
+}
+VAL = "corpus-val"
+
+
+def score_rows(method: str, family: str, dataset: str, ids, labels, scores, tokens, flops, seed: int = 0) -> pl.DataFrame:
+    n = len(ids)
+    scores = np.asarray(scores, dtype=float)
+    if not (len(labels) == len(scores) == len(tokens) == len(flops) == n):
+        raise ValueError(f"{method} on {dataset}: ids, labels, scores, tokens and flops differ in length")
+    if not np.isfinite(scores).all():
+        raise ValueError(f"{method} on {dataset}: {int((~np.isfinite(scores)).sum())} scores are not finite")
+    return pl.DataFrame(
+        {
+            "method": [method] * n,
+            "family": [family] * n,
+            "seed": [int(seed)] * n,
+            "dataset": [dataset] * n,
+            "id": [str(i) for i in ids],
+            "label": np.asarray(labels, dtype=np.int64),
+            "score": scores,
+            "tokens": np.asarray(tokens, dtype=np.int64),
+            "flops": np.asarray(flops, dtype=float),
+        },
+        schema=SCHEMA,
+    )
+
+
+def concat_scores(tables) -> pl.DataFrame:
+    tables = [t for t in tables if t is not None and t.height]
+    if not tables:
+        return pl.DataFrame(schema=SCHEMA)
+    return pl.concat([t.select(list(SCHEMA)) for t in tables])
+
+
+def to_parquet_bytes(df: pl.DataFrame) -> bytes:
+    buf = io.BytesIO()
+    df.write_parquet(buf)
+    return buf.getvalue()
+
+
+def from_parquet_bytes(data: bytes) -> pl.DataFrame:
+    return pl.read_parquet(io.BytesIO(data))
