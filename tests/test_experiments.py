@@ -58,7 +58,7 @@ def test_comparison_has_cis_and_seed_spread():
     assert ft["seeds"] == 2 and ft["auroc_lo"] < ft["auroc"] < ft["auroc_hi"]
     tf = table.filter((pl.col("method") == "tfidf") & (pl.col("dataset") == "a")).row(0, named=True)
     assert tf["seeds"] == 1 and tf["auroc_std"] == 0.0 and tf["auroc_lo"] < tf["auroc"] < tf["auroc_hi"]
-    assert 0.35 < tf["auroc_lo"] and tf["auroc_hi"] < 0.65  # random scores: an interval around chance
+    assert 0.05 < tf["auroc_hi"] - tf["auroc_lo"] < 0.25  # 200 examples: a few points either way
     summary = method_summary(table)
     assert summary["method"][0] in ("prompted", "finetuned") and summary["datasets"].to_list() == [2] * 4
     png = figs.comparison_bars(table.filter(pl.col("dataset") != VAL), "t")
