@@ -162,18 +162,10 @@ def train_layer_probes(
 ) -> dict[str, dict]:
     """Train every probe type on one layer; returns {probe_type: summary}."""
     hyperparameters = hyperparameters or {}
-    train_ds, train_ref = train
-    train_ds = train_ds.unambiguous()
-    train_acts = load_activations(store, train_ref, layer)
-    # activations are stored in dataset order; `unambiguous` may have dropped rows
-    keep = _row_positions(train[0], train_ds)
-    train_acts = train_acts if len(keep) == len(train[0]) else train_acts.subset(keep)
+    train_ds, train_acts = load_labelled(store, train[0], train[1], layer)
     val_pair = None
     if val is not None:
-        val_ds = val[0].unambiguous()
-        val_acts = load_activations(store, val[1], layer)
-        keep_v = _row_positions(val[0], val_ds)
-        val_acts = val_acts if len(keep_v) == len(val[0]) else val_acts.subset(keep_v)
+        val_ds, val_acts = load_labelled(store, val[0], val[1], layer)
         val_pair = (val_acts, val_ds.label_array())
     out: dict[str, dict] = {}
     for probe_type in probe_types:
@@ -198,6 +190,15 @@ def train_layer_probes(
     return out
 
 
+def load_labelled(store: ArtifactStore, ds: Dataset, ref: ActivationRef | Mapping, layer: int) -> tuple[Dataset, RaggedActivations]:
+    """A dataset without its ambiguous rows, and the matching activations of ``layer``
+    (activations are stored in dataset order)."""
+    clear = ds.unambiguous()
+    acts = load_activations(store, ref, layer)
+    keep = _row_positions(ds, clear)
+    return clear, (acts if len(keep) == len(ds) else acts.subset(keep))
+
+
 def _row_positions(full: Dataset, part: Dataset) -> list[int]:
     where = {id_: i for i, id_ in enumerate(full.ids)}
     return [where[i] for i in part.ids]
@@ -220,9 +221,7 @@ def evaluate_layer_probes(
         if len(clear) == 0 or len(set(clear.labels)) < 2:
             log.warning("skipping %s: needs both labels", name)
             continue
-        acts = load_activations(store, ref, layer)
-        keep = _row_positions(ds, clear)
-        acts = acts if len(keep) == len(ds) else acts.subset(keep)
+        clear, acts = load_labelled(store, ds, ref, layer)
         y = clear.label_array()
         for probe_type, probe in probes.items():
             m = compute_metrics(y, probe.predict_proba(acts))

@@ -12,6 +12,7 @@ import dagster as dg
 from pydantic import Field
 
 from mup_core.models.registry import get_spec
+from mup_core.probe_types import ALL_PROBE_TYPES
 from mup_dagster.automation import on_any_upstream_partition_update, on_upstream_version_change
 from mup_dagster.metadata import image_markdown, label_balance
 from mup_dagster.partitions import by_model, model_layer_partitions, model_partitions
@@ -254,7 +255,7 @@ def _layer_and_model(context: dg.AssetExecutionContext) -> tuple[int, str]:
 
 class ProbesConfig(dg.Config):
     probe_types: list[str] = Field(
-        default_factory=lambda: ["logistic_regression", "difference_of_means", "attention", "softmax"],
+        default_factory=lambda: list(ALL_PROBE_TYPES),
         description="probe types to train (see mup_core.probes.PROBE_TYPES)",
     )
     hyperparameters: dict[str, dict[str, float]] = Field(
@@ -327,10 +328,12 @@ def probe_metrics(
     context: dg.AssetExecutionContext,
     artifact_store: ArtifactStoreResource,
     probes: dict,
+    corpus_splits: dict,
     eval_datasets: dict,
     activations: dict,
 ) -> dg.Output[dict]:
-    """AUROC, accuracy, TPR at 1% FPR, Brier and ECE of each probe on each eval set."""
+    """AUROC, accuracy, TPR at 1% FPR, Brier and ECE of each probe on each eval set, and
+    on the corpus validation split (``corpus-val``, which the layer sweep selects on)."""
     import io
 
     from mup_core.workflows import evaluate_layer_probes, load_stored_dataset, metrics_key, metrics_markdown
@@ -344,6 +347,7 @@ def probe_metrics(
             f"for partition {model} after changing eval_datasets"
         )
     eval_sets = {name: (load_stored_dataset(store, ref), activations[name]) for name, ref in eval_datasets.items()}
+    eval_sets["corpus-val"] = (load_stored_dataset(store, corpus_splits["val"]), activations["val"])
     table = evaluate_layer_probes(
         store, model=model, layer=layer, probe_keys={t: s["key"] for t, s in probes.items()}, eval_sets=eval_sets
     )

@@ -2,11 +2,11 @@
 
 import dagster as dg
 
-from mup_dagster import assets_datasets, assets_deception, assets_probes
+from mup_dagster import assets_datasets, assets_deception, assets_probes, assets_study
 from mup_dagster.resources import ArtifactStoreResource, DatasetSourcesResource, LLMResource, TrackingResource
 
 ASSETS = [
-    *dg.load_assets_from_modules([assets_probes, assets_datasets, assets_deception]),
+    *dg.load_assets_from_modules([assets_probes, assets_datasets, assets_deception, assets_study]),
     *dg.load_asset_checks_from_modules([assets_datasets]),
 ]
 DATASETS = ["stakes_corpus", "corpus_splits", "imported_datasets", "eval_datasets", "dataset_texts"]

@@ -33,7 +33,9 @@ def test_whole_graph_on_tiny(tmp_path):
     assert meta["tokens"].value > 10_000 and meta["bytes"].value > 0
 
     probes = results[2].output_for_node("probes")
-    assert set(probes) == {"logistic_regression", "difference_of_means", "attention", "softmax"}
+    from mup_core.probe_types import ALL_PROBE_TYPES
+
+    assert set(probes) == set(ALL_PROBE_TYPES)
     for summary in probes.values():
         assert (root / summary["key"]).exists()
     metrics_meta = results[2].asset_materializations_for_node("probe_metrics")[0].metadata

@@ -47,6 +47,11 @@ class Probe(ABC):
             raise ValueError(
                 f"{self.probe_type}: unknown hyper-parameters {sorted(unknown)}; known: {sorted(defaults)}"
             )
+        for k, v in hyperparameters.items():  # configs deliver numbers as floats: 40.0 epochs means 40
+            if isinstance(defaults[k], int) and not isinstance(defaults[k], bool) and isinstance(v, float):
+                if not v.is_integer():
+                    raise ValueError(f"{self.probe_type}: hyper-parameter {k} must be a whole number, got {v}")
+                hyperparameters[k] = int(v)
         self.hyperparameters = {**defaults, **hyperparameters}
         self.info = ProbeInfo()
         self.history: list[dict[str, float]] = []

@@ -9,18 +9,8 @@ import numpy as np
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.probes.base import Probe, ProbeInfo, make_probe
 
-# every registered type, cheapest first
-ALL_PROBE_TYPES = (
-    "difference_of_means",
-    "lda",
-    "logistic_regression",
-    "attention",
-    "softmax",
-    "max",
-    "last_token",
-    "rolling_max",
-    "per_token",
-)
+from mup_core.probe_types import ALL_PROBE_TYPES
+
 DEFAULT_PROBE_TYPES = ALL_PROBE_TYPES
 
 
