@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MUP_HOME ?= $(CURDIR)/.mup
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo demo-deception test test-fast ui bench validate clean-artifacts
+.PHONY: install demo demo-study demo-deception test test-fast ui bench validate clean-artifacts
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 
 demo: install $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m mup_dagster.demo $(DEMO_ARGS)
+
+demo-study: install $(DAGSTER_HOME)/dagster.yaml
+	$(PY) -m mup_dagster.demo_study $(DEMO_ARGS)
 
 demo-deception: install $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m mup_dagster.demo_deception $(DEMO_ARGS)

@@ -102,5 +102,5 @@ def test_graph_on_reference_dev_sets(tmp_path, shared_data):
     from mup_core.workflows import collect_metrics
 
     table = collect_metrics(LocalStore(tmp_path / "artifacts"), "tiny")
-    assert set(table["dataset"]) == {"corpus-test", "mt_dev_balanced", "toolace_dev_balanced"}
+    assert set(table["dataset"]) == {"corpus-test", "corpus-val", "mt_dev_balanced", "toolace_dev_balanced"}
     assert table["auroc"].is_between(0, 1).all()

@@ -1,0 +1,78 @@
+"""`make demo-study`: the full probe study for one model on the embedded corpus.
+
+Materialises, against the Dagster instance in ``$DAGSTER_HOME`` (so everything is
+visible in ``make ui`` afterwards): datasets -> activations -> probes and metrics at
+every probe layer -> layer sweep -> probe scores at the selected layer -> the four
+baselines -> the ten experiments. Prints the comparison and where the figures are.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+import dagster as dg
+import polars as pl
+
+from mup_core.models.registry import DEFAULT_MODEL, get_spec
+from mup_dagster import assets_datasets, assets_probes, assets_study
+from mup_dagster.definitions import defs
+from mup_dagster.partitions import layer_model_key
+
+ASSETS = [
+    *dg.load_assets_from_modules([assets_probes, assets_datasets, assets_study]),
+    *dg.load_asset_checks_from_modules([assets_datasets]),
+]
+DATASETS = ["stakes_corpus", "corpus_splits", "imported_datasets", "eval_datasets", "dataset_texts"]
+BASELINES = ["tfidf_baseline", "prompted_baseline", "finetuned_baseline", "continuation_baseline"]
+EXPERIMENTS = ["probe_comparison", "calibration_curves", "roc_curves", "auroc_by_length", "monitoring_cascade",
+               "study_summary", "generalisation_heatmap", "data_efficiency", "few_shot_adaptation"]
+
+
+def _run(instance, selection, partition_key=None, run_config=None):
+    started = time.perf_counter()
+    result = dg.materialize(ASSETS, selection=selection, partition_key=partition_key, resources=defs.resources,
+                            instance=instance, run_config=run_config or {}, raise_on_error=True)
+    print(f"  materialised {','.join(selection)}" + (f" [{partition_key}]" if partition_key else "")
+          + f" in {time.perf_counter() - started:.1f}s", flush=True)
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--eval-file", action="append", default=[], help="extra JSONL/CSV evaluation file (research format)")
+    parser.add_argument("--finetune-steps", type=int, default=40)
+    args = parser.parse_args(argv)
+    if not os.environ.get("DAGSTER_HOME"):
+        print("DAGSTER_HOME is not set; run through `make demo-study` or export it first", file=sys.stderr)
+        return 2
+    spec = get_spec(args.model)
+    instance = dg.DagsterInstance.get()
+    t0 = time.perf_counter()
+    print(f"mup probe study: {spec.slug}, probe layers {list(spec.default_layers)}", flush=True)
+    _run(instance, DATASETS, run_config={"ops": {"eval_datasets": {"config": {"files": [os.path.abspath(f) for f in args.eval_file]}}}})
+    _run(instance, ["activations"], spec.slug)
+    for layer in spec.default_layers:
+        _run(instance, ["probes", "probe_metrics"], layer_model_key(layer, spec.slug))
+    _run(instance, ["probe_report", "layer_sweep", "probe_scores"], spec.slug)
+    ft = {"ops": {"finetuned_baseline": {"config": {"steps": args.finetune_steps}}}}
+    _run(instance, BASELINES, spec.slug, run_config=ft)
+    result = _run(instance, EXPERIMENTS, spec.slug)
+
+    from mup_core.experiments import VAL, from_parquet_bytes
+
+    store = defs.resources["artifact_store"].get_store()
+    comparison = from_parquet_bytes(store.get_bytes(result.output_for_node("probe_comparison")["table"]))
+    with pl.Config(tbl_rows=100, tbl_hide_dataframe_shape=True, float_precision=3, tbl_width_chars=160):
+        print(comparison.filter(pl.col("dataset") != VAL).select(
+            "dataset", "method", "seeds", "auroc", "auroc_lo", "auroc_hi", "auroc_std", "tpr_at_1pct_fpr", "brier", "mean_flops"))
+    print("\nfigures:")
+    for name in EXPERIMENTS:
+        print(f"  {name:24s} {store.uri(result.output_for_node(name)['figure'])}")
+    print(f"done in {time.perf_counter() - t0:.0f}s. Open the UI with `make ui` (http://127.0.0.1:3000).")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
