@@ -43,6 +43,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--eval-file", action="append", default=[], help="extra JSONL/CSV evaluation file (research format)")
     parser.add_argument("--finetune-steps", type=int, default=40)
+    parser.add_argument("--experiments-only", action="store_true",
+                        help="re-run only the experiments (probes and baselines already materialised)")
     args = parser.parse_args(argv)
     if not os.environ.get("DAGSTER_HOME"):
         print("DAGSTER_HOME is not set; run through `make demo-study` or export it first", file=sys.stderr)
@@ -51,20 +53,21 @@ def main(argv=None) -> int:
     instance = dg.DagsterInstance.get()
     t0 = time.perf_counter()
     print(f"mup probe study: {spec.slug}, probe layers {list(spec.default_layers)}", flush=True)
-    _run(instance, DATASETS, run_config={"ops": {"eval_datasets": {"config": {"files": [os.path.abspath(f) for f in args.eval_file]}}}})
-    _run(instance, ["activations"], spec.slug)
-    for layer in spec.default_layers:
-        _run(instance, ["probes", "probe_metrics"], layer_model_key(layer, spec.slug))
-    _run(instance, ["probe_report", "layer_sweep", "probe_scores"], spec.slug)
-    ft = {"ops": {"finetuned_baseline": {"config": {"steps": args.finetune_steps}}}}
-    _run(instance, BASELINES, spec.slug, run_config=ft)
+    if not args.experiments_only:
+        _run(instance, DATASETS, run_config={"ops": {"eval_datasets": {"config": {"files": [os.path.abspath(f) for f in args.eval_file]}}}})
+        _run(instance, ["activations"], spec.slug)
+        for layer in spec.default_layers:
+            _run(instance, ["probes", "probe_metrics"], layer_model_key(layer, spec.slug))
+        _run(instance, ["probe_report", "layer_sweep", "probe_scores"], spec.slug)
+        ft = {"ops": {"finetuned_baseline": {"config": {"steps": args.finetune_steps}}}}
+        _run(instance, BASELINES, spec.slug, run_config=ft)
     result = _run(instance, EXPERIMENTS, spec.slug)
 
     from mup_core.experiments import VAL, from_parquet_bytes
 
     store = defs.resources["artifact_store"].get_store()
     comparison = from_parquet_bytes(store.get_bytes(result.output_for_node("probe_comparison")["table"]))
-    with pl.Config(tbl_rows=100, tbl_hide_dataframe_shape=True, float_precision=3, tbl_width_chars=160):
+    with pl.Config(tbl_rows=100, tbl_cols=-1, tbl_hide_dataframe_shape=True, float_precision=3, tbl_width_chars=200):
         print(comparison.filter(pl.col("dataset") != VAL).select(
             "dataset", "method", "seeds", "auroc", "auroc_lo", "auroc_hi", "auroc_std", "tpr_at_1pct_fpr", "brier", "mean_flops"))
     print("\nfigures:")

@@ -100,3 +100,23 @@ def test_mean_std_over_seeds():
     out = mean_std_over_seeds(t, ["method"]).to_dicts()
     assert out[0] == {"method": "a", "seeds": 3, "auroc_mean": pytest.approx(0.7), "auroc_std": pytest.approx(0.1)}
     assert out[1]["auroc_std"] == 0.0 and out[1]["seeds"] == 1
+
+
+def test_roc_points_match_sklearn_and_bootstrap_matches_the_slow_loop():
+    from sklearn.metrics import roc_curve
+
+    from mup_core.evaluation.metrics import METRIC_FUNCTIONS, bootstrap_ci, roc_curve_points
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.normal(size=300) + y, 1)  # many ties
+    fpr, tpr = roc_curve_points(y, s)
+    ref_fpr, ref_tpr, _ = roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, ref_fpr)
+    np.testing.assert_allclose(tpr, ref_tpr)
+    p = 1 / (1 + np.exp(-s))
+    for metric in ("auroc", "accuracy", "brier"):
+        fast = bootstrap_ci(y, p, metric, n_boot=200, seed=5)
+        idx = np.random.default_rng(5).integers(0, len(y), (200, len(y)))
+        slow = [METRIC_FUNCTIONS[metric](y[i], p[i]) for i in idx]
+        assert fast == pytest.approx((np.quantile(slow, 0.025), np.quantile(slow, 0.975))), metric

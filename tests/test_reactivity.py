@@ -102,3 +102,26 @@ def test_labels_and_inputs_changes_rerun_exactly_what_depends_on_them(tmp_path, 
     assets = _assets(requested)
     assert {"stakes_corpus", "corpus_splits", "dataset_texts", "activations", "probes", "probe_metrics", "probe_report"} <= assets
     assert ("activations", "tiny") in requested and not any(a == "activations" and p != "tiny" for a, p in requested)
+
+
+@pytest.mark.slow
+def test_study_assets_rerun_when_labels_change(tmp_path, corpus_file):
+    """The study's experiments sit downstream of probes and baselines: a relabel re-runs
+    them (with the configuration of the daemon's runs), still without new forward passes."""
+    instance = dg.DagsterInstance.ephemeral()
+    root = tmp_path / "artifacts"
+    kw = {"corpus_path": corpus_file}
+    materialize_graph(instance, root, layers=(1, 2), **kw)
+    study = ["layer_sweep", "probe_scores", "tfidf_baseline", "generalisation_heatmap"]
+    materialize(instance, root, study, "tiny", run_config={"ops": {"probe_scores": {"config": {"seeds": [0]}}}}, **kw)
+    observe(instance, root, **kw)
+    cursor, requested = run_daemon(instance, root, None, **kw)
+    assert _assets(requested) == set()
+
+    first = json.loads(corpus_file.read_text(encoding="utf-8").splitlines()[0])
+    _edit(corpus_file, 0, labels="low-stakes" if first["labels"] == "high-stakes" else "high-stakes")
+    observe(instance, root, **kw)
+    cursor, requested = run_daemon(instance, root, cursor, **kw)
+    assets = _assets(requested)
+    assert set(study) <= assets and "activations" not in assets
+    assert ("probe_scores", "tiny") in requested

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
 
 
 def safe_auroc(y: np.ndarray, scores: np.ndarray) -> float:
@@ -27,12 +27,26 @@ def safe_auroc(y: np.ndarray, scores: np.ndarray) -> float:
     return float(roc_auc_score(y, scores))
 
 
+def roc_curve_points(y: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, TPR) at every distinct threshold, from (0, 0) to (1, 1), sorted by FPR —
+    ``sklearn.metrics.roc_curve(drop_intermediate=False)`` without its input checks
+    (this runs thousands of times in bootstraps)."""
+    y = np.asarray(y).astype(bool)
+    scores = np.asarray(scores, dtype=float)
+    order = np.argsort(-scores, kind="mergesort")
+    s, t = scores[order], y[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
+    tps = np.cumsum(t)[last_of_tie]
+    fps = (last_of_tie + 1) - tps
+    return np.r_[0.0, fps / max(1, (~y).sum())], np.r_[0.0, tps / max(1, y.sum())]
+
+
 def tpr_at_fpr(y: np.ndarray, scores: np.ndarray, max_fpr: float = 0.01) -> float:
     y = np.asarray(y)
     if len(np.unique(y)) < 2:
         return float("nan")
-    fpr, tpr, _ = roc_curve(y, scores, drop_intermediate=False)
-    # roc_curve returns points sorted by increasing FPR (and TPR within ties).
+    fpr, tpr = roc_curve_points(y, scores)
+    # points are sorted by increasing FPR (and TPR within ties).
     below = np.flatnonzero(fpr <= max_fpr)
     i = below[-1]
     best = tpr[i]
@@ -125,15 +139,25 @@ def bootstrap_ci(
     """Percentile bootstrap interval of ``metric`` over examples (resampled with
     replacement, ``n_boot`` times, seeded). Resamples with one class only are skipped."""
     fn = METRIC_FUNCTIONS[metric]
-    y, scores = np.asarray(y), np.asarray(scores, dtype=float)
+    y, scores = np.asarray(y).astype(int), np.asarray(scores, dtype=float)
     rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        if metric in ("auroc", "tpr_at_1pct_fpr") and len(np.unique(y[idx])) < 2:
-            continue
-        values.append(fn(y[idx], scores[idx]))
-    if not values:
+    idx = rng.integers(0, len(y), (n_boot, len(y)))
+    yb, sb = y[idx], scores[idx]
+    if metric == "auroc":  # Mann-Whitney on average ranks, all resamples at once
+        from scipy.stats import rankdata
+
+        npos = yb.sum(1)
+        nneg = len(y) - npos
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = ((rankdata(sb, axis=1) * yb).sum(1) - npos * (npos + 1) / 2) / (npos * nneg)
+        values = values[(npos > 0) & (nneg > 0)]
+    elif metric == "accuracy":
+        values = ((sb >= 0.5).astype(int) == yb).mean(1)
+    elif metric == "brier":
+        values = ((sb - yb) ** 2).mean(1)
+    else:
+        values = np.array([fn(a, b) for a, b in zip(yb, sb) if 0 < a.sum() < len(a)])
+    if len(values) == 0:
         return float("nan"), float("nan")
     alpha = (1 - level) / 2
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))

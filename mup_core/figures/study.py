@@ -95,9 +95,14 @@ def mean_std_lines(table: pl.DataFrame, x: str, group: str, title: str, xlabel: 
         ax.fill_between(xs, m - s, m + s, color=line.get_color(), alpha=0.15)
     for name, value in (reference or {}).items():
         ax.axhline(value, ls=":", color="grey", lw=1)
-        ax.annotate(name, (ax.get_xlim()[0], value), fontsize=7, va="bottom")
+        ax.text(0.01, value, name, fontsize=7, va="bottom", transform=ax.get_yaxis_transform())
     if log_x:
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
         ax.set_xscale("log")
+        ax.set_xticks(sorted(agg[x].unique().to_list()))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel("AUROC (mean over seeds and datasets)")
     ax.set_title(title, fontsize=10)
@@ -164,6 +169,11 @@ def roc_curves(points: dict[str, dict[str, tuple]], title: str) -> bytes:
 def compute_frontier(summary: pl.DataFrame, cascades: pl.DataFrame | None, title: str) -> bytes:
     """Mean AUROC against mean FLOPs per example (log x): methods as points, cascades as lines."""
     fig, ax = plt.subplots(figsize=(6.6, 4.3))
+    _frontier(ax, summary, cascades, title)
+    return to_png(fig)
+
+
+def _frontier(ax, summary: pl.DataFrame, cascades: pl.DataFrame | None, title: str) -> None:
     for r in summary.iter_rows(named=True):
         probe = r["family"] == "probe"
         ax.scatter(max(r["mean_flops"], 1.0), r["mean_auroc"], marker="o" if probe else "s", s=36,
@@ -175,20 +185,15 @@ def compute_frontier(summary: pl.DataFrame, cascades: pl.DataFrame | None, title
             ax.plot(rows["mean_flops"], rows["mean_auroc"], marker=".", lw=1, label=f"cascade → {llm}")
         ax.legend(fontsize=7, loc="lower right")
     ax.set_xscale("log")
-    ax.set_xlabel("FLOPs per example (probes: marginal cost on the monitored model's activations)")
+    ax.set_xlabel("FLOPs per example (probes: marginal cost on the monitored model's activations)", fontsize=8)
     ax.set_ylabel("mean AUROC over evaluation sets")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3, which="both")
-    return to_png(fig)
 
 
 def summary(summary: pl.DataFrame, cascades: pl.DataFrame | None, title: str) -> bytes:
     """Two panels: AUROC per method (bars, probes blue, baselines orange) and the
     AUROC-compute frontier."""
-    import io
-
-    from matplotlib import image as mpimg
-
     fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.5), gridspec_kw={"width_ratios": [1, 1.2]})
     s = summary.sort("mean_auroc")
     colors = ["tab:blue" if f == "probe" else "tab:orange" for f in s["family"]]
@@ -199,8 +204,6 @@ def summary(summary: pl.DataFrame, cascades: pl.DataFrame | None, title: str) ->
     a.axvline(0.5, color="grey", lw=0.8, ls=":")
     a.set_xlabel("mean AUROC over evaluation sets")
     a.set_title("accuracy (blue: probes, orange: LLM and text baselines)", fontsize=9)
-    frontier = mpimg.imread(io.BytesIO(compute_frontier(summary, cascades, "accuracy against compute")))
-    b.imshow(frontier)
-    b.axis("off")
+    _frontier(b, summary, cascades, "accuracy against compute (cascades: probe, then LLM on the uncertain share)")
     fig.suptitle(title, fontsize=11)
     return to_png(fig)
