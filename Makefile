@@ -47,6 +47,7 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 
 bench: install
 	$(PY) benchmarks/bench_activations.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench_bootstrap.py
 
 validate: install
 	$(VENV)/bin/dagster definitions validate -m mup_dagster.definitions
