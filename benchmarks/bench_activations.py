@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from mup_core.activations import extract_activations, length_batches, save_activations, tokenize_inputs
+from mup_core.activations.extract import pad_right
 from mup_core.corpus import load_embedded_corpus
 from mup_core.models import get_spec, load_model
 
@@ -26,12 +27,8 @@ def _bare_forward(lm, token_ids, batches):
     start = time.perf_counter()
     with torch.inference_mode():
         for batch in batches:
-            width = max(len(token_ids[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                ids[row, : len(token_ids[i])] = torch.tensor(token_ids[i])
-                mask[row, : len(token_ids[i])] = 1
+            ids, mask = pad_right([token_ids[i] for i in batch], pad)
+            width = ids.shape[1]
             lm.model(input_ids=ids, attention_mask=mask)
             computed += len(batch) * width
     return time.perf_counter() - start, computed

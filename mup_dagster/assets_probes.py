@@ -131,7 +131,7 @@ def eval_datasets(
 
     from mup_core.data.dataset import DatasetError
     from mup_core.data.loaders import load_dataset
-    from mup_core.workflows import DatasetRef, store_dataset
+    from mup_core.workflows import store_dataset
 
     store = artifact_store.get_store()
     out: dict[str, dict] = {}

@@ -354,7 +354,6 @@ def finetuned_baseline(
         method = "finetuned" if slug == context.partition_key else f"finetuned:{slug}"
         tables.append(_baseline_table(method, sets, lambda name, ds: clf.predict_proba(ds.inputs),
                                       lambda name, ds, t: compute.forward_flops(np.asarray(t), 1), seed=seed))
-        del clf
     table = concat_scores(tables)
     return _publish(context, store, "scores/finetuned", table, extra={
         "final_loss_by_seed": dg.MetadataValue.json(losses), "method": config.method, "steps": config.steps, "monitor_model": slug,
@@ -616,7 +615,6 @@ def data_efficiency(
 ) -> dg.Output[dict]:
     """AUROC on the evaluation sets against the number of training examples, for probes and
     the finetuned baseline (mean and std over seeds)."""
-    import numpy as np
     import polars as pl
 
     from mup_core.baselines import FinetuneConfig, FinetunedClassifier

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mup_core.activations import extract_activations, save_activations
-from mup_core.storage import LocalStore, S3Store
+from mup_core.storage import LocalStore
 from mup_core.workflows import ActivationRef, load_activations
 
 

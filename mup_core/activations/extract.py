@@ -76,6 +76,19 @@ def tokenize_inputs(lm: LoadedModel, inputs: Sequence[Input], max_length: int | 
     return [ids[:max_length] for ids in enc], truncated
 
 
+def pad_right(token_ids: Sequence[Sequence[int]], pad_id: int):
+    """Right-padded ``input_ids`` and ``attention_mask`` tensors for one batch."""
+    import torch
+
+    width = max(len(t) for t in token_ids)
+    ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(token_ids), width), dtype=torch.long)
+    for row, t in enumerate(token_ids):
+        ids[row, : len(t)] = torch.tensor(list(t), dtype=torch.long)
+        mask[row, : len(t)] = 1
+    return ids, mask
+
+
 def length_batches(
     lengths: Sequence[int], batch_tokens: int, max_batch_size: int = 64, min_fill: float = 0.6
 ) -> list[list[int]]:
@@ -153,12 +166,8 @@ def extract_activations(
     try:
         with torch.inference_mode():
             for b, batch in enumerate(batches):
-                width = max(lengths[i] for i in batch)
-                ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                for row, i in enumerate(batch):
-                    ids[row, : lengths[i]] = torch.tensor(token_ids[i])
-                    mask[row, : lengths[i]] = 1
+                ids, mask = pad_right([token_ids[i] for i in batch], pad_id)
+                width = ids.shape[1]
                 current["indices"] = batch
                 try:
                     body(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False)

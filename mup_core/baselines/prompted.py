@@ -127,6 +127,7 @@ class LocalPromptedMonitor(PromptedMonitor):
     def scores_for(self, template, inputs):
         import torch
 
+        from mup_core.activations.extract import pad_right
         from mup_core.models.loading import base_model
 
         lm, tok = self.lm, self.lm.tokenizer
@@ -138,14 +139,9 @@ class LocalPromptedMonitor(PromptedMonitor):
         body, head = base_model(lm.model), lm.model.get_output_embeddings()
         pad = tok.pad_token_id
         with torch.inference_mode():
-            for b, start in enumerate(range(0, len(order), self.batch_size)):
+            for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                width = max(len(enc[i]) for i in idx)
-                ids = torch.full((len(idx), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(idx), width), dtype=torch.long)
-                for r, i in enumerate(idx):
-                    ids[r, : len(enc[i])] = torch.tensor(enc[i])
-                    mask[r, : len(enc[i])] = 1
+                ids, mask = pad_right([enc[i] for i in idx], pad)
                 hidden = body(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device)).last_hidden_state
                 last = hidden[torch.arange(len(idx)), mask.sum(1).to(lm.device) - 1]
                 probs = torch.softmax(head(last).float(), dim=-1)
