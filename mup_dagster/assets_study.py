@@ -150,6 +150,7 @@ def probe_scores(
     evaluation set."""
     from mup_core.baselines.compute import probe_flops
     from mup_core.experiments import VAL, concat_scores, score_rows
+    from mup_core.experiments.analysis import top_tokens
     from mup_core.probes import PROBE_TYPES, train_probe
 
     model = context.partition_key
@@ -163,6 +164,12 @@ def probe_scores(
     val = sets[VAL][1]
     hidden = train.acts.hidden_size
     tables = []
+    # per-token scores, for inspection: what each probe reads in the first high-stakes evaluation example
+    inspect_name = next(n for n in sets if n not in ("train", VAL)) if len(sets) > 2 else VAL
+    inspect_ds, inspect_part = sets[inspect_name]
+    inspect_i = int(next(i for i, y in enumerate(inspect_part.labels) if y == 1)) if inspect_part.labels.any() else 0
+    inspect_tokens = _token_strings(model, inspect_ds.input_at(inspect_i))
+    highlights = {"dataset": inspect_name, "id": inspect_ds.ids[inspect_i]}
     for probe_type in config.probe_types:
         seeds = [0] if probe_type in LINEAR_PROBE_TYPES else config.seeds
         for seed in seeds:
@@ -171,6 +178,8 @@ def probe_scores(
                 hp["seed"] = seed
             probe = train_probe(probe_type, train.pair(), val.pair(), model=model, layer=layer,
                                 train_inputs_hash=train_ds.inputs_hash, train_labels_hash=train_ds.labels_hash, hyperparameters=hp)
+            if seed == seeds[0] and len(inspect_tokens) == inspect_part.acts.lengths[inspect_i]:
+                highlights[probe_type] = top_tokens(probe.token_scores(inspect_part.acts, inspect_i), inspect_tokens)
             for name, (ds, part) in sets.items():
                 if name == "train":
                     continue
@@ -179,8 +188,21 @@ def probe_scores(
                                          tokens, probe_flops(probe_type, hidden, tokens), seed=seed))
         context.log.info(f"probe_scores: {probe_type} done ({len(seeds)} seed(s))")
     scores = concat_scores(tables)
-    return _publish(context, store, "scores/probes", scores, extra={"layer": dg.MetadataValue.int(layer)},
+    return _publish(context, store, "scores/probes", scores, extra={"layer": dg.MetadataValue.int(layer),
+                                                                    "top_tokens": dg.MetadataValue.json(highlights)},
                     columns=["method", "dataset", "seed", "id", "label", "score"])
+
+
+def _token_strings(slug: str, value) -> list[str]:
+    """The tokens the model reads for one input (chat template, truncation), as text."""
+    from types import SimpleNamespace
+
+    from mup_core.activations.extract import tokenize_inputs
+    from mup_core.models.loading import load_tokenizer
+
+    tok = load_tokenizer(slug)
+    ids, _ = tokenize_inputs(SimpleNamespace(tokenizer=tok, spec=get_spec(slug)), [value])
+    return [tok.decode([i]) for i in ids[0]]
 
 
 # -- baselines -----------------------------------------------------------------------------

@@ -57,6 +57,9 @@ def test_every_study_asset_on_tiny(tmp_path):
         assert (root / out["figure"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
         assert meta(name)["figure"].value.startswith(f"![{out['figure'].split('/')[-1][:-4]}](data:image/png;base64,"), name
 
+    top = meta("probe_scores")["top_tokens"].value  # per-token scores of every probe type, for inspection
+    assert set(ALL_PROBE_TYPES) <= set(top) and all(len(top[t]) == 5 for t in ALL_PROBE_TYPES)
+    assert top["dataset"] == "corpus-test"
     sweep = result.output_for_node("layer_sweep")
     assert sweep["selected_layer"] in (1, 2, 3) and meta("probe_scores")["layer"].value == sweep["selected_layer"]
 

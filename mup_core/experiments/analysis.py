@@ -152,3 +152,14 @@ def cascade(
             rows.append({"probe": probe_method, "llm": llm, "fraction": float(f), "combine": combine,
                          "mean_auroc": float(np.nanmean(aurocs)), "mean_flops": float(np.mean(flops))})
     return pl.DataFrame(rows)
+
+
+def top_tokens(token_scores, tokens: list[str], k: int = 5) -> list[tuple[str, float]]:
+    """The ``k`` tokens a probe scores highest in one example (for inspecting what it reads)."""
+    import numpy as np
+
+    scores = np.asarray(token_scores, dtype=float)
+    if len(scores) != len(tokens):
+        raise ValueError(f"{len(scores)} token scores for {len(tokens)} tokens")
+    order = np.argsort(-scores)[:k]
+    return [(tokens[i], round(float(scores[i]), 3)) for i in order]
