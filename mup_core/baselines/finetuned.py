@@ -65,8 +65,11 @@ class FinetunedClassifier:
             tc = TrainConfig(lora=True, lora_r=cfg.lora_r, top_layers=cfg.top_layers, seed=cfg.seed)
             lm.requires_grad_(False)
             lm = wrap_lora(lm, self.spec.num_layers, tc, task_type="CAUSAL_LM").base_model.model  # adapters injected in place
-        self.body = base_model(lm)  # the LM head is never run
-        self.head = nn.Linear(self.spec.hidden_size, 1)
+        from mup_core.models.loading import choose_device_and_dtype
+
+        self.device, _ = choose_device_and_dtype()  # weights stay fp32; bf16 via autocast
+        self.body = base_model(lm).to(self.device)  # the LM head is never run
+        self.head = nn.Linear(self.spec.hidden_size, 1).to(self.device)
         self.history: list[dict] = []
 
     def _batch(self, inputs: Sequence[Input]):
@@ -75,13 +78,13 @@ class FinetunedClassifier:
         texts = [render(v, self.tokenizer) for v in inputs]
         enc = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=self.cfg.max_length,
                              padding=True, return_tensors="pt")
-        return enc["input_ids"], enc["attention_mask"].to(torch.long)
+        return enc["input_ids"].to(self.device), enc["attention_mask"].to(torch.long).to(self.device)
 
     def _logits(self, ids, mask):
         import torch
 
         hidden = self.body(input_ids=ids, attention_mask=mask).last_hidden_state
-        last = hidden[torch.arange(ids.shape[0]), mask.sum(1) - 1]
+        last = hidden[torch.arange(ids.shape[0], device=ids.device), mask.sum(1) - 1]
         return self.head(last.float()).squeeze(-1)
 
     def _autocast(self):
@@ -89,7 +92,9 @@ class FinetunedClassifier:
 
         import torch
 
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.cfg.bf16_autocast else contextlib.nullcontext()
+        if not self.cfg.bf16_autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def fit(self, inputs: Sequence[Input], labels: np.ndarray, log: Callable[[dict], None] | None = None) -> "FinetunedClassifier":
         import torch
@@ -113,7 +118,7 @@ class FinetunedClassifier:
             ids, mask = self._batch([inputs[i] for i in idx])
             with self._autocast():
                 logits = self._logits(ids, mask)
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), torch.from_numpy(labels[idx]))
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), torch.from_numpy(labels[idx]).to(self.device))
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -134,7 +139,7 @@ class FinetunedClassifier:
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
                 ids, mask = self._batch([inputs[i] for i in idx])
-                out[idx] = torch.sigmoid(self._logits(ids, mask).float()).double().numpy()
+                out[idx] = torch.sigmoid(self._logits(ids, mask).float()).double().cpu().numpy()
         return out
 
     def trainable_parameters(self) -> int:
