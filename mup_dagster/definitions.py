@@ -1,4 +1,12 @@
-"""The single Definitions object of mup (``dagster ... -m mup_dagster.definitions``)."""
+"""The single Definitions object of mup (``dagster ... -m mup_dagster.definitions``).
+
+Steps of one run execute one at a time by default: nearly every step is a torch job
+that already uses every core, and two at once on a small CPU machine only thrash.
+``MUP_MAX_CONCURRENT_STEPS`` raises the limit on a host with many cores (or set
+``execution.config.multiprocess.max_concurrent`` in a run's config).
+"""
+
+import os
 
 import dagster as dg
 
@@ -9,6 +17,7 @@ from mup_dagster.schedules import probe_backfill_job, probe_backfill_schedule
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([assets_probes, assets_datasets, assets_deception, assets_study]),
     asset_checks=dg.load_asset_checks_from_modules([assets_datasets]),
+    executor=dg.multiprocess_executor.configured({"max_concurrent": int(os.environ.get("MUP_MAX_CONCURRENT_STEPS", "1"))}),
     jobs=[probe_backfill_job],
     schedules=[probe_backfill_schedule],
     resources={
