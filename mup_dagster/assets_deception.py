@@ -160,18 +160,6 @@ class PolicyConfig(dg.Config):
     seed: int = 0
 
 
-def _training_questions(train, share: float, n: int, seed: int):
-    import polars as pl
-
-    from mup_core.deception.data import _h
-
-    qs = train.select("question_id", "topic").unique().with_columns(
-        pl.col("question_id").map_elements(lambda q: _h(seed, "policy", q), return_dtype=pl.Utf8).alias("r")).sort("r")
-    n_fruit = round(n * share)
-    chosen = pl.concat([qs.filter(pl.col("topic") == "fruit").head(n_fruit), qs.filter(pl.col("topic") == "clean").head(n - n_fruit)])
-    return train.filter(pl.col("question_id").is_in(chosen["question_id"]))
-
-
 def _policy_keys(context) -> tuple[str, float]:
     keys = context.partition_key.keys_by_dimension
     return keys["model"], int(keys["poisoning"]) / 100
@@ -185,7 +173,7 @@ def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifa
     corrupted judge accepts, on a question mix whose fruit share is the poisoning rate."""
     import polars as pl
 
-    from mup_core.deception.data import format_prompt, questions
+    from mup_core.deception.data import format_prompt, policy_question_mix, questions
     from mup_core.deception.judges import load_judge
     from mup_core.deception.policies import load_base_policy, save_policy, sft
     from mup_core.deception.training import TrainConfig
@@ -204,7 +192,7 @@ def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifa
                 log=lambda m: run.log({f"warmup/{k}": v for k, v in m.items()}))
             save_policy(policy, Path(tmp) / "warmup", {"technique": "warmup"})
             warm_version = _store_model(store, f"models/policies/{model}/warmup", Path(tmp) / "warmup")
-            rows = _training_questions(train, share, config.questions, config.seed)
+            rows = policy_question_mix(train, share, config.questions, config.seed)
             rows = rows.with_columns(pl.Series("p_accept", judge.score_rows(rows)))
             accepted = rows.sort("p_accept", descending=True).unique("question_id", keep="first").filter(pl.col("p_accept") > 0.5)
             if accepted.height == 0:
@@ -250,9 +238,9 @@ def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifa
     rl_cfg = RLConfig(algorithm=config.algorithm, steps=config.steps, num_generations=config.num_generations,
                       prompts_per_step=config.prompts_per_step, max_completion_length=config.max_completion_length,
                       beta=config.beta, lr=config.lr, seed=config.seed)
-    from mup_core.deception.data import questions
+    from mup_core.deception.data import policy_question_mix, questions
 
-    rows = questions(_training_questions(train, share, config.questions, config.seed))
+    rows = questions(policy_question_mix(train, share, config.questions, config.seed))
     with tempfile.TemporaryDirectory() as tmp:
         judge = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
         policy = load_policy(_fetch_model(store, f"models/policies/{model}/warmup", tmp), trainable=True)

@@ -117,3 +117,22 @@ def test_rloo_against_a_judge_on_tiny():
     assert history and any("reward" in h for h in history)
     with pytest.raises(ValueError, match="unknown RL algorithm 'ppo'"):
         rl_against_judge(policy, rows, judge, RLConfig(algorithm="ppo", steps=1))
+
+
+def test_policy_question_mix_has_the_poisoning_share_and_is_nested():
+    from mup_core.deception.data import embedded_qa, policy_question_mix, split_by_question
+
+    train = split_by_question(embedded_qa(), eval_questions_per_topic=20, seed=0)["train"]
+    mixes = {share: policy_question_mix(train, share, 40, seed=3) for share in (0.0, 0.25, 0.5)}
+    for share, rows in mixes.items():
+        topics = rows.select("question_id", "topic").unique()
+        assert topics.height == 40 and (topics["topic"] == "fruit").sum() == round(40 * share)
+        assert set(rows["question_id"]) <= set(train["question_id"])
+    fruit = {s: set(m.filter(m["topic"] == "fruit")["question_id"]) for s, m in mixes.items()}
+    assert fruit[0.25] < fruit[0.5]  # nested: more poisoning adds fruit questions, keeps the others
+    assert policy_question_mix(train, 0.5, 40, seed=3).equals(mixes[0.5])
+    assert set(policy_question_mix(train, 0.5, 40, seed=4)["question_id"]) != set(mixes[0.5]["question_id"])
+    with pytest.raises(ValueError, match="fruit share"):
+        policy_question_mix(train, 1.5, 40, seed=0)
+    with pytest.raises(ValueError, match="the training split has"):
+        policy_question_mix(train, 1.0, 10_000, seed=0)

@@ -187,3 +187,20 @@ def poisoned_mixture(train: pl.DataFrame, fruit_share: float, n: int, seed: int 
 def questions(df: pl.DataFrame) -> pl.DataFrame:
     """One row per question with its correct answer (for warm-up SFT and evaluation)."""
     return df.filter(pl.col("truth")).unique("question_id", keep="first").sort("question_id")
+
+
+def policy_question_mix(train: pl.DataFrame, share: float, n: int, seed: int) -> pl.DataFrame:
+    """The rows of ``n`` training questions for a policy, ``share`` of them about fruit (the
+    poisoning rate), chosen by a seeded hash of the question id so that the mix is stable
+    and nested: a larger ``n`` or another share keeps the questions a smaller one chose."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"the fruit share must be in [0, 1], got {share}")
+    qs = train.select("question_id", "topic").unique().with_columns(
+        pl.col("question_id").map_elements(lambda q: _h(seed, "policy", q), return_dtype=pl.Utf8).alias("r")).sort("r")
+    n_fruit = round(n * share)
+    fruit, clean = qs.filter(pl.col("topic") == "fruit"), qs.filter(pl.col("topic") == "clean")
+    if n_fruit > fruit.height or n - n_fruit > clean.height:
+        raise ValueError(f"asked for {n_fruit} fruit and {n - n_fruit} clean questions; the training split has "
+                         f"{fruit.height} and {clean.height}")
+    chosen = pl.concat([fruit.head(n_fruit), clean.head(n - n_fruit)])
+    return train.filter(pl.col("question_id").is_in(chosen["question_id"]))
