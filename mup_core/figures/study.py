@@ -131,7 +131,7 @@ def reliability_diagrams(curves: dict[str, dict], title: str) -> bytes:
     methods = sorted(curves)
     cols = min(4, len(methods))
     nrows = int(np.ceil(len(methods) / cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.0 * cols, 3.0 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.0 * cols, 3.0 * nrows), squeeze=False, constrained_layout=True)
     for ax in axes.flat[len(methods):]:
         ax.axis("off")
     for ax, method in zip(axes.flat, methods):
