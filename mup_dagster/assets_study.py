@@ -428,9 +428,6 @@ def continuation_baseline(
 
 
 # -- experiments on the scores ---------------------------------------------------------------
-_SCORE_INS = ("probe_scores", *BASELINES)
-
-
 def _all_scores(store, *refs):
     from mup_core.experiments import concat_scores
 
@@ -536,16 +533,17 @@ def monitoring_cascade(
 
     store = artifact_store.get_store()
     scores = _all_scores(store, probe_scores, tfidf_baseline, prompted_baseline, finetuned_baseline, continuation_baseline)
+    metrics = comparison_table(scores, n_boot=0)  # point estimates: the choice of probe and the summary
     probe = config.probe_method
     if probe is None:
-        val = comparison_table(scores.filter((pl.col("dataset") == VAL) & (pl.col("family") == "probe")), n_boot=0)
+        val = metrics.filter((pl.col("dataset") == VAL) & (pl.col("family") == "probe"))
         probe = val.sort("auroc", descending=True)["method"][0]
     llms = config.llm_methods or sorted(m for m in scores.filter(pl.col("family") == "baseline")["method"].unique().to_list() if m != "tfidf")
     try:
         table = cascade(scores, probe, llms, config.fractions, config.combine)
     except ValueError as exc:
         raise dg.Failure(f"monitoring_cascade: {exc}") from exc
-    summary = method_summary(comparison_table(scores, n_boot=0))
+    summary = method_summary(metrics)
     png = figs.compute_frontier(summary, table, f"{context.partition_key}: {probe} → LLM cascade")
     return _publish(context, store, "monitoring_cascade", table, png, {"probe": probe})
 

@@ -16,6 +16,7 @@ import polars as pl
 
 from mup_core.models.registry import DEFAULT_MODEL, get_spec
 from mup_dagster import assets_datasets, assets_probes, assets_study
+from mup_dagster.assets_study import BASELINES
 from mup_dagster.definitions import defs
 from mup_dagster.partitions import layer_model_key
 
@@ -24,7 +25,6 @@ ASSETS = [
     *dg.load_asset_checks_from_modules([assets_datasets]),
 ]
 DATASETS = ["stakes_corpus", "corpus_splits", "imported_datasets", "eval_datasets", "dataset_texts"]
-BASELINES = ["tfidf_baseline", "prompted_baseline", "finetuned_baseline", "continuation_baseline"]
 EXPERIMENTS = ["probe_comparison", "calibration_curves", "roc_curves", "auroc_by_length", "monitoring_cascade",
                "study_summary", "generalisation_heatmap", "data_efficiency", "few_shot_adaptation"]
 
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
             _run(instance, ["probes", "probe_metrics"], layer_model_key(layer, spec.slug))
         _run(instance, ["probe_report", "layer_sweep", "probe_scores"], spec.slug)
         ft = {"ops": {"finetuned_baseline": {"config": {"steps": args.finetune_steps}}}}
-        _run(instance, BASELINES, spec.slug, run_config=ft)
+        _run(instance, list(BASELINES), spec.slug, run_config=ft)
     result = _run(instance, EXPERIMENTS, spec.slug)
 
     from mup_core.experiments import VAL, from_parquet_bytes
