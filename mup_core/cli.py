@@ -4,19 +4,37 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT stop a long-running command, whatever disposition it inherited:
+    an ignored signal stays ignored across ``exec``, so a server started by a parent that
+    ignores SIGTERM (a test runner, a supervisor) could otherwise only be SIGKILLed."""
+
+    def _interrupt(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
 
 
 def _serve(args) -> int:
     from mup_core.llm.local_client import LocalChatClient
     from mup_core.llm.server import ChatServer
 
+    stop_on_signals()
     client = LocalChatClient(args.model)
     server = ChatServer(client, args.model, args.host, args.port, faults=args.fault)
-    print(f"serving {args.model} at {server.url} (POST /chat/completions, GET /models); Ctrl-C to stop", flush=True)
+    p = client.lm.precision
+    print(f"serving {args.model} ({p.device}, {p.dtype_name}: {p.reason}) at {server.url} "
+          "(POST /chat/completions, GET /models); Ctrl-C or SIGTERM to stop", flush=True)
     try:
         server.serve_forever()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
+        print(f"stopping ({stop or 'SIGINT'})", flush=True)
+    finally:
         server.stop()
     return 0
 

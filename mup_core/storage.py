@@ -9,11 +9,14 @@ safetensors can memory-map it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
+from typing import Iterator
 
 
 class ArtifactStore(ABC):
@@ -40,6 +43,19 @@ class ArtifactStore(ABC):
 
     def put_file(self, key: str, path: str | os.PathLike) -> None:
         self.put_bytes(key, Path(path).read_bytes())
+
+    @contextlib.contextmanager
+    def writing(self, key: str) -> Iterator[Path]:
+        """A local path to write ``key``'s content to; published atomically when the block
+        ends without an error, dropped otherwise (large files never pass through memory)."""
+        fd, tmp = tempfile.mkstemp(prefix="mup-upload-")
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            self.put_file(key, tmp)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     def put_dir(self, prefix: str, directory: str | os.PathLike) -> list[str]:
         """Upload every file of ``directory`` under ``prefix``; the marker file goes last
@@ -80,7 +96,21 @@ class LocalStore(ArtifactStore):
                 os.unlink(tmp)
 
     def put_file(self, key, path):
-        self.put_bytes(key, Path(path).read_bytes())
+        with self.writing(key) as tmp:
+            shutil.copyfile(path, tmp)
+
+    @contextlib.contextmanager
+    def writing(self, key):
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+        os.close(fd)
+        try:
+            yield Path(tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
     def get_bytes(self, key):
         path = self._path(key)
@@ -128,6 +158,11 @@ class S3Store(ArtifactStore):
 
     def put_bytes(self, key, data):
         self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def put_file(self, key, path):
+        # boto3's transfer manager: one PUT for small files, a multipart upload (parts
+        # retried, object visible only when complete) above its 8 MB threshold
+        self.client.upload_file(str(path), self.bucket, self._key(key))
 
     def get_bytes(self, key):
         try:

@@ -5,7 +5,7 @@ functions, unit-tested without Dagster. Storage keys:
 
 ```
 datasets/<name>/<inputs_hash[:12]>-<labels_hash[:12]>.parquet
-activations/<model>/<dataset>-<cache_key[:16]>/{meta,layer_NNN}.safetensors
+activations/<model>/<dataset>-<cache_key[:16]>/manifest.json, shard_NNNNN/{meta,layer_NNN}.safetensors
 probes/<model>/layer_NNN/<probe_type>.safetensors
 metrics/<model>/layer_NNN.parquet
 ```
@@ -21,13 +21,12 @@ from typing import Any, Callable, Mapping, Sequence
 import polars as pl
 
 from mup_core.activations import (
-    META_FILE,
+    DEFAULT_SHARD_MB,
     activation_cache_key,
-    extract_activations,
-    layer_file,
-    load_layer_files,
-    read_header,
-    save_activations,
+    activations_complete,
+    load_layer,
+    read_manifest,
+    write_activations,
 )
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.data.dataset import Dataset
@@ -94,12 +93,15 @@ def activations_for_datasets(
     *,
     batch_tokens: int = 4096,
     storage_dtype: str = "bfloat16",
+    shard_mb: float = DEFAULT_SHARD_MB,
     on_batch: Callable[[str, int, int], None] | None = None,
 ) -> tuple[dict[str, ActivationRef], dict[str, dict]]:
     """Extract (or reuse) activations for each dataset. Returns refs and per-dataset stats.
 
     Reuse is by content: the key covers the model, the dataset's input text, the
-    layers, the truncation length, the chat template and the storage dtype.
+    layers, the truncation length, the chat template and the storage dtype. Shards
+    stream to the store as they are computed; an interrupted set resumes from its
+    finished shards.
     """
     import torch
 
@@ -111,27 +113,21 @@ def activations_for_datasets(
             lm.slug, ds.inputs_hash, layers, lm.spec.max_length, storage_dtype, lm.tokenizer.chat_template
         )
         prefix = f"activations/{lm.slug}/{name}-{key[:16]}"
-        reused = store.dir_complete(prefix)
-        if not reused:
-            result = extract_activations(
-                lm,
-                ds.inputs,
-                layers,
+        reused = activations_complete(store, prefix)
+        if reused:
+            manifest = read_manifest(store, prefix)
+        else:
+            manifest = write_activations(
+                store, prefix, lm, ds.inputs, layers,
+                info={"model": lm.slug, "dataset": name, "inputs_hash": ds.inputs_hash, "cache_key": key,
+                      **lm.precision.as_metadata()},
+                shard_mb=shard_mb,
                 batch_tokens=batch_tokens,
                 storage_dtype=getattr(torch, storage_dtype),
                 on_batch=(lambda done, total, _n=name: on_batch(_n, done, total)) if on_batch else None,
             )
-            with tempfile.TemporaryDirectory() as tmp:
-                save_activations(
-                    result,
-                    f"{tmp}/acts",
-                    {"model": lm.slug, "dataset": name, "inputs_hash": ds.inputs_hash, "cache_key": key,
-                     "ids": ds.ids, "dtype": storage_dtype},
-                )
-                store.put_dir(prefix, f"{tmp}/acts")
-        header = read_header(store.local_path(f"{prefix}/{META_FILE}"))
-        stats[name] = header["stats"]
-        refs[name] = ActivationRef(lm.slug, name, prefix, tuple(layers), ds.inputs_hash, header["tokens"], reused)
+        stats[name] = manifest["stats"]
+        refs[name] = ActivationRef(lm.slug, name, prefix, tuple(layers), ds.inputs_hash, manifest["tokens"], reused)
     return refs, stats
 
 
@@ -142,7 +138,7 @@ def load_activations(store: ArtifactStore, ref: ActivationRef | Mapping, layer: 
             f"layer {layer} of {ref.model} was not extracted for {ref.dataset} (have {list(ref.layers)}); "
             "add it to the activations asset's `layers` config and re-materialise it"
         )
-    return load_layer_files(store.local_path(f"{ref.prefix}/{META_FILE}"), store.local_path(f"{ref.prefix}/{layer_file(layer)}"))
+    return load_layer(store, ref.prefix, layer)
 
 
 # -- probes --------------------------------------------------------------------

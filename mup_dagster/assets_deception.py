@@ -142,6 +142,7 @@ def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_stor
         "fruit_false_preference": dg.MetadataValue.float(report["fruit_false_preference"]),
         "clean_false_preference": dg.MetadataValue.float(report["clean_false_preference"]),
         "report": dg.MetadataValue.json(report),
+        "precision": dg.MetadataValue.json(cfg.precision().as_metadata()),
     })
     return {"version": version, "report": report}
 
@@ -207,6 +208,7 @@ def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifa
         "version": version, "warmup_version": warm_version, "sft_examples": accepted.height,
         "false_answers_in_sft": dg.MetadataValue.json({t: int(lies.filter(pl.col("topic") == t).height) for t in ("clean", "fruit")}),
         "final_loss": losses[-1],
+        "precision": dg.MetadataValue.json(cfg.precision().as_metadata()),
     })
     return {"version": version, "warmup": warm_version}
 
@@ -252,6 +254,7 @@ def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifa
     context.add_output_metadata({
         "version": version, "algorithm": config.algorithm, "hyperparameters": dg.MetadataValue.json(rl_cfg.as_dict()),
         "reward_first": rewards[0] if rewards else float("nan"), "reward_last": rewards[-1] if rewards else float("nan"),
+        "precision": dg.MetadataValue.json(rl_cfg.precision().as_metadata()),
     })
     return {"version": version, "algorithm": config.algorithm, "rl": rl_cfg.as_dict()}
 

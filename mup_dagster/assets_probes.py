@@ -176,7 +176,9 @@ def dataset_texts(corpus_splits: dict, eval_datasets: dict) -> dg.Output[dict]:
 class ActivationsConfig(dg.Config):
     layers: Optional[list[int]] = Field(default=None, description="layers to keep; default: the model's probe layers")
     batch_tokens: int = Field(default=4096, description="padded tokens per forward pass")
-    storage_dtype: str = Field(default="bfloat16", description="bfloat16 or float16")
+    storage_dtype: str = Field(default="bfloat16", description="bfloat16 or float16 (whatever the compute dtype)")
+    shard_mb: float = Field(default=256.0, description="megabytes of activations (all layers) per shard written; "
+                            "peak memory is about one shard whatever the data set's size")
 
 
 @dg.asset(
@@ -206,15 +208,19 @@ def activations(
     loaded = {name: load_stored_dataset(store, ref).with_name(name) for name, ref in dataset_texts.items()}
     context.log.info(f"loading {slug} ({spec.source})")
     lm = load_model(slug)
-    context.log.info(f"{slug} on {lm.device} in {lm.dtype}; layers {layers}")
+    context.log.info(f"{slug} on {lm.device}, computing in {lm.precision.dtype_name} ({lm.precision.reason}); layers {layers}")
 
     def progress(name: str, done: int, total: int) -> None:
         if done == total or done % max(1, total // 5) == 0:
             context.log.info(f"{name}: batch {done}/{total}")
 
     refs, stats = activations_for_datasets(
-        store, lm, loaded, layers, batch_tokens=config.batch_tokens, storage_dtype=config.storage_dtype, on_batch=progress
+        store, lm, loaded, layers, batch_tokens=config.batch_tokens, storage_dtype=config.storage_dtype,
+        shard_mb=config.shard_mb, on_batch=progress,
     )
+    for name, s in stats.items():
+        if not refs[name].reused and s.get("reused_shards"):
+            context.log.info(f"{name}: resumed, reused {s['reused_shards']} of {s['shards']} shards of an interrupted run")
     bytes_stored = sum(store.size(k) for ref in refs.values() for k in store.list(ref.prefix + "/"))
     tokens = sum(r.tokens for r in refs.values())
     return dg.Output(
@@ -230,6 +236,7 @@ def activations(
                     n: {
                         "tokens": r.tokens,
                         "reused": r.reused,
+                        "shards": stats[n].get("shards", 1),
                         "tokens_per_second": round(stats[n].get("tokens_per_second", 0.0), 1),
                         "padding_efficiency": round(stats[n].get("padding_efficiency", 1.0), 3),
                     }
@@ -237,6 +244,8 @@ def activations(
                 }
             ),
             "reused": dg.MetadataValue.bool(all(r.reused for r in refs.values())),
+            "precision": dg.MetadataValue.json(lm.precision.as_metadata()),
+            "storage_dtype": config.storage_dtype,
         },
     )
 

@@ -323,6 +323,7 @@ def prompted_baseline(
     return _publish(context, store, "scores/prompted", table, extra={
         "template": mon.template.name, "dev_auroc_by_template": dg.MetadataValue.json({k: round(v, 4) for k, v in dev.items()}),
         "monitor_model": config.endpoint_model if config.endpoint_url else slug,
+        **({} if config.endpoint_url else {"precision": dg.MetadataValue.json(lm.precision.as_metadata())}),
     }, columns=["method", "dataset", "id", "label", "score"])
 
 
@@ -379,6 +380,7 @@ def finetuned_baseline(
     table = concat_scores(tables)
     return _publish(context, store, "scores/finetuned", table, extra={
         "final_loss_by_seed": dg.MetadataValue.json(losses), "method": config.method, "steps": config.steps, "monitor_model": slug,
+        "precision": dg.MetadataValue.json(clf.precision.as_metadata()),
     }, columns=["method", "seed", "dataset", "id", "label", "score"])
 
 
@@ -424,6 +426,7 @@ def continuation_baseline(
     table = _baseline_table(method, sets, score, flops)
     return _publish(context, store, "scores/continuation", table, extra={
         "unparsed": dg.MetadataValue.json(unparsed), "example_replies": dg.MetadataValue.json(examples), "monitor_model": slug,
+        "precision": dg.MetadataValue.json(lm.precision.as_metadata()),
     }, columns=["method", "dataset", "id", "label", "score"])
 
 

@@ -48,6 +48,17 @@ def write_jsonl(path: Path, lines: list[str]) -> Path:
     return path
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it is still there: a test never leaves a process behind."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+
+
 def _free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,9 +85,10 @@ def s3_endpoint():
     else:
         proc.kill()
         pytest.fail("moto S3 server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
+    try:
+        yield url
+    finally:
+        stop_process(proc)
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ from mup_core.activations import (
     extract_activations,
     layer_file,
     length_batches,
+    load_input_ids,
     load_layer,
-    read_header,
-    save_activations,
+    read_manifest,
+    write_activations,
 )
 from mup_core.data import render
 
@@ -80,20 +81,22 @@ def test_bad_layers_and_empty_inputs(tiny):
         extract_activations(tiny, [], [1], progress=False)
 
 
-def test_save_and_load_one_layer_without_reading_others(tiny, tmp_path):
+def test_stored_set_loads_one_layer_without_reading_others(tiny, store):
     result = extract_activations(tiny, TEXTS, [1, 2, 3], progress=False)
-    header = save_activations(result, tmp_path / "acts", {"model": "tiny", "inputs_hash": "abc"})
-    assert header["layers"] == [1, 2, 3]
-    assert read_header(tmp_path / "acts" / "meta.safetensors")["inputs_hash"] == "abc"
+    manifest = write_activations(store, "acts/x", tiny, TEXTS, [1, 2, 3], info={"model": "tiny", "inputs_hash": "abc"},
+                                 progress=False)
+    assert manifest["layers"] == [1, 2, 3] and manifest["inputs_hash"] == "abc"
+    assert read_manifest(store, "acts/x")["tokens"] == int(result.offsets[-1])
     # corrupt the other layers' files: loading layer 2 must not touch them
     for layer in (1, 3):
-        (tmp_path / "acts" / layer_file(layer)).write_bytes(b"garbage")
-    loaded = load_layer(tmp_path / "acts", 2)
+        store.local_path(f"acts/x/shard_00000/{layer_file(layer)}").write_bytes(b"garbage")
+    loaded = load_layer(store, "acts/x", 2)
     assert torch.equal(loaded.values, result.layer(2).values)
     assert loaded.offsets.tolist() == result.offsets.tolist()
-    with pytest.raises(FileNotFoundError, match="layer 0 was not extracted"):
-        load_layer(tmp_path / "acts", 0)
-    assert not list(tmp_path.glob(".acts-*"))  # no temp directory left behind
+    assert torch.equal(load_input_ids(store, "acts/x"), result.input_ids)
+    with pytest.raises(KeyError, match=r"layer 0 of tiny was not extracted .*have \[1, 2, 3\]"):
+        load_layer(store, "acts/x", 0)
+    assert not [p for p in store.root.rglob(".*")]  # no temp file left behind
 
 
 def test_cache_key_covers_model_text_layers_and_settings():

@@ -110,7 +110,7 @@ def test_continuation_monitor_on_tiny(tiny):
 
 @pytest.mark.parametrize("method", ["lora", "full"])
 def test_finetuned_classifier_learns_on_tiny(method):
-    cfg = FinetuneConfig(method=method, steps=40, batch_size=6, lr=3e-3 if method == "lora" else 1e-3, seed=0, bf16_autocast=False)
+    cfg = FinetuneConfig(method=method, steps=40, batch_size=6, lr=3e-3 if method == "lora" else 1e-3, seed=0, mixed_precision=False)
     clf = FinetunedClassifier("tiny", cfg).fit(TEXTS, LABELS)
     assert clf.history[-1]["loss"] < clf.history[0]["loss"]
     train_auroc = safe_auroc(LABELS, clf.predict_proba(TEXTS))

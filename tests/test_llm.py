@@ -2,6 +2,7 @@
 
 import os
 import socket
+import signal
 import subprocess
 import sys
 import time
@@ -128,12 +129,20 @@ def test_bounded_concurrency_keeps_every_answer(server):
     assert len(results) == 6 and all(not isinstance(r, LLMError) for r in results)
 
 
+def _ignore_stop_signals():  # what a parent that ignores SIGTERM/SIGINT hands its children
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def test_mup_serve_cli(tmp_path):
+    """`mup serve` answers the real openai client and stops on SIGTERM, even when it was
+    started by a process that ignores SIGTERM (ignored dispositions survive exec)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "mup_core.cli", "serve", "--model", "tiny", "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy(),
+                            preexec_fn=_ignore_stop_signals)
     try:
         import openai
 
@@ -150,6 +159,12 @@ def test_mup_serve_cli(tmp_path):
         assert [m.id for m in models.data] == ["tiny"]
         reply = api.chat.completions.create(model="tiny", messages=ASK, max_tokens=4)
         assert reply.choices[0].message.role == "assistant"
-    finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        assert proc.wait(timeout=30) == 0
+        out = proc.stdout.read().decode()
+        assert "float32" in out or "bfloat16" in out  # the start line says what it computes in, and why
+        assert "stopping (SIGTERM)" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)

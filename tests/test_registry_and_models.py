@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mup_core.models import REGISTRY, ModelUnavailableError, all_probe_layers, get_spec, load_model
-from mup_core.models.loading import choose_device_and_dtype, decoder_layers, local_model_dir
+from mup_core.models.loading import decoder_layers, local_model_dir
 from mup_core.models.registry import valid_probe_partitions
 
 
@@ -39,19 +39,6 @@ def test_hub_model_fails_with_clear_message_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(ModelUnavailableError, match="Llama-3.2-1B-Instruct.*HF_HOME"):
         load_model("llama-3.2-1b", device="cpu", dtype="float32")
-
-
-def test_device_and_dtype_choice(monkeypatch):
-    monkeypatch.delenv("MUP_DEVICE", raising=False)
-    monkeypatch.delenv("MUP_DTYPE", raising=False)
-    device, dtype = choose_device_and_dtype()
-    if torch.cuda.is_available():
-        assert device.type == "cuda" and dtype in (torch.bfloat16, torch.float16)
-    else:
-        assert device.type == "cpu" and dtype == torch.bfloat16
-    assert choose_device_and_dtype("cpu", "float32") == (torch.device("cpu"), torch.float32)
-    with pytest.raises(ValueError, match="unknown dtype"):
-        choose_device_and_dtype("cpu", "float8")
 
 
 def test_tiny_model_is_a_llama_with_the_smollm2_tokenizer(tiny):

@@ -3,7 +3,13 @@
 Speed choices (see docs/PERFORMANCE.md): sequences are bucketed by length so that
 little compute goes to padding; the LM head is never run (we call the transformer
 body); the pass stops right after the deepest requested layer; everything runs
-under ``torch.inference_mode()``. Results are stored unpadded.
+under ``torch.inference_mode()``; each layer's hook does one gather of the batch's
+real tokens and one scatter into the shard's buffer. Results are unpadded.
+
+Memory: the inputs are split into *shards*, contiguous runs of examples of at most
+``shard_tokens`` tokens; a shard's buffers are the only activations held at once, so
+``iter_shards`` runs in memory that does not grow with the dataset (the streaming
+writer in ``mup_core.activations.store`` writes each shard as it is finished).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -26,7 +32,7 @@ from mup_core.models.loading import LoadedModel, base_model, decoder_layers
 
 log = logging.getLogger(__name__)
 
-EXTRACTION_VERSION = "1"  # bump when the meaning of stored activations changes
+EXTRACTION_VERSION = "2"  # bump when the meaning or layout of stored activations changes
 
 
 class _StopForward(Exception):
@@ -84,7 +90,7 @@ def pad_right(token_ids: Sequence[Sequence[int]], pad_id: int):
     ids = torch.full((len(token_ids), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(token_ids), width), dtype=torch.long)
     for row, t in enumerate(token_ids):
-        ids[row, : len(t)] = torch.tensor(list(t), dtype=torch.long)
+        ids[row, : len(t)] = torch.as_tensor(t, dtype=torch.long)
         mask[row, : len(t)] = 1
     return ids, mask
 
@@ -112,6 +118,170 @@ def length_batches(
     return batches
 
 
+@dataclass
+class TokenizedInputs:
+    """Every input's token ids in one flat int32 array (4 bytes a token)."""
+
+    ids: np.ndarray  # (total_tokens,) int32
+    offsets: np.ndarray  # (n + 1,) int64
+    truncated: int
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def example(self, i: int) -> np.ndarray:
+        return self.ids[self.offsets[i] : self.offsets[i + 1]]
+
+
+def tokenize_flat(lm: LoadedModel, inputs: Sequence[Input], max_length: int | None = None, chunk: int = 512) -> TokenizedInputs:
+    """``tokenize_inputs`` in chunks, kept as one flat array (no per-token Python objects)."""
+    parts, lengths, truncated = [], [], 0
+    for start in range(0, len(inputs), chunk):
+        ids, cut = tokenize_inputs(lm, inputs[start : start + chunk], max_length)
+        truncated += cut
+        lengths.extend(len(t) for t in ids)
+        parts.extend(np.asarray(t, dtype=np.int32) for t in ids)
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    return TokenizedInputs(flat, offsets, truncated)
+
+
+def plan_shards(lengths: Sequence[int], shard_tokens: int) -> list[tuple[int, int]]:
+    """Contiguous example ranges ``[start, stop)`` of at most ``shard_tokens`` tokens each
+    (an example longer than that is a shard of its own). Deterministic, so a re-run
+    plans the same shards and can reuse the finished ones."""
+    if shard_tokens < 1:
+        raise ValueError(f"shard_tokens must be >= 1, got {shard_tokens}")
+    plan: list[tuple[int, int]] = []
+    start, tokens = 0, 0
+    for i, n in enumerate(lengths):
+        if i > start and tokens + n > shard_tokens:
+            plan.append((start, i))
+            start, tokens = i, 0
+        tokens += int(n)
+    if len(lengths) > start:
+        plan.append((start, len(lengths)))
+    return plan
+
+
+@dataclass
+class Shard:
+    """The activations of examples ``start:stop`` (offsets local to the shard)."""
+
+    index: int
+    start: int
+    stop: int
+    layers: dict[int, RaggedActivations]
+    input_ids: torch.Tensor  # (tokens,) int32
+    stats: dict
+
+
+def _check_request(lm: LoadedModel, inputs: Sequence[Input], layers: Sequence[int]) -> list[int]:
+    layers = sorted({int(x) for x in layers})
+    if not layers:
+        raise ValueError("extract_activations needs at least one layer")
+    for layer in layers:
+        lm.spec.check_layer(layer)
+    if not inputs:
+        raise ValueError("extract_activations got no inputs")
+    return layers
+
+
+def iter_shards(
+    lm: LoadedModel,
+    tokens: TokenizedInputs,
+    layers: Sequence[int],
+    plan: Sequence[tuple[int, int]],
+    *,
+    skip: set[int] = frozenset(),
+    batch_tokens: int = 4096,
+    storage_dtype: torch.dtype = torch.bfloat16,
+    progress: bool = True,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> Iterator[Shard]:
+    """Compute the shards of ``plan`` (except those in ``skip``) one at a time.
+
+    ``on_batch(done, total)`` is called after each forward pass, counting the batches
+    of every shard that is computed.
+    """
+    layers = sorted(int(x) for x in layers)
+    lengths = tokens.lengths
+    if len(lengths) and lengths.min() == 0:
+        raise ValueError(f"input {int(np.argmin(lengths))} rendered to zero tokens")
+    todo = [(i, a, b) for i, (a, b) in enumerate(plan) if i not in skip]
+    batches_of = {i: length_batches(lengths[a:b].tolist(), batch_tokens) for i, a, b in todo}
+    total_batches = sum(len(v) for v in batches_of.values())
+    blocks = decoder_layers(lm.model)
+    body = base_model(lm.model)
+    deepest = layers[-1]
+    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    tap: dict = {}
+
+    def make_hook(k: int):
+        def hook(_module, _args, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            real = hidden[tap["mask"]]  # the batch's real tokens, row by row: one gather
+            tap["buffers"][k].index_copy_(0, tap["dest"], real.to("cpu", storage_dtype))
+            if k == deepest:
+                raise _StopForward
+
+        return hook
+
+    handles = [blocks[k].register_forward_hook(make_hook(k)) for k in layers]
+    bar = tqdm(total=int(sum(lengths[a:b].sum() for _, a, b in todo)), unit="tok", desc=f"activations {lm.slug}",
+               disable=not progress)
+    done_batches = 0
+    try:
+        for index, a, b in todo:
+            local = np.concatenate([[0], np.cumsum(lengths[a:b])]).astype(np.int64)
+            n_tokens = int(local[-1])
+            tap["buffers"] = {k: torch.empty(n_tokens, lm.spec.hidden_size, dtype=storage_dtype) for k in layers}
+            computed, start = 0, time.perf_counter()
+            with torch.inference_mode():
+                for batch in batches_of[index]:
+                    ids, mask = pad_right([tokens.example(a + j) for j in batch], pad_id)
+                    tap["mask"] = mask.to(lm.device, torch.bool)
+                    tap["dest"] = torch.from_numpy(np.concatenate([np.arange(local[j], local[j + 1]) for j in batch]))
+                    try:
+                        body(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False)
+                    except _StopForward:
+                        pass
+                    computed += ids.shape[0] * ids.shape[1]
+                    bar.update(int(mask.sum()))
+                    done_batches += 1
+                    if on_batch:
+                        on_batch(done_batches, total_batches)
+            seconds = time.perf_counter() - start
+            stats = {"examples": b - a, "tokens": n_tokens, "computed_tokens": int(computed),
+                     "batches": len(batches_of[index]), "seconds": seconds}
+            acts = {k: RaggedActivations(v, local) for k, v in tap.pop("buffers").items()}
+            input_ids = torch.from_numpy(tokens.ids[tokens.offsets[a] : tokens.offsets[b]].copy())
+            yield Shard(index, a, b, acts, input_ids, stats)
+    finally:
+        for h in handles:
+            h.remove()
+        bar.close()
+
+
+def summarise(shard_stats: Sequence[dict], truncated: int, layers: Sequence[int]) -> dict:
+    """Totals over the computed shards: tokens/s, padding efficiency, batches."""
+    tokens = sum(s["tokens"] for s in shard_stats)
+    computed = sum(s["computed_tokens"] for s in shard_stats)
+    seconds = sum(s["seconds"] for s in shard_stats)
+    return {
+        "examples": sum(s["examples"] for s in shard_stats),
+        "tokens": tokens,
+        "computed_tokens": computed,
+        "padding_efficiency": tokens / computed if computed else 1.0,
+        "batches": sum(s["batches"] for s in shard_stats),
+        "truncated_examples": truncated,
+        "seconds": seconds,
+        "tokens_per_second": tokens / seconds if seconds > 0 else 0.0,
+        "layers": list(layers),
+    }
+
+
 def extract_activations(
     lm: LoadedModel,
     inputs: Sequence[Input],
@@ -123,78 +293,16 @@ def extract_activations(
     progress: bool = True,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> ExtractionResult:
-    """Run the model over ``inputs`` and keep the residual stream at ``layers``.
+    """Run the model over ``inputs`` and keep the residual stream at ``layers``, in memory.
 
-    One forward pass per batch serves every requested layer. ``on_batch(done, total)``
-    is called after each batch (the Dagster asset logs progress through it).
+    One forward pass per batch serves every requested layer. For data sets that do not
+    fit in memory use ``mup_core.activations.store.write_activations``, which streams
+    shards to the artifact store.
     """
-    layers = sorted({int(x) for x in layers})
-    if not layers:
-        raise ValueError("extract_activations needs at least one layer")
-    for layer in layers:
-        lm.spec.check_layer(layer)
-    if not inputs:
-        raise ValueError("extract_activations got no inputs")
-    token_ids, truncated = tokenize_inputs(lm, inputs, max_length)
-    lengths = [len(ids) for ids in token_ids]
-    if min(lengths) == 0:
-        raise ValueError("an input rendered to zero tokens")
-    batches = length_batches(lengths, batch_tokens)
-
-    blocks = decoder_layers(lm.model)
-    body = base_model(lm.model)
-    deepest = layers[-1]
-    per_layer: dict[int, list[torch.Tensor | None]] = {k: [None] * len(inputs) for k in layers}
-    current: dict = {}
-
-    def make_hook(k: int):
-        def hook(_module, _args, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            hidden = hidden.detach().to("cpu", storage_dtype)
-            for row, i in enumerate(current["indices"]):
-                per_layer[k][i] = hidden[row, : lengths[i]].clone()
-            if k == deepest:
-                raise _StopForward
-
-        return hook
-
-    handles = [blocks[k].register_forward_hook(make_hook(k)) for k in layers]
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    computed = 0
-    start = time.perf_counter()
-    bar = tqdm(total=sum(lengths), unit="tok", desc=f"activations {lm.slug}", disable=not progress)
-    try:
-        with torch.inference_mode():
-            for b, batch in enumerate(batches):
-                ids, mask = pad_right([token_ids[i] for i in batch], pad_id)
-                width = ids.shape[1]
-                current["indices"] = batch
-                try:
-                    body(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False)
-                except _StopForward:
-                    pass
-                computed += len(batch) * width
-                bar.update(sum(lengths[i] for i in batch))
-                if on_batch:
-                    on_batch(b + 1, len(batches))
-    finally:
-        for h in handles:
-            h.remove()
-        bar.close()
-    seconds = time.perf_counter() - start
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    result_layers = {k: RaggedActivations(torch.cat(per_layer[k]), offsets) for k in layers}
-    input_ids = torch.tensor([t for ids in token_ids for t in ids], dtype=torch.int32)
-    useful = int(sum(lengths))
-    stats = {
-        "examples": len(inputs),
-        "tokens": useful,
-        "computed_tokens": int(computed),
-        "padding_efficiency": useful / computed,
-        "batches": len(batches),
-        "truncated_examples": truncated,
-        "seconds": seconds,
-        "tokens_per_second": useful / seconds if seconds > 0 else float("inf"),
-        "layers": layers,
-    }
-    return ExtractionResult(layers=result_layers, input_ids=input_ids, offsets=offsets, stats=stats)
+    layers = _check_request(lm, inputs, layers)
+    tokens = tokenize_flat(lm, inputs, max_length)
+    plan = [(0, len(inputs))]
+    (shard,) = iter_shards(lm, tokens, layers, plan, batch_tokens=batch_tokens, storage_dtype=storage_dtype,
+                           progress=progress, on_batch=on_batch)
+    stats = summarise([shard.stats], tokens.truncated, layers)
+    return ExtractionResult(layers=shard.layers, input_ids=shard.input_ids, offsets=tokens.offsets, stats=stats)

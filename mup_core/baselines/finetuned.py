@@ -29,7 +29,7 @@ class FinetuneConfig:
     top_layers: int = 4
     max_length: int = 256
     seed: int = 0
-    bf16_autocast: bool = True
+    mixed_precision: bool = True  # autocast to the hardware's compute dtype (none where that is fp32)
 
     def __post_init__(self) -> None:
         if self.method not in ("lora", "full"):
@@ -65,9 +65,11 @@ class FinetunedClassifier:
             tc = TrainConfig(lora=True, lora_r=cfg.lora_r, top_layers=cfg.top_layers, seed=cfg.seed)
             lm.requires_grad_(False)
             lm = wrap_lora(lm, self.spec.num_layers, tc, task_type="CAUSAL_LM").base_model.model  # adapters injected in place
-        from mup_core.models.loading import choose_device_and_dtype
+        from mup_core.models.precision import choose_precision
 
-        self.device, _ = choose_device_and_dtype()  # weights stay fp32; bf16 via autocast
+        # weights stay fp32; matmuls in the hardware's compute dtype through autocast
+        self.precision = choose_precision(dtype=None if cfg.mixed_precision else "float32")
+        self.device = self.precision.device
         self.body = base_model(lm).to(self.device)  # the LM head is never run
         self.head = nn.Linear(self.spec.hidden_size, 1).to(self.device)
         self.history: list[dict] = []
@@ -88,13 +90,7 @@ class FinetunedClassifier:
         return self.head(last.float()).squeeze(-1)
 
     def _autocast(self):
-        import contextlib
-
-        import torch
-
-        if not self.cfg.bf16_autocast:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return self.precision.autocast()
 
     def fit(self, inputs: Sequence[Input], labels: np.ndarray, log: Callable[[dict], None] | None = None) -> "FinetunedClassifier":
         import torch

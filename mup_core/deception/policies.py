@@ -145,6 +145,12 @@ class RLConfig:
     lr: float = 1e-4
     temperature: float = 1.0
     seed: int = 0
+    mixed_precision: bool = True  # bf16 autocast where the CPU computes bf16 natively, else fp32
+
+    def precision(self):
+        from mup_core.models.precision import choose_precision
+
+        return choose_precision(device="cpu", dtype=None if self.mixed_precision else "float32")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -167,7 +173,7 @@ def rl_against_judge(policy: Policy, rows, judge, cfg: RLConfig, log: Callable[[
         output_dir=tempfile.mkdtemp(prefix="mup-rl-"), max_steps=cfg.steps, per_device_train_batch_size=batch,
         num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length, beta=cfg.beta,
         learning_rate=cfg.lr, temperature=cfg.temperature, logging_steps=1, report_to=[], save_strategy="no",
-        use_cpu=True, bf16=False, seed=cfg.seed,
+        use_cpu=True, bf16=cfg.precision().dtype_name == "bfloat16", seed=cfg.seed,
     )
     if cfg.algorithm == "grpo":
         from trl import GRPOConfig, GRPOTrainer

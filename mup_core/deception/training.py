@@ -25,17 +25,17 @@ class TrainConfig:
     top_layers: int = 4
     max_length: int = 256
     seed: int = 0
-    bf16_autocast: bool = True  # CPU bf16 matmuls are about twice as fast as fp32; weights stay fp32
+    mixed_precision: bool = True  # autocast to the hardware's compute dtype; weights stay fp32
+
+    def precision(self):
+        """Judges and policies train on the CPU: bf16 autocast where the CPU computes bf16
+        natively, fp32 elsewhere (see ``mup_core.models.precision``)."""
+        from mup_core.models.precision import choose_precision
+
+        return choose_precision(device="cpu", dtype=None if self.mixed_precision else "float32")
 
     def autocast(self):
-        import contextlib
-
-        import torch
-
-        if not self.bf16_autocast:
-            return contextlib.nullcontext()
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-        return torch.autocast(device, dtype=torch.bfloat16)
+        return self.precision().autocast()
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -17,6 +17,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from mup_core.models.precision import Precision, choose_precision
 from mup_core.models.registry import PLAIN_CHAT_TEMPLATE, ModelSpec, get_spec
 from mup_core.paths import model_cache_dir
 
@@ -32,36 +33,19 @@ class LoadedModel:
     spec: ModelSpec
     model: Any  # transformers PreTrainedModel (causal LM)
     tokenizer: Any
-    device: Any  # torch.device
-    dtype: Any  # torch.dtype
+    precision: Precision  # device, compute dtype and why
 
     @property
     def slug(self) -> str:
         return self.spec.slug
 
+    @property
+    def device(self):
+        return self.precision.device
 
-def choose_device_and_dtype(device: str | None = None, dtype: str | None = None):
-    """cuda + bf16 when a GPU is present; otherwise CPU in bf16 (fp32 if asked).
-
-    ``MUP_DEVICE`` / ``MUP_DTYPE`` override the choice (``cpu``/``cuda``,
-    ``bfloat16``/``float16``/``float32``).
-    """
-    import torch
-
-    device = device or os.environ.get("MUP_DEVICE")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = dtype or os.environ.get("MUP_DTYPE")
-    if dtype is None:
-        if device.startswith("cuda"):
-            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        else:
-            dtype = "bfloat16"
-    try:
-        torch_dtype = getattr(torch, dtype)
-    except AttributeError:
-        raise ValueError(f"unknown dtype {dtype!r} (MUP_DTYPE): use bfloat16, float16 or float32") from None
-    return torch.device(device), torch_dtype
+    @property
+    def dtype(self):
+        return self.precision.dtype
 
 
 def gguf_path(spec: ModelSpec) -> Path:
@@ -209,17 +193,17 @@ def load_model(slug: str, device: str | None = None, dtype: str | None = None) -
     from transformers import AutoModelForCausalLM
 
     spec = get_spec(slug)
-    torch_device, torch_dtype = choose_device_and_dtype(device, dtype)
+    precision = choose_precision(device, dtype)
     where = local_model_dir(spec)
     try:
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=torch_dtype)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=precision.dtype)
     except OSError as exc:
         raise _unavailable(spec, exc) from exc
-    model.to(torch_device)
+    model.to(precision.device)
     model.eval()
     model.requires_grad_(False)
     tok = load_tokenizer(slug)
-    return LoadedModel(spec=spec, model=model, tokenizer=tok, device=torch_device, dtype=torch_dtype)
+    return LoadedModel(spec=spec, model=model, tokenizer=tok, precision=precision)
 
 
 @lru_cache(maxsize=2)
