@@ -46,7 +46,7 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 bench: install
-	$(PY) benchmarks/bench_activations.py $(BENCH_ARGS)
+	$(PY) benchmarks/bench_activations.py --memory $(BENCH_ARGS)
 	$(PY) benchmarks/bench_bootstrap.py
 
 validate: install

@@ -1,90 +1,164 @@
-"""`make bench`: activation extraction against a bare forward pass, on the same tokens.
+"""`make bench`: activation extraction against this machine's compute floor and a bare forward pass.
 
-Prints three figures (see docs/PERFORMANCE.md):
-1. extraction throughput (tokens/s) vs a bare ``model(**batch)`` forward pass;
-2. useful tokens / computed tokens (padding efficiency) of our length bucketing;
-3. bytes stored vs a padded fp32 layout of the same layers.
+Prints (see docs/PERFORMANCE.md):
+0. the machine: CPU capability, native-bf16 flags, threads, the matmul rate in each
+   dtype, the compute dtype mup chose and why;
+1. the floor: forward FLOPs per token of the blocks extraction runs (2 x their
+   parameters, to the deepest requested layer) / the best matmul rate, and extraction
+   throughput as a share of it, beside a bare ``model(**batch)`` forward on the same
+   length-bucketed batches in the same run;
+2. useful / computed tokens (padding efficiency) of the length bucketing;
+3. bytes stored vs a padded fp32 layout of the same layers;
+4. (``--memory``) peak RSS of a streaming extraction into a local store for the corpus
+   and for N x the corpus (the corpus repeated with new ids), each in a fresh process.
+
+To see what a CPU without native bf16 does on one that has it, cap oneDNN and ATen:
+``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 make bench``.
 """
 
+from __future__ import annotations
+
 import argparse
+import json
 import os
+import platform
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 
-from mup_core.activations import extract_activations, length_batches, save_activations, tokenize_inputs
+from mup_core.activations import extract_activations, length_batches, tokenize_inputs, write_activations
 from mup_core.activations.extract import pad_right
 from mup_core.corpus import load_embedded_corpus
 from mup_core.models import get_spec, load_model
+from mup_core.models.loading import decoder_layers
+from mup_core.models.precision import NATIVE_BF16_FLAGS, cpu_flags, matmul_gflops
+from mup_core.storage import LocalStore
+
+BENCH_SHAPE = (512, 576, 1536)  # a SmolLM2-135M MLP projection of a 512-token batch
 
 
 def _bare_forward(lm, token_ids, batches):
     pad = lm.tokenizer.pad_token_id
-    computed = 0
     start = time.perf_counter()
     with torch.inference_mode():
         for batch in batches:
             ids, mask = pad_right([token_ids[i] for i in batch], pad)
-            width = ids.shape[1]
-            lm.model(input_ids=ids, attention_mask=mask)
-            computed += len(batch) * width
-    return time.perf_counter() - start, computed
+            lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device))
+    return time.perf_counter() - start
+
+
+def machine_line() -> str:
+    flags = cpu_flags() or frozenset()
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), model)
+    except OSError:
+        pass
+    native = ",".join(sorted(flags & set(NATIVE_BF16_FLAGS))) or "none"
+    caps = {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if k in os.environ}
+    return (f"{model}, {os.cpu_count()} cores, torch {torch.__version__} {torch.get_num_threads()} threads, "
+            f"capability {torch.backends.cpu.get_cpu_capability()}, native bf16 flags: {native}"
+            + (f", capped by {caps}" if caps else "") + f", {platform.machine()}")
+
+
+def memory_child(model: str, repeat: int, shard_mb: float) -> None:
+    """Runs in a fresh process: stream the corpus x ``repeat`` into a temp store, print peak RSS."""
+    import resource
+
+    lm = load_model(model)
+    ds = load_embedded_corpus()
+    inputs = list(ds.inputs) * repeat  # the same texts again; the writer sees new examples
+    spec = get_spec(model)
+    with tempfile.TemporaryDirectory() as tmp:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        t = time.perf_counter()
+        manifest = write_activations(LocalStore(tmp), "acts", lm, inputs, list(spec.default_layers), shard_mb=shard_mb,
+                                     progress=False)
+        seconds = time.perf_counter() - t
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"repeat": repeat, "examples": len(inputs), "tokens": manifest["tokens"],
+                      "shards": manifest["stats"]["shards"], "peak_rss_mb": peak / 1024,
+                      "rss_after_load_mb": before / 1024, "seconds": seconds}))
+
+
+def memory_benchmark(model: str, repeat: int, shard_mb: float) -> None:
+    rows = []
+    for r in (1, repeat):
+        out = subprocess.run([sys.executable, __file__, "--memory-child", str(r), "--model", model, "--shard-mb", str(shard_mb)],
+                             capture_output=True, text=True, check=True)
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        row = rows[-1]
+        print(f"  corpus x{r:<3} {row['examples']:6d} examples {row['tokens']:9d} tokens {row['shards']:3d} shards: "
+              f"peak RSS {row['peak_rss_mb']:7.0f} MB (after loading the model {row['rss_after_load_mb']:.0f} MB), "
+              f"{row['seconds']:.0f} s", flush=True)
+    growth = rows[1]["peak_rss_mb"] / rows[0]["peak_rss_mb"] - 1
+    print(f"4. peak RSS, corpus x{repeat} vs x1: {growth:+.1%} for {rows[1]['tokens'] / rows[0]['tokens']:.0f}x the tokens "
+          f"(target: within 10%)")
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--batch-tokens", type=int, default=4096)
-    parser.add_argument("--naive-batch-size", type=int, default=16)
+    parser.add_argument("--memory", action="store_true", help="also run the peak-RSS benchmark")
+    parser.add_argument("--memory-repeat", type=int, default=10)
+    parser.add_argument("--shard-mb", type=float, default=256.0)
+    parser.add_argument("--memory-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.memory_child:
+        memory_child(args.model, args.memory_child, args.shard_mb)
+        return 0
 
     torch.manual_seed(0)
+    print("machine:", machine_line())
+    rates = {d: matmul_gflops(d, BENCH_SHAPE, seconds=0.5) for d in ("bfloat16", "float32", "float16")}
+    print("0. matmul " + ", ".join(f"{d} {r:.1f} GFLOP/s" for d, r in rates.items()) + f" ({BENCH_SHAPE[0]}x{BENCH_SHAPE[1]} @ "
+          f"{BENCH_SHAPE[1]}x{BENCH_SHAPE[2]})")
     spec = get_spec(args.model)
     layers = list(spec.default_layers)
-    lm = load_model(args.model, device="cpu")
+    lm = load_model(args.model)
+    print(f"   mup computes in {lm.precision.dtype_name} on {lm.precision.device}: {lm.precision.reason}")
+    blocks = decoder_layers(lm.model)
+    run_params = sum(p.numel() for b in list(blocks)[: max(layers) + 1] for p in b.parameters())
+    flops_per_token = 2 * run_params
+    best = max(rates, key=rates.get)
+    floor = rates[best] * 1e9 / flops_per_token
     ds = load_embedded_corpus()
     inputs = ds.inputs
     token_ids, _ = tokenize_inputs(lm, inputs)
     lengths = [len(t) for t in token_ids]
     useful = sum(lengths)
     bucketed = length_batches(lengths, args.batch_tokens)
-    naive = [list(range(i, min(i + args.naive_batch_size, len(lengths)))) for i in range(0, len(lengths), args.naive_batch_size)]
-    naive_computed = sum(len(b) * max(lengths[i] for i in b) for b in naive)
+    print(f"   model {args.model}, corpus {len(ds)} prompts, {useful} tokens, layers {layers}: {max(layers) + 1} blocks, "
+          f"{flops_per_token / 1e9:.3f} GFLOP/token -> floor {floor:.0f} tokens/s at {best}'s {rates[best]:.0f} GFLOP/s")
 
-    print(f"model {args.model} ({lm.dtype}, {torch.get_num_threads()} threads), corpus {len(ds)} prompts, "
-          f"{useful} tokens, layers {layers}")
     _bare_forward(lm, token_ids, bucketed[-3:])  # warm-up
-    ours, bare, bare_naive = [], [], []
+    extract_activations(lm, inputs[:32], layers, batch_tokens=args.batch_tokens, progress=False)
+    ours, bare = [], []
     for rep in range(args.reps):
         result = extract_activations(lm, inputs, layers, batch_tokens=args.batch_tokens, progress=False)
         ours.append(useful / result.stats["seconds"])
-        seconds, _ = _bare_forward(lm, token_ids, bucketed)
-        bare.append(useful / seconds)
-        seconds, _ = _bare_forward(lm, token_ids, naive)
-        bare_naive.append(useful / seconds)
-        print(f"  rep {rep + 1}: extract {ours[-1]:.0f} tok/s, bare forward (same batches) {bare[-1]:.0f} tok/s, "
-              f"bare forward (naive batches) {bare_naive[-1]:.0f} tok/s", flush=True)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        save_activations(result, Path(tmp) / "acts", {"model": args.model})
-        stored = sum(p.stat().st_size for p in (Path(tmp) / "acts").iterdir())
-    padded_fp32 = len(lengths) * max(lengths) * spec.hidden_size * 4 * len(layers)
-    padded_fp32_batches = naive_computed * spec.hidden_size * 4 * len(layers)
+        bare.append(useful / _bare_forward(lm, token_ids, bucketed))
+        print(f"   rep {rep + 1}: extract {ours[-1]:.0f} tok/s, bare forward (same batches) {bare[-1]:.0f} tok/s", flush=True)
 
     med = statistics.median
+    padded_fp32 = len(lengths) * max(lengths) * spec.hidden_size * 4 * len(layers)
+    stored = useful * spec.hidden_size * 2 * len(layers)
     print("\nresults (median of reps)")
-    print(f"1. extraction throughput     {med(ours):8.0f} tokens/s  vs bare model(**batch) {med(bare):.0f} tokens/s "
-          f"on the same batches -> {med(ours) / med(bare):.2f}x  (naive fixed batches of {args.naive_batch_size}: "
-          f"{med(bare_naive):.0f} tokens/s -> {med(ours) / med(bare_naive):.2f}x)")
-    print(f"2. padding efficiency        {useful / result.stats['computed_tokens']:.3f} useful/computed tokens "
-          f"({result.stats['batches']} batches; naive batches of {args.naive_batch_size}: {useful / naive_computed:.3f})")
-    print(f"3. stored bytes              {stored / 1e6:.1f} MB ({str(result.layer(layers[0]).values.dtype)[6:]}, unpadded) vs "
-          f"{padded_fp32 / 1e6:.1f} MB padded fp32 [n, max_len, hidden] -> {stored / padded_fp32:.3f}x "
-          f"({stored / padded_fp32_batches:.3f}x of fp32 padded per naive batch)")
+    print(f"1. extraction {med(ours):.0f} tokens/s = {med(ours) / floor:.0%} of the floor ({floor:.0f} tokens/s; target >= 75%); "
+          f"bare model(**batch) {med(bare):.0f} tokens/s -> {med(ours) / med(bare):.2f}x (target >= 1.5x)")
+    print(f"2. padding efficiency {useful / result.stats['computed_tokens']:.3f} useful/computed tokens "
+          f"({result.stats['batches']} batches of <= {args.batch_tokens} padded tokens)")
+    print(f"3. stored bytes {stored / 1e6:.1f} MB (bf16, unpadded) vs {padded_fp32 / 1e6:.1f} MB padded fp32 "
+          f"[n, max_len, hidden] -> {stored / padded_fp32:.3f}x")
+    if args.memory:
+        memory_benchmark(args.model, args.memory_repeat, args.shard_mb)
     return 0
 
 

@@ -58,7 +58,11 @@ def main(argv=None) -> int:
         return 2
     instance = dg.DagsterInstance.get()
     t0 = time.perf_counter()
+    from mup_core.models.precision import choose_precision
+
+    precision = choose_precision()
     print(f"mup demo: {spec.slug}, layers {layers}, DAGSTER_HOME={os.environ['DAGSTER_HOME']}", flush=True)
+    print(f"compute: {precision.device} in {precision.dtype_name} ({precision.reason})", flush=True)
     eval_config = {"ops": {"eval_datasets": {"config": {"files": [os.path.abspath(f) for f in args.eval_file]}}}}
     _run(instance, DATASETS, run_config=eval_config)
     _run(instance, ["activations"], spec.slug)
