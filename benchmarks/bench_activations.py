@@ -3,8 +3,9 @@
 Prints (see docs/PERFORMANCE.md):
 0. the machine: CPU capability, native-bf16 flags, threads, the matmul rate in each
    dtype, the compute dtype mup chose and why;
-1. the floor: forward FLOPs per token of the blocks extraction runs (2 x their
-   parameters, to the deepest requested layer) / the best matmul rate, and extraction
+1. the floor: forward FLOPs of the blocks extraction runs, to the deepest requested
+   layer (2 x their parameters per token, plus causal attention, 2 x d_attn x L(L+1)
+   per example of L tokens and layer) / the best matmul rate, and extraction
    throughput as a share of it, beside a bare ``model(**batch)`` forward on the same
    length-bucketed batches in the same run;
 2. useful / computed tokens (padding efficiency) of the length bucketing;
@@ -30,6 +31,7 @@ import time
 
 import torch
 
+from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS
 from mup_core.activations import extract_activations, length_batches, tokenize_inputs, write_activations
 from mup_core.activations.extract import pad_right
 from mup_core.corpus import load_embedded_corpus
@@ -49,6 +51,16 @@ def _bare_forward(lm, token_ids, batches):
             ids, mask = pad_right([token_ids[i] for i in batch], pad)
             lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device))
     return time.perf_counter() - start
+
+
+def extraction_flops(lm, layers, lengths) -> float:
+    """Forward FLOPs of extraction: the blocks up to the deepest layer, causal attention included."""
+    blocks = list(decoder_layers(lm.model))[: max(layers) + 1]
+    params = sum(p.numel() for b in blocks for p in b.parameters())
+    cfg = lm.model.config
+    d_attn = cfg.num_attention_heads * getattr(cfg, "head_dim", cfg.hidden_size // cfg.num_attention_heads)
+    attention = sum(2.0 * d_attn * n * (n + 1) for n in lengths) * len(blocks)
+    return 2.0 * params * sum(lengths) + attention
 
 
 def machine_line() -> str:
@@ -105,7 +117,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--batch-tokens", type=int, default=4096)
+    parser.add_argument("--batch-tokens", type=int, default=DEFAULT_BATCH_TOKENS)
     parser.add_argument("--memory", action="store_true", help="also run the peak-RSS benchmark")
     parser.add_argument("--memory-repeat", type=int, default=10)
     parser.add_argument("--shard-mb", type=float, default=256.0)
@@ -124,17 +136,15 @@ def main(argv=None):
     layers = list(spec.default_layers)
     lm = load_model(args.model)
     print(f"   mup computes in {lm.precision.dtype_name} on {lm.precision.device}: {lm.precision.reason}")
-    blocks = decoder_layers(lm.model)
-    run_params = sum(p.numel() for b in list(blocks)[: max(layers) + 1] for p in b.parameters())
-    flops_per_token = 2 * run_params
-    best = max(rates, key=rates.get)
-    floor = rates[best] * 1e9 / flops_per_token
     ds = load_embedded_corpus()
     inputs = ds.inputs
     token_ids, _ = tokenize_inputs(lm, inputs)
     lengths = [len(t) for t in token_ids]
     useful = sum(lengths)
     bucketed = length_batches(lengths, args.batch_tokens)
+    flops_per_token = extraction_flops(lm, layers, lengths) / useful
+    best = max(rates, key=rates.get)
+    floor = rates[best] * 1e9 / flops_per_token
     print(f"   model {args.model}, corpus {len(ds)} prompts, {useful} tokens, layers {layers}: {max(layers) + 1} blocks, "
           f"{flops_per_token / 1e9:.3f} GFLOP/token -> floor {floor:.0f} tokens/s at {best}'s {rates[best]:.0f} GFLOP/s")
 

@@ -21,7 +21,6 @@ from typing import Any, Callable, Mapping, Sequence
 import polars as pl
 
 from mup_core.activations import (
-    DEFAULT_SHARD_MB,
     activation_cache_key,
     activations_complete,
     load_layer,
@@ -32,6 +31,7 @@ from mup_core.activations.ragged import RaggedActivations
 from mup_core.data.dataset import Dataset
 from mup_core.data.loaders import dataset_from_parquet_bytes, dataset_to_parquet_bytes
 from mup_core.evaluation.metrics import compute_metrics
+from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
 from mup_core.probes import load_probe, train_probe
 from mup_core.storage import ArtifactStore
 
@@ -91,7 +91,7 @@ def activations_for_datasets(
     datasets: Mapping[str, Dataset],
     layers: Sequence[int],
     *,
-    batch_tokens: int = 4096,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
     storage_dtype: str = "bfloat16",
     shard_mb: float = DEFAULT_SHARD_MB,
     on_batch: Callable[[str, int, int], None] | None = None,

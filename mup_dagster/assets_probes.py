@@ -11,6 +11,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
+from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
 from mup_core.models.registry import get_spec
 from mup_core.probe_types import ALL_PROBE_TYPES
 from mup_dagster.automation import on_any_upstream_partition_update, on_upstream_version_change
@@ -175,10 +176,10 @@ def dataset_texts(corpus_splits: dict, eval_datasets: dict) -> dg.Output[dict]:
 
 class ActivationsConfig(dg.Config):
     layers: Optional[list[int]] = Field(default=None, description="layers to keep; default: the model's probe layers")
-    batch_tokens: int = Field(default=4096, description="padded tokens per forward pass")
-    storage_dtype: str = Field(default="bfloat16", description="bfloat16 or float16 (whatever the compute dtype)")
-    shard_mb: float = Field(default=256.0, description="megabytes of activations (all layers) per shard written; "
+    batch_tokens: int = Field(default=DEFAULT_BATCH_TOKENS, description="padded tokens per forward pass (raise it on a GPU)")
+    shard_mb: float = Field(default=DEFAULT_SHARD_MB, description="megabytes of activations (all layers) per shard written; "
                             "peak memory is about one shard whatever the data set's size")
+    storage_dtype: str = Field(default="bfloat16", description="bfloat16 or float16 (whatever the compute dtype)")
 
 
 @dg.asset(

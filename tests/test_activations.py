@@ -51,7 +51,7 @@ def test_results_do_not_depend_on_batching(tiny):
     one = extract_activations(tiny, TEXTS, [1], batch_tokens=10_000, storage_dtype=torch.float32, progress=False)
     many = extract_activations(tiny, TEXTS, [1], batch_tokens=1, storage_dtype=torch.float32, progress=False)
     torch.testing.assert_close(one.layer(1).values, many.layer(1).values, atol=1e-5, rtol=1e-5)
-    assert one.stats["batches"] == 1 and many.stats["batches"] == len(TEXTS)
+    assert one.stats["batches"] < many.stats["batches"] == len(TEXTS)
     assert many.stats["padding_efficiency"] == 1.0 and one.stats["padding_efficiency"] < 1.0
 
 
@@ -67,11 +67,13 @@ def test_layout_is_unpadded_with_offsets_and_token_ids(tiny):
 
 def test_length_batches_sort_by_length_and_respect_budget():
     lengths = [5, 100, 7, 98, 6, 99]
-    batches = length_batches(lengths, batch_tokens=200)
+    batches = length_batches(lengths, batch_tokens=200, min_fill=0.6)
     assert sorted(i for b in batches for i in b) == list(range(6))
     for batch in batches:
         assert len(batch) * max(lengths[i] for i in batch) <= 200 or len(batch) == 1
     assert set(batches[0]) == {1, 5} and {0, 2, 4} in [set(b) for b in batches]
+    # the default fill (0.85) keeps a 5-token example out of a batch padded to 7
+    assert [sorted(b) for b in length_batches(lengths, batch_tokens=200)] == [[1, 5], [3], [2, 4], [0]]
 
 
 def test_bad_layers_and_empty_inputs(tiny):

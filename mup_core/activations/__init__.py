@@ -10,7 +10,6 @@ from mup_core.activations.extract import (
 )
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.activations.store import (
-    DEFAULT_SHARD_MB,
     MANIFEST,
     activations_complete,
     layer_file,
@@ -21,7 +20,6 @@ from mup_core.activations.store import (
 )
 
 __all__ = [
-    "DEFAULT_SHARD_MB",
     "MANIFEST",
     "ExtractionResult",
     "RaggedActivations",

@@ -26,6 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mup_core.activations.ragged import RaggedActivations
+from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS
 from mup_core.data.chat import render
 from mup_core.data.dataset import Input
 from mup_core.models.loading import LoadedModel, base_model, decoder_layers
@@ -96,7 +97,7 @@ def pad_right(token_ids: Sequence[Sequence[int]], pad_id: int):
 
 
 def length_batches(
-    lengths: Sequence[int], batch_tokens: int, max_batch_size: int = 64, min_fill: float = 0.6
+    lengths: Sequence[int], batch_tokens: int, max_batch_size: int = 64, min_fill: float = 0.85
 ) -> list[list[int]]:
     """Indices grouped longest-first so each padded batch holds at most ``batch_tokens``.
 
@@ -195,7 +196,7 @@ def iter_shards(
     plan: Sequence[tuple[int, int]],
     *,
     skip: set[int] = frozenset(),
-    batch_tokens: int = 4096,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
     storage_dtype: torch.dtype = torch.bfloat16,
     progress: bool = True,
     on_batch: Callable[[int, int], None] | None = None,
@@ -287,7 +288,7 @@ def extract_activations(
     inputs: Sequence[Input],
     layers: Sequence[int],
     *,
-    batch_tokens: int = 4096,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
     max_length: int | None = None,
     storage_dtype: torch.dtype = torch.bfloat16,
     progress: bool = True,

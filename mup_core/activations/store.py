@@ -44,6 +44,7 @@ from mup_core.activations.extract import (
 )
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.data.dataset import Input
+from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
 from mup_core.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 META_FILE = "meta.safetensors"
 SHARD_MARKER = "_COMPLETE"
-DEFAULT_SHARD_MB = 256
 
 
 def layer_file(layer: int) -> str:
@@ -118,7 +118,7 @@ def write_activations(
     *,
     info: Mapping | None = None,
     shard_mb: float = DEFAULT_SHARD_MB,
-    batch_tokens: int = 4096,
+    batch_tokens: int = DEFAULT_BATCH_TOKENS,
     max_length: int | None = None,
     storage_dtype: torch.dtype = torch.bfloat16,
     progress: bool = True,

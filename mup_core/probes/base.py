@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mup_core.activations.ragged import RaggedActivations
+from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS
 
 
 @dataclass
@@ -114,7 +115,7 @@ class Probe(ABC):
         return path
 
     # -- end to end -------------------------------------------------------------
-    def score(self, texts: Sequence[Any], lm=None, batch_tokens: int = 4096) -> np.ndarray:
+    def score(self, texts: Sequence[Any], lm=None, batch_tokens: int = DEFAULT_BATCH_TOKENS) -> np.ndarray:
         """Score raw texts or dialogues: runs the probe's model, then the probe."""
         from mup_core.activations.extract import extract_activations
         from mup_core.models.loading import load_model_cached
