@@ -1,10 +1,12 @@
 """The artifact store: a local directory or an S3-compatible bucket, one interface.
 
-Keys are ``/``-separated paths (``activations/smollm2-135m/corpus-test-ab12/meta.safetensors``).
-Local writes go to a temp file and are renamed into place; S3 writes are a single
-PUT, so a reader never sees half an object. ``local_path(key)`` returns a local file
-for reading (the file itself for a local store, a cached download for S3) so that
-safetensors can memory-map it.
+Keys are ``/``-separated paths (``activations/smollm2-135m/val-ab12/shard_00000/layer_008.safetensors``).
+Local writes go to a temp file and are renamed into place; S3 writes are one PUT, or a
+multipart upload above 8 MB that becomes visible only when complete, so a reader never
+sees half an object (set an AbortIncompleteMultipartUpload lifecycle rule on the bucket
+for uploads a killed process left open). ``local_path(key)`` returns a local file for
+reading (the file itself for a local store, a cached download for S3) so that
+safetensors can be memory-mapped.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ class ArtifactStore(ABC):
 
     @abstractmethod
     def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key`` if it is there."""
 
     @abstractmethod
     def list(self, prefix: str) -> list[str]: ...
@@ -121,6 +127,9 @@ class LocalStore(ArtifactStore):
     def exists(self, key):
         return self._path(key).exists()
 
+    def delete(self, key):
+        self._path(key).unlink(missing_ok=True)
+
     def list(self, prefix):
         base = self._path(prefix)
         if not base.exists():
@@ -180,6 +189,9 @@ class S3Store(ArtifactStore):
             if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise
+
+    def delete(self, key):
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
     def list(self, prefix):
         keys = []

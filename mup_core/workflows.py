@@ -110,7 +110,8 @@ def activations_for_datasets(
     stats: dict[str, dict] = {}
     for name, ds in datasets.items():
         key = activation_cache_key(
-            lm.slug, ds.inputs_hash, layers, lm.spec.max_length, storage_dtype, lm.tokenizer.chat_template
+            lm.slug, ds.inputs_hash, layers, lm.spec.max_length, storage_dtype, lm.tokenizer.chat_template,
+            compute=f"{lm.precision.device.type}:{lm.precision.dtype_name}",
         )
         prefix = f"activations/{lm.slug}/{name}-{key[:16]}"
         reused = activations_complete(store, prefix)

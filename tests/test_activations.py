@@ -111,6 +111,7 @@ def test_cache_key_covers_model_text_layers_and_settings():
         activation_cache_key("tiny", "h1", [1, 2], 256, "bfloat16", "tmpl"),
         activation_cache_key("tiny", "h1", [1, 2], 512, "float16", "tmpl"),
         activation_cache_key("tiny", "h1", [1, 2], 512, "bfloat16", "other"),
+        activation_cache_key("tiny", "h1", [1, 2], 512, "bfloat16", "tmpl", compute="cpu:float32"),
     ]:
         assert other != base
 

@@ -77,6 +77,7 @@ def test_autocast_follows_the_choice():
         assert (a @ b).dtype == torch.bfloat16
 
 
+@pytest.mark.skipif(__import__("platform").machine() not in ("x86_64", "AMD64"), reason="oneDNN's ISA cap is x86's")
 def test_a_cpu_without_native_bf16_computes_in_fp32():
     """oneDNN capped at AVX2 emulates bf16 (as on an AVX2-only CPU): a real process,
     real matmuls, and the probe must pick fp32 and say why."""

@@ -2,9 +2,12 @@
 
 Speed choices (see docs/PERFORMANCE.md): sequences are bucketed by length so that
 little compute goes to padding; the LM head is never run (we call the transformer
-body); the pass stops right after the deepest requested layer; everything runs
-under ``torch.inference_mode()``; each layer's hook does one gather of the batch's
-real tokens and one scatter into the shard's buffer. Results are unpadded.
+body); the pass stops right after the deepest requested layer; batches are
+right-padded and run without an attention mask (causal attention already keeps real
+tokens from seeing the padding after them, and the causal kernel skips the upper
+triangle); everything runs under ``torch.inference_mode()``; each layer's hook does one
+gather of the batch's real tokens and one scatter into the shard's buffer. Results are
+unpadded.
 
 Memory: the inputs are split into *shards*, contiguous runs of examples of at most
 ``shard_tokens`` tokens; a shard's buffers are the only activations held at once, so
@@ -56,9 +59,11 @@ class ExtractionResult:
 
 def activation_cache_key(
     model_slug: str, inputs_hash: str, layers: Sequence[int], max_length: int, storage_dtype: str,
-    chat_template: str | None = None,
+    chat_template: str | None = None, compute: str = "",
 ) -> str:
-    """Content key of stored activations: model, input text, layers and settings."""
+    """Content key of stored activations: model, input text, layers and settings, and the
+    compute device type and dtype (``cpu:float32``), so that sets computed in another dtype
+    are neither reused nor mixed with by a resumed run."""
     payload = json.dumps(
         {
             "v": EXTRACTION_VERSION,
@@ -68,6 +73,7 @@ def activation_cache_key(
             "max_length": max_length,
             "dtype": storage_dtype,
             "template": hashlib.sha256((chat_template or "").encode()).hexdigest(),
+            "compute": compute,
         },
         sort_keys=True,
     )
@@ -245,7 +251,11 @@ def iter_shards(
                     tap["mask"] = mask.to(lm.device, torch.bool)
                     tap["dest"] = torch.from_numpy(np.concatenate([np.arange(local[j], local[j + 1]) for j in batch]))
                     try:
-                        body(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device), use_cache=False)
+                        # No attention mask: with right padding and causal attention a real
+                        # token never sees a later (padded) position, so its hidden states
+                        # are those of the padded run; without a mask SDPA takes its causal
+                        # kernel, which skips the upper triangle (tested in test_activations).
+                        body(input_ids=ids.to(lm.device), use_cache=False)
                     except _StopForward:
                         pass
                     computed += ids.shape[0] * ids.shape[1]
@@ -256,9 +266,10 @@ def iter_shards(
             seconds = time.perf_counter() - start
             stats = {"examples": b - a, "tokens": n_tokens, "computed_tokens": int(computed),
                      "batches": len(batches_of[index]), "seconds": seconds}
-            acts = {k: RaggedActivations(v, local) for k, v in tap.pop("buffers").items()}
-            input_ids = torch.from_numpy(tokens.ids[tokens.offsets[a] : tokens.offsets[b]].copy())
-            yield Shard(index, a, b, acts, input_ids, stats)
+            shard = Shard(index, a, b, {k: RaggedActivations(v, local) for k, v in tap.pop("buffers").items()},
+                          torch.from_numpy(tokens.ids[tokens.offsets[a] : tokens.offsets[b]].copy()), stats)
+            yield shard
+            del shard  # before the next shard's buffers exist: one shard in memory at a time
     finally:
         for h in handles:
             h.remove()

@@ -84,6 +84,8 @@ def _shard_is_done(store: ArtifactStore, prefix: str, index: int, start: int, st
     marker = _marker(store, prefix, index)
     if not marker or (marker.get("start"), marker.get("stop"), marker.get("layers")) != (start, stop, layers):
         return None
+    if set(marker.get("files", {})) != {META_FILE, *(layer_file(k) for k in layers)}:
+        return None
     for name, size in marker.get("files", {}).items():
         key = f"{prefix}/{shard_dir(index)}/{name}"
         if not store.exists(key) or store.size(key) != size:
@@ -93,6 +95,7 @@ def _shard_is_done(store: ArtifactStore, prefix: str, index: int, start: int, st
 
 def _write_shard(store: ArtifactStore, prefix: str, shard: Shard, info: Mapping) -> dict:
     base = f"{prefix}/{shard_dir(shard.index)}"
+    store.delete(f"{base}/{SHARD_MARKER}")  # a marker of another plan must never vouch for these files
     offsets = shard.layers[next(iter(shard.layers))].offsets
     files = [(META_FILE, {"offsets": torch.from_numpy(offsets), "input_ids": shard.input_ids},
               {"start": str(shard.start), "stop": str(shard.stop)})]
@@ -205,7 +208,10 @@ def mmap_tensor(path: str | Path, name: str) -> torch.Tensor:
 
 
 def load_layer(store: ArtifactStore, prefix: str, layer: int, manifest: Mapping | None = None) -> RaggedActivations:
-    """One layer of a stored set: its shards' files only, memory-mapped, joined in order."""
+    """One layer of a stored set: its shards' files only, memory-mapped, joined in order.
+
+    A single-shard set stays memory-mapped; several shards are joined into one tensor in
+    memory (one layer's worth: what a probe trains on)."""
     manifest = manifest or read_manifest(store, prefix)
     if int(layer) not in manifest["layers"]:
         raise KeyError(

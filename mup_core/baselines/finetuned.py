@@ -68,7 +68,7 @@ class FinetunedClassifier:
         from mup_core.models.precision import choose_precision
 
         # weights stay fp32; matmuls in the hardware's compute dtype through autocast
-        self.precision = choose_precision(dtype=None if cfg.mixed_precision else "float32")
+        self.precision = choose_precision(dtype=None if cfg.mixed_precision else "float32").for_training()
         self.device = self.precision.device
         self.body = base_model(lm).to(self.device)  # the LM head is never run
         self.head = nn.Linear(self.spec.hidden_size, 1).to(self.device)

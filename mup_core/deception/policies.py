@@ -150,7 +150,7 @@ class RLConfig:
     def precision(self):
         from mup_core.models.precision import choose_precision
 
-        return choose_precision(device="cpu", dtype=None if self.mixed_precision else "float32")
+        return choose_precision(device="cpu", dtype=None if self.mixed_precision else "float32").for_training()
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -32,7 +32,7 @@ class TrainConfig:
         natively, fp32 elsewhere (see ``mup_core.models.precision``)."""
         from mup_core.models.precision import choose_precision
 
-        return choose_precision(device="cpu", dtype=None if self.mixed_precision else "float32")
+        return choose_precision(device="cpu", dtype=None if self.mixed_precision else "float32").for_training()
 
     def autocast(self):
         return self.precision().autocast()

@@ -45,6 +45,15 @@ class Precision:
         """What asset metadata records about where and in what a model ran."""
         return {"device": str(self.device), "compute_dtype": self.dtype_name, "dtype_reason": self.reason}
 
+    def for_training(self) -> "Precision":
+        """fp16 autocast without loss scaling under- and overflows gradients: train in fp32
+        there (bf16 keeps fp32's range and is used as is)."""
+        import torch
+
+        if self.dtype == torch.float16:
+            return Precision(self.device, torch.float32, f"{self.reason}; training in fp32 (fp16 needs loss scaling)")
+        return self
+
     def autocast(self):
         """Mixed precision for training and scoring fp32 weights: autocast to the
         chosen reduced dtype, or nothing where the chosen compute dtype is fp32."""
@@ -124,7 +133,8 @@ def decide_cpu_dtype(
 @lru_cache(maxsize=1)
 def cpu_compute_dtype() -> tuple[str, str]:
     """The CPU decision for this process (flags first, a matmul probe where ambiguous)."""
-    return decide_cpu_dtype(cpu_flags(), platform.machine(), os.environ.get("ONEDNN_MAX_CPU_ISA"), matmul_gflops)
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return decide_cpu_dtype(cpu_flags(), platform.machine(), cap, matmul_gflops)
 
 
 def choose_precision(device: str | None = None, dtype: str | None = None) -> Precision:
@@ -138,8 +148,10 @@ def choose_precision(device: str | None = None, dtype: str | None = None) -> Pre
     elif dtype is not None:
         reason = "asked for"
     elif device.startswith("cuda"):
-        dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-        reason = f"CUDA {'supports' if dtype == 'bfloat16' else 'lacks'} bf16"
+        with torch.cuda.device(torch.device(device)):
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        dtype = "bfloat16" if native else "float16"
+        reason = f"GPU {'computes bf16 natively' if native else 'lacks native bf16 (before Ampere)'}"
     else:
         dtype, reason = cpu_compute_dtype()
     if dtype not in DTYPES:
