@@ -121,7 +121,7 @@ def test_a_new_shard_size_never_trusts_the_old_plans_shards(tiny, store):
     """Resumed with another shard size, shards whose range changed are recomputed."""
     write_activations(store, "a/z", tiny, TEXTS, [1], shard_mb=0.02, storage_dtype=torch.float32, progress=False)
     store.local_path("a/z/manifest.json").unlink()
-    again = write_activations(store, "a/z", tiny, TEXTS, [1], shard_mb=0.007, storage_dtype=torch.float32, progress=False)
+    again = write_activations(store, "a/z", tiny, TEXTS, [1], shard_mb=0.06, storage_dtype=torch.float32, progress=False)
     assert again["stats"]["shards"] > again["stats"]["reused_shards"]
     whole = extract_activations(tiny, TEXTS, [1], storage_dtype=torch.float32, progress=False)
     torch.testing.assert_close(load_layer(store, "a/z", 1).values, whole.layer(1).values, atol=1e-5, rtol=1e-5)
