@@ -90,16 +90,8 @@ class LocalStore(ArtifactStore):
         return path
 
     def put_bytes(self, key, data):
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with self.writing(key) as tmp:
+            tmp.write_bytes(data)
 
     def put_file(self, key, path):
         with self.writing(key) as tmp:

@@ -70,11 +70,8 @@ def shard_tokens_for(shard_mb: float, layers: Sequence[int], hidden_size: int, s
 
 # -- writing ---------------------------------------------------------------------------------
 def _marker(store: ArtifactStore, prefix: str, index: int) -> dict | None:
-    key = f"{prefix}/{shard_dir(index)}/{SHARD_MARKER}"
-    if not store.exists(key):
-        return None
     try:
-        return json.loads(store.get_bytes(key))
+        return json.loads(store.get_bytes(f"{prefix}/{shard_dir(index)}/{SHARD_MARKER}"))
     except (ValueError, FileNotFoundError):
         return None
 
@@ -126,13 +123,9 @@ def write_activations(
     storage_dtype: torch.dtype = torch.bfloat16,
     progress: bool = True,
     on_batch: Callable[[int, int], None] | None = None,
-    on_shard: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Extract ``layers`` for ``inputs`` into ``prefix``, one shard at a time, reusing
-    the finished shards of an earlier, interrupted run. Returns the manifest.
-
-    ``on_shard(written, total)`` is called after each shard is stored.
-    """
+    the finished shards of an earlier, interrupted run. Returns the manifest."""
     layers = _check_request(lm, inputs, layers)
     info = dict(info or {})
     tokens = tokenize_flat(lm, inputs, max_length)
@@ -150,10 +143,8 @@ def write_activations(
                              storage_dtype=storage_dtype, progress=progress, on_batch=on_batch):
         markers[shard.index] = _write_shard(store, prefix, shard, info)
         computed.append(shard.stats)
-        del shard
-        if on_shard:
-            on_shard(len(markers), len(plan))
-    stats = summarise(computed, tokens.truncated, layers) if computed else summarise([], tokens.truncated, layers)
+        del shard  # the generator allocates the next shard's buffers on resuming
+    stats = summarise(computed, tokens.truncated, layers)
     stats.update(reused_shards=len(plan) - len(computed), shards=len(plan))
     manifest = {
         **info,
@@ -177,13 +168,13 @@ def activations_complete(store: ArtifactStore, prefix: str) -> bool:
 
 
 def read_manifest(store: ArtifactStore, prefix: str) -> dict:
-    key = f"{prefix}/{MANIFEST}"
-    if not store.exists(key):
+    try:
+        return json.loads(store.get_bytes(f"{prefix}/{MANIFEST}"))
+    except FileNotFoundError:
         raise FileNotFoundError(
             f"activations {store.uri(prefix)} are incomplete or missing (no {MANIFEST}); "
             "re-materialise `activations` (finished shards of an interrupted run are reused)"
-        )
-    return json.loads(store.get_bytes(key))
+        ) from None
 
 
 _SAFETENSORS_DTYPES = {"BF16": (np.uint16, torch.bfloat16), "F16": (np.uint16, torch.float16),

@@ -65,10 +65,10 @@ class FinetunedClassifier:
             tc = TrainConfig(lora=True, lora_r=cfg.lora_r, top_layers=cfg.top_layers, seed=cfg.seed)
             lm.requires_grad_(False)
             lm = wrap_lora(lm, self.spec.num_layers, tc, task_type="CAUSAL_LM").base_model.model  # adapters injected in place
-        from mup_core.models.precision import choose_precision
+        from mup_core.models.precision import training_precision
 
         # weights stay fp32; matmuls in the hardware's compute dtype through autocast
-        self.precision = choose_precision(dtype=None if cfg.mixed_precision else "float32").for_training()
+        self.precision = training_precision(cfg.mixed_precision)
         self.device = self.precision.device
         self.body = base_model(lm).to(self.device)  # the LM head is never run
         self.head = nn.Linear(self.spec.hidden_size, 1).to(self.device)

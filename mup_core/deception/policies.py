@@ -148,9 +148,9 @@ class RLConfig:
     mixed_precision: bool = True  # bf16 autocast where the CPU computes bf16 natively, else fp32
 
     def precision(self):
-        from mup_core.models.precision import choose_precision
+        from mup_core.models.precision import training_precision
 
-        return choose_precision(device="cpu", dtype=None if self.mixed_precision else "float32").for_training()
+        return training_precision(self.mixed_precision, device="cpu")
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -30,9 +30,9 @@ class TrainConfig:
     def precision(self):
         """Judges and policies train on the CPU: bf16 autocast where the CPU computes bf16
         natively, fp32 elsewhere (see ``mup_core.models.precision``)."""
-        from mup_core.models.precision import choose_precision
+        from mup_core.models.precision import training_precision
 
-        return choose_precision(device="cpu", dtype=None if self.mixed_precision else "float32").for_training()
+        return training_precision(self.mixed_precision, device="cpu")
 
     def autocast(self):
         return self.precision().autocast()

@@ -137,6 +137,12 @@ def cpu_compute_dtype() -> tuple[str, str]:
     return decide_cpu_dtype(cpu_flags(), platform.machine(), cap, matmul_gflops)
 
 
+def training_precision(mixed_precision: bool = True, device: str | None = None) -> Precision:
+    """Precision of training with fp32 weights: autocast to the hardware's compute dtype
+    when ``mixed_precision`` (fp32 where that is fp16), plain fp32 otherwise."""
+    return choose_precision(device, None if mixed_precision else "float32").for_training()
+
+
 def choose_precision(device: str | None = None, dtype: str | None = None) -> Precision:
     """Device and compute dtype for a model run: arguments, then ``MUP_DEVICE`` /
     ``MUP_DTYPE``, then the hardware's own choice."""
