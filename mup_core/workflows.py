@@ -6,7 +6,7 @@ functions, unit-tested without Dagster. Storage keys:
 ```
 datasets/<name>/<inputs_hash[:12]>-<labels_hash[:12]>.parquet
 activations/<model>/<dataset>-<cache_key[:16]>/manifest.json, shard_NNNNN/{meta,layer_NNN}.safetensors
-probes/<model>/layer_NNN/<probe_type>.safetensors
+probes/<model>/layer_NNN/<content digest>/{<probe_type>.safetensors, _COMPLETE}
 metrics/<model>/layer_NNN.parquet
 ```
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Collection, Mapping, Sequence
 
 import polars as pl
 
@@ -32,7 +32,7 @@ from mup_core.data.dataset import Dataset
 from mup_core.data.loaders import dataset_from_parquet_bytes, dataset_to_parquet_bytes
 from mup_core.evaluation.metrics import compute_metrics
 from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
-from mup_core.probes import load_probe, train_probe
+from mup_core.probes import configured_probes, load_probe, train_probe
 from mup_core.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,28 @@ class DatasetRef:
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+# names the corpus's own splits use in dataset_texts and probe_metrics; an evaluation set
+# with one of them would silently take that split's place
+RESERVED_DATASET_NAMES = ("train", "val", "corpus-val")
+
+
+def check_eval_name(name: str, source: str, taken: Collection[str] = ()) -> None:
+    """An evaluation set's name must not be a split's name, nor that of another set."""
+    if name in RESERVED_DATASET_NAMES:
+        raise ValueError(
+            f"{source}: evaluation set name {name!r} is reserved for the corpus's {name} split "
+            f"(reserved: {', '.join(RESERVED_DATASET_NAMES)}); rename the file, e.g. {name}-eval{_suffix(source)}"
+        )
+    if name in taken:
+        raise ValueError(f"{source}: two evaluation sets are named {name!r}; rename this one")
+
+
+def _suffix(source: str) -> str:
+    from pathlib import PurePath
+
+    return PurePath(source).suffix
 
 
 def store_dataset(store: ArtifactStore, ds: Dataset) -> DatasetRef:
@@ -143,8 +165,10 @@ def load_activations(store: ArtifactStore, ref: ActivationRef | Mapping, layer: 
 
 
 # -- probes --------------------------------------------------------------------
-def probe_key(model: str, layer: int, probe_type: str) -> str:
-    return f"probes/{model}/layer_{int(layer):03d}/{probe_type}.safetensors"
+def probe_set_prefix(model: str, layer: int, digest: str) -> str:
+    """Where one training run's probes of a layer are published: keyed by their content,
+    so a new set never overwrites the one the last successful run points to."""
+    return f"probes/{model}/layer_{int(layer):03d}/{digest[:16]}"
 
 
 def train_layer_probes(
@@ -156,35 +180,49 @@ def train_layer_probes(
     val: tuple[Dataset, ActivationRef | Mapping] | None,
     probe_types: Sequence[str],
     hyperparameters: Mapping[str, Mapping[str, Any]] | None = None,
-) -> dict[str, dict]:
-    """Train every probe type on one layer; returns {probe_type: summary}."""
+) -> tuple[dict[str, dict], str]:
+    """Train every probe type on one layer and publish them together.
+
+    The whole configuration is validated before any training. The probes are written
+    to a local directory first and uploaded under a content-keyed prefix with a
+    ``_COMPLETE`` marker last, so a failed or concurrent run never replaces the probes
+    the previous materialisation recorded. Returns ``({probe_type: summary}, digest)``.
+    """
+    import hashlib
+
     hyperparameters = hyperparameters or {}
+    configured_probes(probe_types, hyperparameters)  # raises ValueError naming every problem
     train_ds, train_acts = load_labelled(store, train[0], train[1], layer)
     val_pair = None
     if val is not None:
         val_ds, val_acts = load_labelled(store, val[0], val[1], layer)
         val_pair = (val_acts, val_ds.label_array())
     out: dict[str, dict] = {}
-    for probe_type in probe_types:
-        probe = train_probe(
-            probe_type,
-            (train_acts, train_ds.label_array()),
-            val_pair,
-            model=model,
-            layer=layer,
-            train_inputs_hash=train_ds.inputs_hash,
-            train_labels_hash=train_ds.labels_hash,
-            hyperparameters=dict(hyperparameters.get(probe_type, {})),
-        )
-        key = probe_key(model, layer, probe_type)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = probe.save(f"{tmp}/probe.safetensors")
-            store.put_file(key, path)
-        summary = {"key": key, "probe_type": probe_type, "train_examples": len(train_ds)}
-        if val_pair is not None:
-            summary["val_auroc"] = compute_metrics(val_pair[1], probe.predict_proba(val_pair[0])).auroc
-        out[probe_type] = summary
-    return out
+    content = hashlib.sha256()
+    with tempfile.TemporaryDirectory(prefix="mup-probes-") as tmp:
+        for probe_type in probe_types:
+            probe = train_probe(
+                probe_type,
+                (train_acts, train_ds.label_array()),
+                val_pair,
+                model=model,
+                layer=layer,
+                train_inputs_hash=train_ds.inputs_hash,
+                train_labels_hash=train_ds.labels_hash,
+                hyperparameters=dict(hyperparameters.get(probe_type, {})),
+            )
+            content.update(probe.save(f"{tmp}/{probe_type}.safetensors").read_bytes())
+            summary = {"probe_type": probe_type, "train_examples": len(train_ds)}
+            if val_pair is not None:
+                summary["val_auroc"] = compute_metrics(val_pair[1], probe.predict_proba(val_pair[0])).auroc
+            out[probe_type] = summary
+        digest = content.hexdigest()
+        prefix = probe_set_prefix(model, layer, digest)
+        if not store.dir_complete(prefix):
+            store.put_dir(prefix, tmp)
+    for probe_type, summary in out.items():
+        summary["key"] = f"{prefix}/{probe_type}.safetensors"
+    return out, digest
 
 
 def load_labelled(store: ArtifactStore, ds: Dataset, ref: ActivationRef | Mapping, layer: int) -> tuple[Dataset, RaggedActivations]:

@@ -132,24 +132,24 @@ def eval_datasets(
 
     from mup_core.data.dataset import DatasetError
     from mup_core.data.loaders import load_dataset
-    from mup_core.workflows import store_dataset
+    from mup_core.workflows import check_eval_name, store_dataset
 
     store = artifact_store.get_store()
     out: dict[str, dict] = {}
     if config.include_corpus_test:
         out["corpus-test"] = {**corpus_splits["test"], "name": "corpus-test"}
-    for name, versions in imported_datasets.items():
-        out[name] = versions["balanced"]
-    for file in [*sources.eval_files, *config.files]:
-        try:
-            ds = load_dataset(file)
-        except DatasetError as exc:  # names file, line and field; nothing is stored
-            raise dg.Failure(description=str(exc)) from None
-        if ds.name in out:
-            raise dg.Failure(f"eval_datasets: two evaluation sets are named {ds.name!r}; rename {file}")
-        ref = store_dataset(store, ds)
-        out[ds.name] = ref.as_dict()
-        context.log.info(f"loaded {Path(file).name}: {len(ds)} rows {ds.label_counts()}")
+    try:
+        for name, versions in imported_datasets.items():
+            check_eval_name(name, f"imported source {name}", out)
+            out[name] = versions["balanced"]
+        for file in [*sources.eval_files, *config.files]:
+            ds = load_dataset(file)  # names file, line and field; nothing is stored
+            check_eval_name(ds.name, str(file), out)
+            ref = store_dataset(store, ds)
+            out[ds.name] = ref.as_dict()
+            context.log.info(f"loaded {Path(file).name}: {len(ds)} rows {ds.label_counts()}")
+    except (DatasetError, ValueError) as exc:
+        raise dg.Failure(description=f"eval_datasets: {exc}") from None
     if not out:
         raise dg.Failure("eval_datasets: nothing to evaluate on; set include_corpus_test or add files")
     return dg.Output(
@@ -166,6 +166,13 @@ def eval_datasets(
 def dataset_texts(corpus_splits: dict, eval_datasets: dict) -> dg.Output[dict]:
     """The datasets whose *text* activations are computed on. Its data version covers the
     input text only, so a change of labels does not re-run the forward passes."""
+    from mup_core.workflows import check_eval_name
+
+    for name in eval_datasets:  # eval_datasets refuses these; a stored older value may not have
+        try:
+            check_eval_name(name, "eval_datasets")
+        except ValueError as exc:
+            raise dg.Failure(description=f"dataset_texts: {exc}; re-materialise eval_datasets") from None
     refs = {"train": corpus_splits["train"], "val": corpus_splits["val"], **eval_datasets}
     return dg.Output(
         refs,
@@ -289,18 +296,19 @@ def probes(
 ) -> dg.Output[dict]:
     """Probes of every configured type for one model x layer, trained on the corpus train
     split with early stopping on its validation split."""
-    from mup_core.probes import PROBE_TYPES
+    from mup_core.probes import configured_probes
     from mup_core.workflows import load_stored_dataset, train_layer_probes
 
     layer, model = _layer_and_model(context)
-    unknown = [t for t in config.probe_types if t not in PROBE_TYPES]
-    if unknown:
-        raise dg.Failure(f"probes: unknown probe types {unknown}; known: {sorted(PROBE_TYPES)}")
+    try:
+        configured_probes(config.probe_types, config.hyperparameters)
+    except ValueError as exc:  # before any training: nothing is published, the last probes stay
+        raise dg.Failure(f"probes: bad configuration: {exc}") from None
     store = artifact_store.get_store()
     train_ds = load_stored_dataset(store, corpus_splits["train"])
     val_ds = load_stored_dataset(store, corpus_splits["val"])
     try:
-        trained = train_layer_probes(
+        trained, digest = train_layer_probes(
             store,
             model=model,
             layer=layer,
@@ -311,11 +319,6 @@ def probes(
         )
     except KeyError as exc:
         raise dg.Failure(str(exc.args[0])) from exc
-    import hashlib
-
-    content = hashlib.sha256()
-    for summary in trained.values():
-        content.update(store.get_bytes(summary["key"]))
     context.add_output_metadata(
         {
             "train_examples": dg.MetadataValue.int(len(train_ds)),
@@ -324,7 +327,7 @@ def probes(
             "keys": dg.MetadataValue.json({t: s["key"] for t, s in trained.items()}),
         }
     )
-    return dg.Output(trained, data_version=dg.DataVersion(content.hexdigest()[:24]))
+    return dg.Output(trained, data_version=dg.DataVersion(digest[:24]))
 
 
 @dg.asset(

@@ -11,7 +11,13 @@ import os
 import dagster as dg
 
 from mup_dagster import assets_datasets, assets_deception, assets_probes, assets_study
-from mup_dagster.resources import default_artifact_store, default_dataset_sources, default_llm, default_tracking
+from mup_dagster.resources import (
+    StepOutputIOManager,
+    default_artifact_store,
+    default_dataset_sources,
+    default_llm,
+    default_tracking,
+)
 from mup_dagster.schedules import probe_backfill_job, probe_backfill_schedule
 
 defs = dg.Definitions(
@@ -25,5 +31,6 @@ defs = dg.Definitions(
         "sources": default_dataset_sources(),
         "llm": default_llm(),
         "tracking": default_tracking(),
+        "io_manager": StepOutputIOManager(),
     },
 )

@@ -4,6 +4,7 @@
 from typing import Optional
 
 import dagster as dg
+from dagster._core.storage.fs_io_manager import PickledObjectFilesystemIOManager
 from pydantic import Field
 
 from mup_core.paths import artifact_root
@@ -130,3 +131,59 @@ def default_tracking() -> TrackingResource:
     import os
 
     return TrackingResource(mode=os.environ.get("MUP_WANDB_MODE", "offline"), project=os.environ.get("WANDB_PROJECT", "mup"))
+
+
+class AtomicPickledIOManager(PickledObjectFilesystemIOManager):
+    """Dagster's pickling filesystem IO manager with atomic writes and a clear error for
+    an upstream asset that was never materialised."""
+
+    def dump_to_path(self, context, obj, path):
+        import os
+        import pickle
+        import tempfile
+
+        if getattr(path, "protocol", "") not in ("", "file", "local"):
+            return super().dump_to_path(context, obj, path)
+        target = str(path)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}-", dir=os.path.dirname(target))
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump(obj, fh, pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def load_input(self, context):
+        import os
+
+        try:
+            return super().load_input(context)
+        except FileNotFoundError:
+            upstream = context.asset_key.to_user_string() if context.has_asset_key else context.upstream_output.name
+            keys = list(context.asset_partition_keys) if context.has_asset_key and context.has_asset_partitions else []
+            where = f" for partition {', '.join(map(str, keys[:3]))}{' ...' if len(keys) > 3 else ''}" if keys else ""
+            partition = f" --partition '{keys[0]}'" if len(keys) == 1 else ""
+            raise dg.Failure(
+                description=(
+                    f"input {context.name!r} needs asset {upstream!r}{where}, which has not been materialised "
+                    f"in this Dagster instance (DAGSTER_HOME={os.environ.get('DAGSTER_HOME', '?')}); materialise it "
+                    f"first: dagster asset materialize -m mup_dagster.definitions --select {upstream}{partition}"
+                )
+            ) from None
+
+
+class StepOutputIOManager(dg.FilesystemIOManager):
+    """The small values assets hand to each other (dataset and activation references),
+    pickled under the instance's storage directory as by Dagster's filesystem IO manager,
+    with two differences: a value is written aside and renamed into place (a killed or
+    concurrent step never leaves half a file), and an input whose upstream asset was never
+    materialised fails with the command that materialises it, not a bare FileNotFoundError."""
+
+    @classmethod
+    def _is_dagster_maintained(cls) -> bool:
+        return False
+
+    def create_io_manager(self, context: dg.InitResourceContext) -> AtomicPickledIOManager:
+        return AtomicPickledIOManager(base_dir=self.base_dir or context.instance.storage_directory())

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from mup_dagster import assets_datasets, assets_deception, assets_probes, assets_study
-from mup_dagster.resources import ArtifactStoreResource, DatasetSourcesResource, LLMResource, TrackingResource
+from mup_dagster.resources import ArtifactStoreResource, DatasetSourcesResource, LLMResource, StepOutputIOManager, TrackingResource
 
 ASSETS = [
     *dg.load_assets_from_modules([assets_probes, assets_datasets, assets_deception, assets_study]),
@@ -18,6 +18,7 @@ def resources(root, corpus_path=None, eval_files=(), llm_cache=None, tracking_mo
         "artifact_store": ArtifactStoreResource(root=str(root)),
         "sources": DatasetSourcesResource(corpus_path=str(corpus_path) if corpus_path else None, eval_files=[str(f) for f in eval_files]),
         "llm": LLMResource(backend="local", model="tiny", cache_path=str(llm_cache) if llm_cache else None),
+        "io_manager": StepOutputIOManager(),
     }
 
 

@@ -7,7 +7,9 @@ say what to do. Writes are atomic: a temp file renamed into place.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -17,12 +19,15 @@ import polars as pl
 
 from mup_core.data.dataset import (
     LABELS,
+    ROLES,
     Dataset,
     DatasetError,
     decode_input,
     frame_from_records,
     is_dialogue,
 )
+
+log = logging.getLogger(__name__)
 
 
 def _check_record(rec: Any, where: str, require_labels: bool) -> dict[str, Any]:
@@ -38,6 +43,8 @@ def _check_record(rec: Any, where: str, require_labels: bool) -> dict[str, Any]:
             f"{where}: field 'inputs' is a list but not a dialogue; expected "
             '[{"role": "user", "content": "..."}, ...]'
         )
+    if isinstance(value, list):
+        _check_messages(value, where)
     if not isinstance(value, (str, list)):
         raise DatasetError(f"{where}: field 'inputs' must be a string or a list of messages, got {type(value).__name__}")
     rec = dict(rec)
@@ -54,6 +61,40 @@ def _check_record(rec: Any, where: str, require_labels: bool) -> dict[str, Any]:
     return rec
 
 
+def _check_messages(messages: list, where: str) -> None:
+    """Every message has a known role and text content (checked at load time, so a bad
+    dialogue never reaches a forward pass)."""
+    for i, m in enumerate(messages):
+        if m["role"] not in ROLES:
+            raise DatasetError(
+                f"{where}: field 'inputs[{i}].role' is {m['role']!r}; expected one of {', '.join(ROLES)}"
+            )
+        if not isinstance(m["content"], str):
+            raise DatasetError(
+                f"{where}: field 'inputs[{i}].content' must be text, got {type(m['content']).__name__} "
+                f"({m['content']!r:.40}); quote it as a string"
+            )
+        extra = set(m) - {"role", "content"}
+        if extra:
+            log.debug("%s: message %d: ignoring fields %s", where, i, sorted(extra))
+
+
+def _read_text(path: Path) -> str:
+    """The file as text; a byte-order mark is dropped, and bytes that are not UTF-8 are
+    reported with the line and column where they are."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        start = exc.start
+        line = data.count(b"\n", 0, start) + 1
+        column = start - (data.rfind(b"\n", 0, start) + 1) + 1
+        raise DatasetError(
+            f"{path}:{line}: byte {data[start:start + 1]!r} at column {column} is not UTF-8; "
+            "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8 in > out`)"
+        ) from None
+
+
 def _check_unique(ids: list[tuple[str, str]], path: Path) -> None:
     seen: dict[str, str] = {}
     for id_, where in ids:
@@ -65,18 +106,18 @@ def _check_unique(ids: list[tuple[str, str]], path: Path) -> None:
 def read_jsonl_records(path: Path, require_labels: bool = True) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     ids: list[tuple[str, str]] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); fix or remove this line") from None
-            rec = _check_record(rec, where, require_labels)
-            records.append(rec)
-            ids.append((rec["ids"], f"line {lineno}"))
+    # split on newlines only: U+2028 and friends are legal inside JSON strings
+    for lineno, line in enumerate(_read_text(path).split("\n"), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{where}: malformed JSON ({exc.msg} at column {exc.colno}); fix or remove this line") from None
+        rec = _check_record(rec, where, require_labels)
+        records.append(rec)
+        ids.append((rec["ids"], f"line {lineno}"))
     _check_unique(ids, path)
     return records
 
@@ -84,21 +125,28 @@ def read_jsonl_records(path: Path, require_labels: bool = True) -> list[dict[str
 def read_csv_records(path: Path, require_labels: bool = True) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     ids: list[tuple[str, str]] = []
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        for row in reader:
-            lineno = reader.line_num
-            where = f"{path}:{lineno}"
-            rec = {k: (None if v == "" else v) for k, v in row.items() if k is not None}
-            for key in ("scale_labels", "scale_label_confidence"):
-                if rec.get(key) is not None:
-                    try:
-                        rec[key] = float(rec[key])
-                    except ValueError:
-                        raise DatasetError(f"{where}: field {key!r} is not a number: {rec[key]!r}") from None
-            rec = _check_record(rec, where, require_labels)
-            records.append(rec)
-            ids.append((rec["ids"], f"line {lineno}"))
+    reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
+    required = ("ids", "inputs") + (("labels",) if require_labels else ())
+    columns = reader.fieldnames or []
+    missing = [c for c in required if c not in columns]
+    if missing:
+        raise DatasetError(
+            f"{path}:1: missing column{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}; "
+            f"columns found: {columns}; the header needs {', '.join(required)}"
+        )
+    for row in reader:
+        lineno = reader.line_num
+        where = f"{path}:{lineno}"
+        rec = {k: (None if v == "" else v) for k, v in row.items() if k is not None}
+        for key in ("scale_labels", "scale_label_confidence"):
+            if rec.get(key) is not None:
+                try:
+                    rec[key] = float(rec[key])
+                except ValueError:
+                    raise DatasetError(f"{where}: field {key!r} is not a number: {rec[key]!r}") from None
+        rec = _check_record(rec, where, require_labels)
+        records.append(rec)
+        ids.append((rec["ids"], f"line {lineno}"))
     _check_unique(ids, path)
     return records
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from mup_core.activations.ragged import RaggedActivations
-from mup_core.probes.base import Probe, ProbeInfo, make_probe
+from mup_core.probes.base import PROBE_TYPES, Probe, ProbeInfo, make_probe
 
 from mup_core.probe_types import ALL_PROBE_TYPES
 
@@ -36,3 +36,35 @@ def train_probe(
     )
     probe.fit(train[0], train[1], val=val, sample_weight=sample_weight)
     return probe
+
+
+def configured_probes(
+    probe_types: Sequence[str], hyperparameters: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Probe]:
+    """Untrained probes for a configuration, or one ValueError listing every problem
+    (unknown types, hyper-parameters for a type not being trained, unknown or ill-typed
+    hyper-parameters). Call it before any training so a bad configuration costs nothing
+    and publishes nothing."""
+    hyperparameters = hyperparameters or {}
+    problems: list[str] = []
+    unknown = [t for t in probe_types if t not in PROBE_TYPES]
+    if unknown:
+        problems.append(f"unknown probe types {unknown}; known: {', '.join(PROBE_TYPES)}")
+    if not probe_types:
+        problems.append("no probe types to train")
+    if len(set(probe_types)) != len(probe_types):
+        problems.append(f"probe types listed twice: {sorted({t for t in probe_types if list(probe_types).count(t) > 1})}")
+    orphans = [t for t in hyperparameters if t not in probe_types]
+    if orphans:
+        problems.append(f"hyperparameters for {orphans}, which are not in probe_types {list(probe_types)}")
+    probes: dict[str, Probe] = {}
+    for probe_type in probe_types:
+        if probe_type in unknown:
+            continue
+        try:
+            probes[probe_type] = make_probe(probe_type, **dict(hyperparameters.get(probe_type, {})))
+        except (ValueError, TypeError) as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ValueError("; ".join(problems))
+    return probes
