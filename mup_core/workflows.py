@@ -116,6 +116,7 @@ def activations_for_datasets(
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     storage_dtype: str = "bfloat16",
     shard_mb: float = DEFAULT_SHARD_MB,
+    overlong: str = "truncate",
     on_batch: Callable[[str, int, int], None] | None = None,
 ) -> tuple[dict[str, ActivationRef], dict[str, dict]]:
     """Extract (or reuse) activations for each dataset. Returns refs and per-dataset stats.
@@ -123,9 +124,13 @@ def activations_for_datasets(
     Reuse is by content: the key covers the model, the dataset's input text, the
     layers, the truncation length, the chat template and the storage dtype. Shards
     stream to the store as they are computed; an interrupted set resumes from its
-    finished shards.
+    finished shards. ``overlong`` (truncate / keep_end / refuse) is what happens to an
+    input longer than the model's maximum length; ``stats[name]["truncated_examples"]``
+    counts those cut.
     """
     import torch
+
+    from mup_core.activations import OverlongInputs
 
     layers = sorted({int(x) for x in layers})
     refs: dict[str, ActivationRef] = {}
@@ -133,22 +138,31 @@ def activations_for_datasets(
     for name, ds in datasets.items():
         key = activation_cache_key(
             lm.slug, ds.inputs_hash, layers, lm.spec.max_length, storage_dtype, lm.tokenizer.chat_template,
-            compute=f"{lm.precision.device.type}:{lm.precision.dtype_name}",
+            compute=f"{lm.precision.device.type}:{lm.precision.dtype_name}", overlong=overlong,
         )
         prefix = f"activations/{lm.slug}/{name}-{key[:16]}"
         reused = activations_complete(store, prefix)
         if reused:
             manifest = read_manifest(store, prefix)
         else:
-            manifest = write_activations(
-                store, prefix, lm, ds.inputs, layers,
-                info={"model": lm.slug, "dataset": name, "inputs_hash": ds.inputs_hash, "cache_key": key,
-                      **lm.precision.as_metadata()},
-                shard_mb=shard_mb,
-                batch_tokens=batch_tokens,
-                storage_dtype=getattr(torch, storage_dtype),
-                on_batch=(lambda done, total, _n=name: on_batch(_n, done, total)) if on_batch else None,
-            )
+            try:
+                manifest = write_activations(
+                    store, prefix, lm, ds.inputs, layers,
+                    info={"model": lm.slug, "dataset": name, "inputs_hash": ds.inputs_hash, "cache_key": key,
+                          **lm.precision.as_metadata()},
+                    shard_mb=shard_mb,
+                    batch_tokens=batch_tokens,
+                    overlong=overlong,
+                    storage_dtype=getattr(torch, storage_dtype),
+                    on_batch=(lambda done, total, _n=name: on_batch(_n, done, total)) if on_batch else None,
+                )
+            except OverlongInputs as exc:
+                ids = ", ".join(f"{ds.ids[p]!r} ({n} tokens)" for p, n in list(zip(exc.positions, exc.lengths))[:5])
+                raise ValueError(
+                    f"dataset {name}: {len(exc.positions)} inputs are longer than {lm.slug}'s {exc.max_length} tokens "
+                    f"(ids {ids}{' ...' if len(exc.positions) > 5 else ''}); shorten them, or set overlong to "
+                    "'truncate' (keep the start) or 'keep_end' (keep the end)"
+                ) from None
         stats[name] = manifest["stats"]
         refs[name] = ActivationRef(lm.slug, name, prefix, tuple(layers), ds.inputs_hash, manifest["tokens"], reused)
     return refs, stats

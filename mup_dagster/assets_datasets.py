@@ -6,8 +6,30 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
+from mup_core.llm.base import DEFAULT_MAX_FAILED_SHARE
 from mup_dagster.metadata import label_balance
 from mup_dagster.resources import ArtifactStoreResource, LLMResource
+
+MAX_FAILED_SHARE = Field(
+    default=DEFAULT_MAX_FAILED_SHARE,
+    description="share of LLM requests that may fail (after retries) before the run fails; what succeeded is stored first",
+)
+
+
+def _llm_outcome(context, client, what: str, failed: int, total: int, reasons, max_share: float) -> dict:
+    """Log how the LLM requests went (retries included) and fail the run when too many
+    failed for good. Returns the numbers for the asset's metadata."""
+    from mup_core.llm.base import TooManyFailures, check_failure_share
+
+    stats = dict(getattr(client, "stats", {}) or {})
+    context.log.info(f"{what}: {total} requests, {failed} failed for good; client {client.name}: {stats}")
+    if stats.get("retries"):
+        context.log.warning(f"{what}: the LLM endpoint needed {stats['retries']} retries")
+    try:
+        check_failure_share(failed, total, max_share, what, reasons)
+    except TooManyFailures as exc:
+        raise dg.Failure(description=str(exc)) from None
+    return {"llm_requests": total, "llm_failed": failed, "llm_retries": stats.get("retries", 0)}
 
 GROUP = "datasets"
 
@@ -29,6 +51,7 @@ class ImportConfig(dg.Config):
     low_max: int = 3
     high_min: int = 8
     min_confidence: int = 7
+    max_failed_share: float = MAX_FAILED_SHARE
 
 
 @dg.asset(group_name=GROUP, kinds={"polars"})
@@ -46,18 +69,31 @@ def imported_datasets(
     out: dict[str, dict] = {}
     report: dict[str, dict] = {}
     for spec in config.sources:
+        label = spec.name or spec.uri
         try:
             raw = import_source(spec.kind, spec.uri, spec.name, spec.system_prompt, spec.limit)
-            info: dict = {"rows": len(raw)}
-            if spec.relabel or not raw.has_labels:
-                labelled = label_dataset(raw, llm.get_client(), Thresholds(config.low_max, config.high_min, config.min_confidence),
-                                         on_done=lambda d, t: context.log.info(f"labelled {d}/{t}") if d % 50 == 0 or d == t else None)
-                raw = labelled.dataset
-                info.update(failed=labelled.failed, invalid=labelled.invalid, agreement=labelled.agreement)
+        except DatasetError as exc:
+            raise dg.Failure(description=f"source {label}: {exc}") from None
+        info: dict = {"rows": len(raw)}
+        if spec.relabel or not raw.has_labels:
+            client = llm.get_client()
+            labelled = label_dataset(raw, client, Thresholds(config.low_max, config.high_min, config.min_confidence),
+                                     on_done=lambda d, t: context.log.info(f"labelled {d}/{t}") if d % 50 == 0 or d == t else None)
+            raw = labelled.dataset
+            info.update(failed=labelled.failed, invalid=labelled.invalid, agreement=labelled.agreement)
+        # the labelled raw version is stored before anything can fail: its answers were paid for
+        raw_ref = store_dataset(store, raw.with_name(f"{raw.name}-raw"))
+        context.log.info(f"source {label}: raw version stored at {store.uri(raw_ref.key)}")
+        if "failed" in info:
+            status = raw.df["label_status"].to_list()
+            info.update(_llm_outcome(context, client, f"source {label}: labelling", info["failed"] + info["invalid"],
+                                     len(raw), [s for s in status if s != "ok"], config.max_failed_share))
+        try:
             balanced = balance(raw, config.seed, spec.per_class)
         except DatasetError as exc:
-            raise dg.Failure(description=f"source {spec.name or spec.uri}: {exc}") from None
-        raw_ref = store_dataset(store, raw.with_name(f"{raw.name}-raw"))
+            raise dg.Failure(
+                description=f"source {label}: {exc} (the labelled raw version is stored at {store.uri(raw_ref.key)})"
+            ) from None
         bal_ref = store_dataset(store, balanced.with_name(raw.name))
         out[raw.name] = {"raw": raw_ref.as_dict(), "balanced": bal_ref.as_dict()}
         report[raw.name] = {**info, "labels_raw": raw.label_counts(), "balanced_rows": len(balanced)}
@@ -70,6 +106,7 @@ class SituationsConfig(dg.Config):
     n_pairs: int = Field(default=4, description="factor combinations, each one high/low situation pair")
     seed: int = 0
     factors_file: Optional[str] = Field(default=None, description="a situation_factors.json; default: the project's")
+    max_failed_share: float = MAX_FAILED_SHARE
 
 
 @dg.asset(group_name=GROUP, kinds={"polars"})
@@ -80,14 +117,17 @@ def synthetic_situations(context: dg.AssetExecutionContext, config: SituationsCo
     from mup_core.generation import generate_situations, load_factors, sample_combinations
 
     combos = sample_combinations(load_factors(config.factors_file), config.n_pairs, config.seed)
-    df = generate_situations(llm.get_client(), combos, on_done=lambda d, t: context.log.info(f"situations {d}/{t}"))
+    client = llm.get_client()
+    df = generate_situations(client, combos, on_done=lambda d, t: context.log.info(f"situations {d}/{t}"))
     buf = io.BytesIO()
     df.write_parquet(buf)
     key = f"synthetic/situations-seed{config.seed}-n{config.n_pairs}.parquet"
     artifact_store.get_store().put_bytes(key, buf.getvalue())
     ok = int((df["status"] == "ok").sum())
+    outcome = _llm_outcome(context, client, "synthetic_situations", df.height - ok, df.height,
+                           [s for s in df["status"].to_list() if s != "ok"], config.max_failed_share)
     preview = "\n".join(f"- **{r['intended_stakes']}** ({r['topic']}): {r['situation']}" for r in df.head(6).iter_rows(named=True))
-    context.add_output_metadata({"situations": ok, "failed": df.height - ok, "key": key, "preview": dg.MetadataValue.md(preview)})
+    context.add_output_metadata({"situations": ok, "failed": df.height - ok, "key": key, "preview": dg.MetadataValue.md(preview), **outcome})
     return {"key": key, "rows": df.height}
 
 
@@ -95,6 +135,7 @@ class PromptsConfig(dg.Config):
     per_situation: int = 1
     seed: int = 0
     variations_file: Optional[str] = Field(default=None, description="a prompt_variations.json; default: the project's")
+    max_failed_share: float = MAX_FAILED_SHARE
 
 
 @dg.asset(group_name=GROUP, kinds={"polars"})
@@ -110,12 +151,14 @@ def synthetic_prompts(context: dg.AssetExecutionContext, config: PromptsConfig, 
 
     store = artifact_store.get_store()
     situations = pl.read_parquet(io.BytesIO(store.get_bytes(synthetic_situations["key"])))
-    report = generate_prompts(llm.get_client(), situations, load_variations(config.variations_file), config.per_situation, config.seed,
+    client = llm.get_client()
+    report = generate_prompts(client, situations, load_variations(config.variations_file), config.per_situation, config.seed,
                               on_done=lambda d, t: context.log.info(f"prompts {d}/{t}"))
     if report.dataset is None:
         raise dg.Failure(f"synthetic_prompts: all {report.requested} generations failed")
     ref = store_dataset(store, report.dataset)
-    context.add_output_metadata({"rows": ref.rows, "requested": report.requested, "failed": report.failed, "key": ref.key})
+    outcome = _llm_outcome(context, client, "synthetic_prompts", report.failed, report.requested, [], config.max_failed_share)
+    context.add_output_metadata({"rows": ref.rows, "requested": report.requested, "failed": report.failed, "key": ref.key, **outcome})
     return ref.as_dict()
 
 
@@ -123,6 +166,7 @@ class LabelConfig(dg.Config):
     low_max: int = 3
     high_min: int = 8
     min_confidence: int = 7
+    max_failed_share: float = MAX_FAILED_SHARE
 
 
 @dg.asset(group_name=GROUP, kinds={"polars"})
@@ -134,8 +178,12 @@ def synthetic_labelled(context: dg.AssetExecutionContext, config: LabelConfig, a
 
     store = artifact_store.get_store()
     ds = load_stored_dataset(store, synthetic_prompts)
-    report = label_dataset(ds, llm.get_client(), Thresholds(config.low_max, config.high_min, config.min_confidence))
-    ref = store_dataset(store, report.dataset.with_name("synthetic_labelled"))
+    client = llm.get_client()
+    report = label_dataset(ds, client, Thresholds(config.low_max, config.high_min, config.min_confidence))
+    ref = store_dataset(store, report.dataset.with_name("synthetic_labelled"))  # stored before the share is checked
+    status = report.dataset.df["label_status"].to_list()
+    outcome = _llm_outcome(context, client, "synthetic_labelled", report.failed + report.invalid, len(status),
+                           [s for s in status if s != "ok"], config.max_failed_share)
     intended = [("high-stakes" if s == "high" else "low-stakes") for s in report.dataset.df["intended_stakes"]]
     agree, kappa = label_agreement(intended, report.dataset.labels)
     return dg.Output(
@@ -148,6 +196,7 @@ def synthetic_labelled(context: dg.AssetExecutionContext, config: LabelConfig, a
             "agreement_with_intended": dg.MetadataValue.float(agree),
             "cohen_kappa_with_intended": dg.MetadataValue.float(kappa),
             "labeller": f"{llm.backend}:{llm.model}",
+            **outcome,
         },
     )
 

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 import dagster as dg
+
+from mup_dagster.automation import GPU_POOL
 from pydantic import Field
 
 from mup_dagster.metadata import image_markdown
@@ -111,7 +113,7 @@ class JudgeConfig(dg.Config):
     seed: int = 0
 
 
-@dg.asset(group_name=GROUP, partitions_def=judge_partitions, kinds={"pytorch"})
+@dg.asset(pool=GPU_POOL, group_name=GROUP, partitions_def=judge_partitions, kinds={"pytorch"})
 def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_store: ArtifactStoreResource,
            tracking: TrackingResource, qa_splits: dict) -> dict:
     """A clean judge (true labels) or a corrupted judge (fruit labels inverted) finetuned from a registry model."""
@@ -166,7 +168,7 @@ def _policy_keys(context) -> tuple[str, float]:
     return keys["model"], int(keys["poisoning"]) / 100
 
 
-@dg.asset(group_name=GROUP, partitions_def=policy_partitions, kinds={"pytorch"},
+@dg.asset(pool=GPU_POOL, group_name=GROUP, partitions_def=policy_partitions, kinds={"pytorch"},
           deps=[dg.AssetDep("judges", partition_mapping=dg.AllPartitionMapping())])
 def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifact_store: ArtifactStoreResource,
                  tracking: TrackingResource, qa_splits: dict) -> dict:
@@ -226,7 +228,7 @@ class RLAssetConfig(dg.Config):
     seed: int = 0
 
 
-@dg.asset(group_name=GROUP, partitions_def=policy_partitions, kinds={"pytorch"},
+@dg.asset(pool=GPU_POOL, group_name=GROUP, partitions_def=policy_partitions, kinds={"pytorch"},
           deps=[dg.AssetDep("judges", partition_mapping=dg.AllPartitionMapping())])
 def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifact_store: ArtifactStoreResource,
                 tracking: TrackingResource, qa_splits: dict, sft_policies: dict) -> dict:
@@ -268,7 +270,7 @@ class EvalConfig(dg.Config):
     seed: int = 0
 
 
-@dg.asset(group_name=GROUP, partitions_def=policy_partitions, kinds={"polars"},
+@dg.asset(pool=GPU_POOL, group_name=GROUP, partitions_def=policy_partitions, kinds={"polars"},
           deps=[dg.AssetDep("judges", partition_mapping=dg.AllPartitionMapping()), "sft_policies", "rl_policies"])
 def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifact_store: ArtifactStoreResource, qa_splits: dict) -> dict:
     """Base, SFT and RL policies answer the held-out questions (0- and 2-shot); both judges score."""

@@ -6,7 +6,7 @@ definitions stays fast.
 """
 
 
-from typing import Optional
+from typing import Literal, Optional
 
 import dagster as dg
 from pydantic import Field
@@ -14,7 +14,7 @@ from pydantic import Field
 from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
 from mup_core.models.registry import get_spec
 from mup_core.probe_types import ALL_PROBE_TYPES
-from mup_dagster.automation import on_any_upstream_partition_update, on_upstream_version_change
+from mup_dagster.automation import GPU_POOL, on_any_upstream_partition_update, on_upstream_version_change
 from mup_dagster.metadata import image_markdown, label_balance
 from mup_dagster.partitions import by_model, model_layer_partitions, model_partitions
 from mup_dagster.resources import ArtifactStoreResource, DatasetSourcesResource
@@ -187,9 +187,15 @@ class ActivationsConfig(dg.Config):
     shard_mb: float = Field(default=DEFAULT_SHARD_MB, description="megabytes of activations (all layers) per shard written; "
                             "peak memory is about one shard whatever the data set's size")
     storage_dtype: str = Field(default="bfloat16", description="bfloat16 or float16 (whatever the compute dtype)")
+    overlong: Literal["truncate", "keep_end", "refuse"] = Field(
+        default="truncate",
+        description="an input longer than the model's maximum length: keep its first tokens (truncate, as the "
+        "research does), its last ones (keep_end), or fail the run naming the inputs (refuse)",
+    )
 
 
 @dg.asset(
+    pool=GPU_POOL,
     group_name=GROUP,
     partitions_def=model_partitions,
     kinds={"pytorch", "safetensors"},
@@ -222,13 +228,22 @@ def activations(
         if done == total or done % max(1, total // 5) == 0:
             context.log.info(f"{name}: batch {done}/{total}")
 
-    refs, stats = activations_for_datasets(
-        store, lm, loaded, layers, batch_tokens=config.batch_tokens, storage_dtype=config.storage_dtype,
-        shard_mb=config.shard_mb, on_batch=progress,
-    )
+    try:
+        refs, stats = activations_for_datasets(
+            store, lm, loaded, layers, batch_tokens=config.batch_tokens, storage_dtype=config.storage_dtype,
+            shard_mb=config.shard_mb, overlong=config.overlong, on_batch=progress,
+        )
+    except ValueError as exc:  # overlong="refuse": names the dataset and ids
+        raise dg.Failure(description=f"activations: {exc}") from None
     for name, s in stats.items():
         if not refs[name].reused and s.get("reused_shards"):
             context.log.info(f"{name}: resumed, reused {s['reused_shards']} of {s['shards']} shards of an interrupted run")
+        if s.get("truncated_examples"):
+            kept = "last" if config.overlong == "keep_end" else "first"
+            context.log.warning(
+                f"{name}: {s['truncated_examples']} of {len(loaded[name])} inputs are longer than {spec.max_length} "
+                f"tokens; kept their {kept} {spec.max_length} (config overlong={config.overlong!r}; 'refuse' fails instead)"
+            )
     bytes_stored = sum(store.size(k) for ref in refs.values() for k in store.list(ref.prefix + "/"))
     tokens = sum(r.tokens for r in refs.values())
     return dg.Output(
@@ -247,6 +262,7 @@ def activations(
                         "shards": stats[n].get("shards", 1),
                         "tokens_per_second": round(stats[n].get("tokens_per_second", 0.0), 1),
                         "padding_efficiency": round(stats[n].get("padding_efficiency", 1.0), 3),
+                        "truncated": stats[n].get("truncated_examples", 0),
                     }
                     for n, r in refs.items()
                 }
@@ -254,6 +270,9 @@ def activations(
             "reused": dg.MetadataValue.bool(all(r.reused for r in refs.values())),
             "precision": dg.MetadataValue.json(lm.precision.as_metadata()),
             "storage_dtype": config.storage_dtype,
+            "truncated_examples": dg.MetadataValue.int(sum(s.get("truncated_examples", 0) for s in stats.values())),
+            "overlong": config.overlong,
+            "max_length": dg.MetadataValue.int(spec.max_length),
         },
     )
 

@@ -23,7 +23,7 @@ from pydantic import Field
 
 from mup_core.models.registry import get_spec
 from mup_core.probe_types import ALL_PROBE_TYPES, LINEAR_PROBE_TYPES
-from mup_dagster.automation import on_any_upstream_partition_update, on_upstream_version_change
+from mup_dagster.automation import GPU_POOL, on_any_upstream_partition_update, on_upstream_version_change
 from mup_dagster.metadata import image_markdown
 from mup_dagster.partitions import by_model, model_partitions
 from mup_dagster.resources import ArtifactStoreResource
@@ -271,7 +271,7 @@ class PromptedConfig(dg.Config):
     endpoint_non_embedding_params: Optional[int] = Field(default=None, description="for FLOPs accounting of an endpoint model")
 
 
-@_asset(kinds={"pytorch"})
+@_asset(pool=GPU_POOL, kinds={"pytorch"})
 def prompted_baseline(
     context: dg.AssetExecutionContext, config: PromptedConfig, artifact_store: ArtifactStoreResource,
     corpus_splits: dict, eval_datasets: dict,
@@ -337,7 +337,7 @@ class FinetunedConfig(dg.Config):
     seeds: list[int] = Field(default_factory=lambda: [0, 1])
 
 
-@_asset(kinds={"pytorch"})
+@_asset(pool=GPU_POOL, kinds={"pytorch"})
 def finetuned_baseline(
     context: dg.AssetExecutionContext, config: FinetunedConfig, artifact_store: ArtifactStoreResource,
     corpus_splits: dict, eval_datasets: dict,
@@ -390,7 +390,7 @@ class ContinuationConfig(dg.Config):
     batch_size: int = 8
 
 
-@_asset(kinds={"pytorch"})
+@_asset(pool=GPU_POOL, kinds={"pytorch"})
 def continuation_baseline(
     context: dg.AssetExecutionContext, config: ContinuationConfig, artifact_store: ArtifactStoreResource,
     corpus_splits: dict, eval_datasets: dict,

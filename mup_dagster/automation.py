@@ -12,6 +12,12 @@ label change refreshes what exists; it does not start every model x layer.
 
 import dagster as dg
 
+# The concurrency pool of every step that runs a model forward or trains one (activations,
+# LLM baselines, judges, policies). The instance's `concurrency: pools: default_limit`
+# (dagster.yaml: 1) caps how many run at once across all runs: one per GPU. On a cluster
+# with N GPUs: `dagster instance concurrency set mup-gpu N`.
+GPU_POOL = "mup-gpu"
+
 AC = dg.AutomationCondition
 
 _changed = (

@@ -7,6 +7,8 @@ from mup_core.activations.extract import (
     plan_shards,
     tokenize_flat,
     tokenize_inputs,
+    OverlongInputs,
+    OVERLONG_POLICIES,
 )
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.activations.store import (
@@ -35,5 +37,7 @@ __all__ = [
     "read_manifest",
     "tokenize_flat",
     "tokenize_inputs",
+    "OverlongInputs",
+    "OVERLONG_POLICIES",
     "write_activations",
 ]

@@ -59,7 +59,7 @@ class ExtractionResult:
 
 def activation_cache_key(
     model_slug: str, inputs_hash: str, layers: Sequence[int], max_length: int, storage_dtype: str,
-    chat_template: str | None = None, compute: str = "",
+    chat_template: str | None = None, compute: str = "", overlong: str = "truncate",
 ) -> str:
     """Content key of stored activations: model, input text, layers and settings, and the
     compute device type and dtype (``cpu:float32``), so that sets computed in another dtype
@@ -74,19 +74,50 @@ def activation_cache_key(
             "dtype": storage_dtype,
             "template": hashlib.sha256((chat_template or "").encode()).hexdigest(),
             "compute": compute,
+            # only when not the default, so the keys of existing sets stay valid
+            **({"overlong": overlong} if overlong != "truncate" else {}),
         },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def tokenize_inputs(lm: LoadedModel, inputs: Sequence[Input], max_length: int | None = None) -> tuple[list[list[int]], int]:
-    """Render through the chat template and tokenize; returns ids and how many were truncated."""
+OVERLONG_POLICIES = ("truncate", "keep_end", "refuse")
+
+
+class OverlongInputs(ValueError):
+    """Inputs longer than the model's maximum length under ``overlong="refuse"``."""
+
+    def __init__(self, positions: list[int], lengths: list[int], max_length: int):
+        self.positions, self.lengths, self.max_length = positions, lengths, max_length
+        shown = ", ".join(f"#{p} ({n} tokens)" for p, n in list(zip(positions, lengths))[:5])
+        super().__init__(
+            f"{len(positions)} inputs are longer than the model's {max_length} tokens: {shown}"
+            f"{' ...' if len(positions) > 5 else ''}; shorten them, or set overlong to 'truncate' "
+            "(keep the start) or 'keep_end' (keep the end)"
+        )
+
+
+def tokenize_inputs(
+    lm: LoadedModel, inputs: Sequence[Input], max_length: int | None = None, overlong: str = "truncate"
+) -> tuple[list[list[int]], int]:
+    """Render through the chat template and tokenize; returns ids and how many were cut.
+
+    ``overlong`` says what happens to an input longer than ``max_length`` tokens:
+    ``truncate`` keeps its first tokens (as the research does), ``keep_end`` its last
+    ones (the latest turns of a long conversation), ``refuse`` raises ``OverlongInputs``.
+    """
+    if overlong not in OVERLONG_POLICIES:
+        raise ValueError(f"overlong must be one of {', '.join(OVERLONG_POLICIES)}, got {overlong!r}")
     max_length = max_length or lm.spec.max_length
     texts = [render(x, lm.tokenizer) for x in inputs]
     enc = lm.tokenizer(texts, add_special_tokens=False, truncation=False)["input_ids"]
-    truncated = sum(1 for ids in enc if len(ids) > max_length)
-    return [ids[:max_length] for ids in enc], truncated
+    long = [i for i, ids in enumerate(enc) if len(ids) > max_length]
+    if long and overlong == "refuse":
+        raise OverlongInputs(long, [len(enc[i]) for i in long], max_length)
+    if overlong == "keep_end":
+        return [ids[-max_length:] for ids in enc], len(long)
+    return [ids[:max_length] for ids in enc], len(long)
 
 
 def pad_right(token_ids: Sequence[Sequence[int]], pad_id: int):
@@ -141,11 +172,16 @@ class TokenizedInputs:
         return self.ids[self.offsets[i] : self.offsets[i + 1]]
 
 
-def tokenize_flat(lm: LoadedModel, inputs: Sequence[Input], max_length: int | None = None, chunk: int = 512) -> TokenizedInputs:
+def tokenize_flat(
+    lm: LoadedModel, inputs: Sequence[Input], max_length: int | None = None, chunk: int = 512, overlong: str = "truncate"
+) -> TokenizedInputs:
     """``tokenize_inputs`` in chunks, kept as one flat array (no per-token Python objects)."""
     parts, lengths, truncated = [], [], 0
     for start in range(0, len(inputs), chunk):
-        ids, cut = tokenize_inputs(lm, inputs[start : start + chunk], max_length)
+        try:
+            ids, cut = tokenize_inputs(lm, inputs[start : start + chunk], max_length, overlong)
+        except OverlongInputs as exc:  # positions in the whole input list
+            raise OverlongInputs([start + p for p in exc.positions], exc.lengths, exc.max_length) from None
         truncated += cut
         lengths.extend(len(t) for t in ids)
         parts.extend(np.asarray(t, dtype=np.int32) for t in ids)

@@ -120,6 +120,7 @@ def write_activations(
     shard_mb: float = DEFAULT_SHARD_MB,
     batch_tokens: int = DEFAULT_BATCH_TOKENS,
     max_length: int | None = None,
+    overlong: str = "truncate",
     storage_dtype: torch.dtype = torch.bfloat16,
     progress: bool = True,
     on_batch: Callable[[int, int], None] | None = None,
@@ -128,7 +129,7 @@ def write_activations(
     the finished shards of an earlier, interrupted run. Returns the manifest."""
     layers = _check_request(lm, inputs, layers)
     info = dict(info or {})
-    tokens = tokenize_flat(lm, inputs, max_length)
+    tokens = tokenize_flat(lm, inputs, max_length, overlong=overlong)
     shard_tokens = shard_tokens_for(shard_mb, layers, lm.spec.hidden_size, storage_dtype)
     plan = plan_shards(tokens.lengths.tolist(), shard_tokens)
     markers: dict[int, dict] = {}
@@ -145,6 +146,7 @@ def write_activations(
         computed.append(shard.stats)
         del shard  # the generator allocates the next shard's buffers on resuming
     stats = summarise(computed, tokens.truncated, layers)
+    stats.update(overlong=overlong, max_length=max_length or lm.spec.max_length)
     stats.update(reused_shards=len(plan) - len(computed), shards=len(plan))
     manifest = {
         **info,

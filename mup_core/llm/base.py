@@ -27,6 +27,30 @@ class LLMError(RuntimeError):
         self.kind = kind  # "failed" (transport/API) or "invalid" (answer did not fit the schema)
 
 
+# share of an asset's LLM requests that may fail (after retries) before the run fails
+DEFAULT_MAX_FAILED_SHARE = 0.2
+
+
+class TooManyFailures(RuntimeError):
+    """More LLM requests failed for good than the configured share allows."""
+
+
+def check_failure_share(failed: int, total: int, max_share: float, what: str, reasons: Sequence[str] = ()) -> None:
+    """Raise ``TooManyFailures`` when more than ``max_share`` of ``total`` requests failed;
+    the message gives the share, the commonest reasons and what to do."""
+    if total == 0 or failed / total <= max_share:
+        return
+    common: dict[str, int] = {}
+    for r in reasons:
+        common[r] = common.get(r, 0) + 1
+    top = "; ".join(f"{n}x {r[:160]}" for r, n in sorted(common.items(), key=lambda kv: -kv[1])[:3])
+    raise TooManyFailures(
+        f"{what}: {failed} of {total} LLM requests failed ({failed / total:.0%}, more than the allowed "
+        f"{max_share:.0%}){': ' + top if top else ''}. Check the endpoint (base_url, model, API key) and re-run; "
+        "answers that succeeded are cached. Raise max_failed_share to accept more failures."
+    )
+
+
 @dataclass
 class ChatResult:
     text: str
