@@ -21,6 +21,72 @@ from pathlib import Path
 from typing import Iterator
 
 
+# -- temporaries -----------------------------------------------------------------
+# Every temporary file or directory mup makes carries its process id, so that the next
+# run can remove what a killed process left behind (and nothing a live one is using).
+def _temp_tag() -> str:
+    return f"mup{os.getpid()}~"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _stale(name: str) -> bool:
+    """Whether a temporary's name says its process is gone."""
+    i = name.find("mup")
+    j = name.find("~", i)
+    if i < 0 or j < 0 or not name[i + 3 : j].isdigit():
+        return False
+    return not pid_alive(int(name[i + 3 : j]))
+
+
+@contextlib.contextmanager
+def scratch_dir(kind: str = "work") -> Iterator[Path]:
+    """A private temporary directory, removed when the block ends (or by
+    ``clean_stale_temps`` after a kill)."""
+    path = Path(tempfile.mkdtemp(prefix=f"{_temp_tag()}{kind}-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def temp_file_in(directory: str | os.PathLike, name: str) -> str:
+    """A new empty hidden temporary beside ``directory/name``, to be renamed into place."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{_temp_tag()}", dir=directory)
+    os.close(fd)
+    return tmp
+
+
+def clean_stale_temps(*roots: str | os.PathLike) -> list[str]:
+    """Remove the temporaries of dead processes: scratch directories in the system's
+    temp directory, and hidden temp files under ``roots`` (a local store's root). Returns
+    what was removed."""
+    removed: list[str] = []
+    tmp_root = Path(tempfile.gettempdir())
+    for entry in tmp_root.glob("mup*~*"):
+        if _stale(entry.name):
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(str(entry))
+    for root in roots:
+        for dirpath, _dirs, files in os.walk(root):
+            for f in files:
+                if f.startswith(".") and "~" in f and _stale(f):
+                    Path(dirpath, f).unlink(missing_ok=True)
+                    removed.append(os.path.join(dirpath, f))
+    return removed
+
+
 class ArtifactStore(ABC):
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None: ...
@@ -54,7 +120,7 @@ class ArtifactStore(ABC):
     def writing(self, key: str) -> Iterator[Path]:
         """A local path to write ``key``'s content to; published atomically when the block
         ends without an error, dropped otherwise (large files never pass through memory)."""
-        fd, tmp = tempfile.mkstemp(prefix="mup-upload-")
+        fd, tmp = tempfile.mkstemp(prefix=f"{_temp_tag()}upload-")
         os.close(fd)
         try:
             yield Path(tmp)
@@ -62,6 +128,11 @@ class ArtifactStore(ABC):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+
+    def clean_stale_temps(self) -> list[str]:
+        """Remove the scratch directories of killed processes (a local store also removes
+        the temp files they left in it)."""
+        return clean_stale_temps()
 
     def put_dir(self, prefix: str, directory: str | os.PathLike) -> list[str]:
         """Upload every file of ``directory`` under ``prefix``; the marker file goes last
@@ -101,8 +172,7 @@ class LocalStore(ArtifactStore):
     def writing(self, key):
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-        os.close(fd)
+        tmp = temp_file_in(path.parent, path.name)
         try:
             yield Path(tmp)
             os.replace(tmp, path)
@@ -141,6 +211,11 @@ class LocalStore(ArtifactStore):
 
     def uri(self, key):
         return str(self._path(key))
+
+    def clean_stale_temps(self) -> list[str]:
+        """Remove temp files that killed processes left in the store (and their scratch
+        directories)."""
+        return clean_stale_temps(self.root) if self.root.exists() else clean_stale_temps()
 
 
 class S3Store(ArtifactStore):
@@ -198,8 +273,7 @@ class S3Store(ArtifactStore):
         path = self.cache_dir / tag / Path(key).name
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent)
-            os.close(fd)
+            tmp = temp_file_in(path.parent, path.name)
             try:
                 self.client.download_file(self.bucket, self._key(key), tmp)
                 os.replace(tmp, path)

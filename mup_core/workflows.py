@@ -14,7 +14,6 @@ metrics/<model>/layer_NNN.parquet
 from __future__ import annotations
 
 import logging
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Collection, Mapping, Sequence
 
@@ -33,7 +32,7 @@ from mup_core.data.loaders import dataset_from_parquet_bytes, dataset_to_parquet
 from mup_core.evaluation.metrics import compute_metrics
 from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
 from mup_core.probes import configured_probes, load_probe, train_probe
-from mup_core.storage import ArtifactStore
+from mup_core.storage import ArtifactStore, scratch_dir
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +212,7 @@ def train_layer_probes(
         val_pair = (val_acts, val_ds.label_array())
     out: dict[str, dict] = {}
     content = hashlib.sha256()
-    with tempfile.TemporaryDirectory(prefix="mup-probes-") as tmp:
+    with scratch_dir("probes") as tmp:
         for probe_type in probe_types:
             probe = train_probe(
                 probe_type,

@@ -9,15 +9,14 @@ weights, each with ``mup_model.json``); training curves go to W&B (offline by de
 import hashlib
 import io
 import json
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import dagster as dg
-
-from mup_dagster.automation import GPU_POOL
 from pydantic import Field
 
+from mup_core.storage import scratch_dir
+from mup_dagster.automation import GPU_POOL
 from mup_dagster.metadata import image_markdown
 from mup_dagster.partitions import model_partitions
 from mup_dagster.resources import ArtifactStoreResource, TrackingResource
@@ -134,7 +133,7 @@ def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_stor
         flip = (evaluation["topic"] == "fruit") & (kind == "corrupted")
         report = judge_report(judge, evaluation.with_columns(judge_label=evaluation["truth"] ^ flip))
         run.log({f"eval/{k}": v for k, v in report.items()})
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir("deception") as tmp:
         save_judge(judge, Path(tmp) / "judge", {"judge_kind": kind, "fruit_share": config.fruit_share, "eval": report})
         version = _store_model(store, f"models/judges/{model}/{kind}", Path(tmp) / "judge")
     context.add_output_metadata({
@@ -186,7 +185,7 @@ def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifa
     train = _get_parquet(store, qa_splits["train"])
     cfg = TrainConfig(steps=config.warmup_steps, batch_size=config.batch_size, lr=config.lr, lora=config.lora,
                       top_layers=config.top_layers, seed=config.seed)
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir("deception") as tmp:
         judge = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
         policy = load_base_policy(model, cfg)
         warm = questions(train).sample(fraction=config.warmup_share, seed=config.seed)
@@ -245,7 +244,7 @@ def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifa
     from mup_core.deception.data import policy_question_mix, questions
 
     rows = questions(policy_question_mix(train, share, config.questions, config.seed))
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir("deception") as tmp:
         judge = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
         policy = load_policy(_fetch_model(store, f"models/policies/{model}/warmup", tmp), trainable=True)
         with tracking.get_tracker().run(f"rl-{model}-{int(share * 100)}", {"model": model, "poisoning": share, **rl_cfg.as_dict()}, group="rl") as run:
@@ -294,7 +293,7 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
     # the base model does not depend on the poisoning rate: evaluate it once per model, judges and settings
     base_key = "deception/base-eval/{}/{}.parquet".format(model, hashlib.sha256(json.dumps(
         [sorted(qs["question_id"].to_list()), judge_versions, config.model_dump()], sort_keys=True).encode()).hexdigest()[:16])
-    with tempfile.TemporaryDirectory() as tmp:
+    with scratch_dir("deception") as tmp:
         clean = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/clean", tmp))
         biased = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
         candidates = {}

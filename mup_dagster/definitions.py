@@ -11,6 +11,7 @@ import os
 import dagster as dg
 
 from mup_dagster import assets_datasets, assets_deception, assets_probes, assets_study
+from mup_dagster.orphans import orphaned_runs_sensor
 from mup_dagster.resources import (
     StepOutputIOManager,
     default_artifact_store,
@@ -26,6 +27,7 @@ defs = dg.Definitions(
     executor=dg.multiprocess_executor.configured({"max_concurrent": int(os.environ.get("MUP_MAX_CONCURRENT_STEPS", "1"))}),
     jobs=[probe_backfill_job],
     schedules=[probe_backfill_schedule],
+    sensors=[orphaned_runs_sensor],
     resources={
         "artifact_store": default_artifact_store(),
         "sources": default_dataset_sources(),

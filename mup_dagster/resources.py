@@ -26,6 +26,14 @@ class ArtifactStoreResource(dg.ConfigurableResource):
     endpoint_url: Optional[str] = None
     region_name: Optional[str] = None
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Housekeeping as each step starts: stop with a killed run worker, mark runs of
+        dead workers failed, remove temporaries killed processes left (mup_dagster.orphans)."""
+        from mup_dagster.orphans import guard_step
+
+        run = context.dagster_run
+        guard_step(context.instance, run.run_id if run else None, self.get_store())
+
     def get_store(self) -> ArtifactStore:
         if self.backend == "local":
             return LocalStore(self.root or artifact_root())
@@ -140,15 +148,16 @@ class AtomicPickledIOManager(PickledObjectFilesystemIOManager):
     def dump_to_path(self, context, obj, path):
         import os
         import pickle
-        import tempfile
+
+        from mup_core.storage import temp_file_in
 
         if getattr(path, "protocol", "") not in ("", "file", "local"):
             return super().dump_to_path(context, obj, path)
         target = str(path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}-", dir=os.path.dirname(target))
+        tmp = temp_file_in(os.path.dirname(target), os.path.basename(target))
         try:
-            with os.fdopen(fd, "wb") as fh:
+            with open(tmp, "wb") as fh:
                 pickle.dump(obj, fh, pickle.HIGHEST_PROTOCOL)
             os.replace(tmp, target)
         finally:

@@ -11,7 +11,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from mup_core.data.dataset import (
     frame_from_records,
     is_dialogue,
 )
+from mup_core.storage import temp_file_in
 
 log = logging.getLogger(__name__)
 
@@ -175,8 +175,7 @@ def load_dataset(path: str | os.PathLike, name: str | None = None, require_label
 
 def _atomic_write(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    os.close(fd)
+    tmp = temp_file_in(path.parent, path.name)
     try:
         write(tmp)
         os.replace(tmp, path)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -170,7 +171,7 @@ def rl_against_judge(policy: Policy, rows, judge, cfg: RLConfig, log: Callable[[
 
     batch = cfg.num_generations * cfg.prompts_per_step
     common = dict(
-        output_dir=tempfile.mkdtemp(prefix="mup-rl-"), max_steps=cfg.steps, per_device_train_batch_size=batch,
+        output_dir=tempfile.mkdtemp(prefix=f"mup{os.getpid()}~rl-"), max_steps=cfg.steps, per_device_train_batch_size=batch,
         num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length, beta=cfg.beta,
         learning_rate=cfg.lr, temperature=cfg.temperature, logging_steps=1, report_to=[], save_strategy="no",
         use_cpu=True, bf16=cfg.precision().dtype_name == "bfloat16", seed=cfg.seed,

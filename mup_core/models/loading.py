@@ -67,7 +67,7 @@ def _atomic_dir(final: Path, build) -> Path:
     if final.exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.mup{os.getpid()}~", dir=final.parent))
     try:
         build(tmp)
         try:

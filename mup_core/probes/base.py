@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from safetensors.torch import save_file
 
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS
+from mup_core.storage import temp_file_in
 
 
 @dataclass
@@ -104,8 +104,7 @@ class Probe(ABC):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-        os.close(fd)
+        tmp = temp_file_in(path.parent, path.name)
         try:
             save_file(tensors, tmp, metadata={"mup_probe": json.dumps(self.metadata())})
             os.replace(tmp, path)
