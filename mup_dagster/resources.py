@@ -31,7 +31,7 @@ class ArtifactStoreResource(dg.ConfigurableResource):
         dead workers failed, remove temporaries killed processes left (mup_dagster.orphans)."""
         from mup_dagster.orphans import guard_step
 
-        run = context.dagster_run
+        run = context.run
         guard_step(context.instance, run.run_id if run else None, self.get_store())
 
     def get_store(self) -> ArtifactStore:
@@ -98,6 +98,7 @@ class LLMResource(dg.ConfigurableResource):
     base_url: Optional[str] = None
     api_key_env: str = "OPENAI_API_KEY"
     max_concurrency: int = 8
+    max_retries: int = Field(default=5, description="retries of a failed request (429, 5xx, timeouts), with backoff")
     cache_path: Optional[str] = None
 
     def get_client(self):
@@ -107,7 +108,8 @@ class LLMResource(dg.ConfigurableResource):
         cache = self.cache_path or str(mup_home() / "llm_cache.sqlite")
         if self.backend == "openai":
             return make_client("openai", self.model, base_url=self.base_url, cache_path=cache,
-                               api_key_env=self.api_key_env, max_concurrency=self.max_concurrency)
+                               api_key_env=self.api_key_env, max_concurrency=self.max_concurrency,
+                               max_retries=self.max_retries)
         return make_client(self.backend, self.model, cache_path=cache)
 
 

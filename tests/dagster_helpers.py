@@ -12,12 +12,12 @@ ASSETS = [
 DATASETS = ["stakes_corpus", "corpus_splits", "imported_datasets", "eval_datasets", "dataset_texts"]
 
 
-def resources(root, corpus_path=None, eval_files=(), llm_cache=None, tracking_mode="disabled", tracking_dir=None):
+def resources(root, corpus_path=None, eval_files=(), llm_cache=None, tracking_mode="disabled", tracking_dir=None, llm=None):
     return {
         "tracking": TrackingResource(mode=tracking_mode, directory=str(tracking_dir) if tracking_dir else None),
         "artifact_store": ArtifactStoreResource(root=str(root)),
         "sources": DatasetSourcesResource(corpus_path=str(corpus_path) if corpus_path else None, eval_files=[str(f) for f in eval_files]),
-        "llm": LLMResource(backend="local", model="tiny", cache_path=str(llm_cache) if llm_cache else None),
+        "llm": llm or LLMResource(backend="local", model="tiny", cache_path=str(llm_cache) if llm_cache else None),
         "io_manager": StepOutputIOManager(),
     }
 
