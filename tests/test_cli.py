@@ -40,13 +40,14 @@ def test_dagster_asset_materialize_cli(tmp_path):
         [DAGSTER, "asset", "materialize", "-m", "mup_dagster.definitions", "--select", "probes", "--partition", "tiny|2"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
-    assert bad.returncode != 0  # wrong key order is refused
+    assert bad.returncode != 0 and "did you mean `2|tiny`" in bad.stderr  # wrong key order is refused, with a hint
 
     instance = dg.DagsterInstance.from_config(str(home))
     latest = instance.get_latest_materialization_event(dg.AssetKey("probe_metrics"))
     assert latest.dagster_event.partition == "2|tiny"
     assert (tmp_path / "artifacts" / "metrics" / "tiny" / "layer_002.parquet").exists()
-    assert (tmp_path / "artifacts" / "probes" / "tiny" / "layer_002" / "attention.safetensors").exists()
+    (probe_set,) = (tmp_path / "artifacts" / "probes" / "tiny" / "layer_002").iterdir()  # one content-keyed set
+    assert (probe_set / "attention.safetensors").exists() and (probe_set / "_COMPLETE").exists()
     labelled = instance.get_latest_materialization_event(dg.AssetKey("synthetic_labelled"))
     assert labelled.asset_materialization.metadata["rows"].value >= 2
     assert (tmp_path / "mup_home" / "llm_cache.sqlite").exists()

@@ -128,6 +128,16 @@ def test_2_eval_set_named_like_a_split_is_refused(h, tmp_path, name):
     assert f"{name}-eval.jsonl" in text  # what to do
 
 
+def test_2_two_eval_sets_with_one_name_are_refused(tmp_path):
+    files = []
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        files.append(str(write_jsonl(tmp_path / d / "mt.jsonl", [json.dumps({"ids": "1", "inputs": "x", "labels": "low-stakes"})])))
+    config = {"ops": {"eval_datasets": {"config": {"files": files}}}}
+    result = materialize(dg.DagsterInstance.ephemeral(), tmp_path / "s", DATASETS, run_config=config, raise_on_error=False)
+    assert f"{files[1]}: two evaluation sets are named 'mt'; rename this one" in failure_text(result)
+
+
 # -- 3. two runs of one partition at once ----------------------------------------------------
 @pytest.mark.slow
 def test_3_concurrent_runs_of_one_partition_publish_consistent_sets(h):
