@@ -13,5 +13,7 @@ ALL_PROBE_TYPES = (
     "last_token",
     "rolling_max",
     "per_token",
+    "ema",
+    "multimax",
 )
 LINEAR_PROBE_TYPES = ("difference_of_means", "lda", "logistic_regression")

@@ -84,6 +84,21 @@ class Probe(ABC):
         """Per-token scores (logit scale) of example ``i``, for inspection: what the probe
         reads at each token before it pools them."""
 
+    # -- streaming ------------------------------------------------------------
+    @abstractmethod
+    def stream_terms(self, x: torch.Tensor) -> np.ndarray:
+        """Per-token quantities ``(T, k)`` float64 of one example's activations ``(T, H)``;
+        each row depends on its own token only, so a stream computes each once."""
+
+    @abstractmethod
+    def aggregate_prefixes(self, terms: np.ndarray) -> np.ndarray:
+        """Logits ``(T,)`` after each prefix: entry ``t`` is the logit the probe gives the
+        example cut after token ``t`` (causal). The last entry is the offline logit."""
+
+    def prefix_proba(self, x: torch.Tensor) -> np.ndarray:
+        """P(high-stakes) after every token of one example (``(T, H)`` activations)."""
+        return _sigmoid(self.aggregate_prefixes(self.stream_terms(x)))
+
     # -- persistence ----------------------------------------------------------
     @abstractmethod
     def state_tensors(self) -> dict[str, torch.Tensor]: ...
@@ -124,6 +139,35 @@ class Probe(ABC):
         lm = lm or load_model_cached(self.info.model)
         result = extract_activations(lm, list(texts), [self.info.layer], batch_tokens=batch_tokens, progress=False)
         return self.predict_proba(result.layer(self.info.layer))
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+
+
+class ProbeStream:
+    """A probe following one conversation token by token: ``push`` the new tokens'
+    activations, get P(high-stakes) after each. Per-token terms are computed once; the
+    aggregation over the prefix is O(T) numpy."""
+
+    def __init__(self, probe: "Probe"):
+        self.probe = probe
+        self.terms: np.ndarray | None = None
+
+    def push(self, x: torch.Tensor) -> np.ndarray:
+        new = self.probe.stream_terms(x)
+        self.terms = new if self.terms is None else np.concatenate([self.terms, new])
+        return _sigmoid(self.probe.aggregate_prefixes(self.terms)[-len(new):])
+
+    @property
+    def tokens(self) -> int:
+        return 0 if self.terms is None else len(self.terms)
+
+
+def tokens_until_alarm(proba: np.ndarray, threshold: float) -> int | None:
+    """1-based index of the first token whose prefix score reaches ``threshold``."""
+    hit = np.flatnonzero(proba >= threshold)
+    return int(hit[0]) + 1 if hit.size else None
 
 
 PROBE_TYPES: dict[str, type[Probe]] = {}

@@ -21,6 +21,17 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
 
 
+class _MeanPooledStreaming:
+    """The logit is affine in the mean-pooled activation, so it equals the mean of the
+    per-token logits: a prefix's logit is their running mean."""
+
+    def stream_terms(self, x):
+        return self.token_scores_of(x.double().numpy())[:, None]
+
+    def aggregate_prefixes(self, terms):
+        return np.cumsum(terms[:, 0]) / np.arange(1, len(terms) + 1)
+
+
 def _check_weights(sample_weight, n: int) -> np.ndarray:
     if sample_weight is None:
         return np.ones(n)
@@ -40,7 +51,7 @@ def _check_labels(labels: np.ndarray, n: int) -> np.ndarray:
 
 
 @register
-class LogisticRegressionProbe(Probe):
+class LogisticRegressionProbe(_MeanPooledStreaming, Probe):
     """sklearn logistic regression on standardised mean-pooled activations."""
 
     probe_type = "logistic_regression"
@@ -71,6 +82,9 @@ class LogisticRegressionProbe(Probe):
     def token_scores(self, acts, i):
         return self.decision(acts.example(i).double().numpy())
 
+    def token_scores_of(self, x: np.ndarray) -> np.ndarray:
+        return self.decision(x)
+
     def state_tensors(self):
         return {
             "mean": torch.from_numpy(np.asarray(self.mean, dtype=np.float64)),
@@ -94,7 +108,7 @@ def _fit_1d_calibration(proj: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple
 
 
 @register
-class DifferenceOfMeansProbe(Probe):
+class DifferenceOfMeansProbe(_MeanPooledStreaming, Probe):
     """Direction = mean(high) - mean(low) of mean-pooled activations.
 
     Scores are the projection on that direction, mapped to a probability by a
@@ -117,7 +131,10 @@ class DifferenceOfMeansProbe(Probe):
         return _sigmoid(self.a * proj + self.b)
 
     def token_scores(self, acts, i):
-        return self.a * (acts.example(i).double().numpy() @ self.direction) + self.b
+        return self.token_scores_of(acts.example(i).double().numpy())
+
+    def token_scores_of(self, x: np.ndarray) -> np.ndarray:
+        return self.a * (x @ self.direction) + self.b
 
     def state_tensors(self):
         return {
@@ -131,7 +148,7 @@ class DifferenceOfMeansProbe(Probe):
 
 
 @register
-class LDAProbe(Probe):
+class LDAProbe(_MeanPooledStreaming, Probe):
     """Linear discriminant analysis on standardised mean-pooled activations.
 
     w = S^-1 (mu_high - mu_low) with S the pooled within-class covariance shrunk
@@ -185,6 +202,9 @@ class LDAProbe(Probe):
 
     def token_scores(self, acts, i):
         return self.decision(acts.example(i).double().numpy())
+
+    def token_scores_of(self, x: np.ndarray) -> np.ndarray:
+        return self.decision(x)
 
     def state_tensors(self):
         return {

@@ -6,7 +6,13 @@
 - ``last_token``: the logit of the last token;
 - ``rolling_max``: the largest mean of per-token logits over a sliding window;
 - ``per_token``: a linear classifier trained on every token (each token carries its
-  example's label), aggregated by the mean of its token logits.
+  example's label), aggregated by the mean of its token logits;
+- ``ema``: the largest exponential moving average of per-token logits;
+- ``multimax``: several max-pooled token scores, combined linearly.
+
+Every probe also scores causally, token by token (``stream_terms`` and
+``aggregate_prefixes``): the score after token t is the offline score of the example cut
+after t, so a live monitor's verdict after the last token is the offline one.
 
 All are trained with AdamW and a cosine schedule (defaults from the research:
 lr 5e-3, weight decay 1e-3), with early stopping on a validation split: after every
@@ -31,6 +37,15 @@ from mup_core.probes.base import Probe, register
 from mup_core.probes.linear import _check_labels, _check_weights
 
 
+def _prefix_softmax_mean(q: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """For every prefix t: sum_{s<=t} softmax(q_{<=t})_s v_s, in log space (stable)."""
+    with np.errstate(divide="ignore"):
+        log_norm = np.logaddexp.accumulate(q)
+        pos = np.logaddexp.accumulate(q + np.log(np.clip(v, 0, None)))
+        neg = np.logaddexp.accumulate(q + np.log(np.clip(-v, 0, None)))
+    return np.exp(pos - log_norm) - np.exp(neg - log_norm)
+
+
 class _AttentionHead(nn.Module):
     """score = sum_t softmax_t(x_t . q) * (x_t . v) + b"""
 
@@ -46,6 +61,12 @@ class _AttentionHead(nn.Module):
         att = self.query(x).squeeze(-1).masked_fill(~mask, float("-inf"))
         weights = torch.softmax(att, dim=-1)
         return (weights * self.token_scores(x).masked_fill(~mask, 0.0)).sum(-1)
+
+    def terms(self, x):
+        return torch.stack([self.query(x).squeeze(-1), self.token_scores(x)], dim=-1)
+
+    def aggregate(self, terms):
+        return _prefix_softmax_mean(terms[:, 0], terms[:, 1])
 
 
 class _SoftmaxPoolHead(nn.Module):
@@ -64,6 +85,12 @@ class _SoftmaxPoolHead(nn.Module):
         weights = torch.softmax((s / self.temperature).masked_fill(~mask, float("-inf")), dim=-1)
         return (weights * s.masked_fill(~mask, 0.0)).sum(-1)
 
+    def terms(self, x):
+        return self.token_scores(x)[:, None]
+
+    def aggregate(self, terms):
+        return _prefix_softmax_mean(terms[:, 0] / self.temperature, terms[:, 0])
+
 
 _NEG = -1e9  # not -inf: a max/softmax over masked positions must stay finite in gradients
 
@@ -81,6 +108,12 @@ class _MaxHead(nn.Module):
     def forward(self, x, mask):
         return self.token_scores(x).masked_fill(~mask, _NEG).max(-1).values
 
+    def terms(self, x):
+        return self.token_scores(x)[:, None]
+
+    def aggregate(self, terms):
+        return np.maximum.accumulate(terms[:, 0])
+
 
 class _LastTokenHead(_MaxHead):
     """score = x_last . w + b (the last real token; padding is on the right)."""
@@ -88,6 +121,9 @@ class _LastTokenHead(_MaxHead):
     def forward(self, x, mask):
         last = mask.long().sum(-1) - 1
         return self.token_scores(x).gather(1, last[:, None]).squeeze(1)
+
+    def aggregate(self, terms):
+        return terms[:, 0].copy()
 
 
 class _RollingMaxHead(_MaxHead):
@@ -111,6 +147,16 @@ class _RollingMaxHead(_MaxHead):
         valid = (ends[None, :] <= n) & ((ends[None, :] >= self.window) | (ends[None, :] == n))
         return means.masked_fill(~valid, _NEG).max(-1).values
 
+    def aggregate(self, terms):
+        s = terms[:, 0]
+        cs = np.concatenate([[0.0], np.cumsum(s)])
+        ends = np.arange(1, len(s) + 1)
+        starts = np.clip(ends - self.window, 0, None)
+        means = (cs[ends] - cs[starts]) / (ends - starts)
+        full = np.where(ends >= self.window, means, -np.inf)  # whole windows only
+        best = np.maximum.accumulate(full)
+        return np.where(ends < self.window, cs[ends] / ends, best)  # shorter than a window: the mean
+
 
 class _MeanHead(_MaxHead):
     """score = mean_t (x_t . w + b): the aggregation of the per-token probe."""
@@ -118,6 +164,69 @@ class _MeanHead(_MaxHead):
     def forward(self, x, mask):
         s = self.token_scores(x).masked_fill(~mask, 0.0)
         return s.sum(-1) / mask.sum(-1)
+
+    def aggregate(self, terms):
+        return np.cumsum(terms[:, 0]) / np.arange(1, len(terms) + 1)
+
+
+class _EMAHead(_MaxHead):
+    """Streaming aggregation of the production anchors: per-token logits smoothed by an
+    exponential moving average (e_0 = s_0, e_t = a s_t + (1 - a) e_{t-1}); the example's
+    logit is the largest smoothed value, i.e. the alarm a monitor would raise first."""
+
+    def __init__(self, hidden: int, alpha: float):
+        super().__init__(hidden)
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError(f"ema: alpha must be in (0, 1], got {alpha}")
+        self.alpha = float(alpha)
+
+    def _weights(self, length: int, dtype) -> torch.Tensor:
+        t = torch.arange(length)
+        power = (t[:, None] - t[None, :]).clamp(min=0).to(dtype)
+        w = self.alpha * (1 - self.alpha) ** power
+        w[:, 0] = (1 - self.alpha) ** t.to(dtype)
+        return torch.tril(w)
+
+    def forward(self, x, mask):
+        s = self.token_scores(x).masked_fill(~mask, 0.0)
+        ema = s @ self._weights(s.shape[1], s.dtype).T  # causal: padding on the right never reaches a real token
+        return ema.masked_fill(~mask, _NEG).max(-1).values
+
+    def aggregate(self, terms):
+        from scipy.signal import lfilter
+
+        s = terms[:, 0]
+        a = self.alpha
+        ema = lfilter([a], [1.0, -(1 - a)], s, zi=[(1 - a) * s[0]])[0]  # e_0 = s_0
+        return np.maximum.accumulate(ema)
+
+
+class _MultiMaxHead(nn.Module):
+    """``heads`` linear token scores, each max-pooled over tokens, combined linearly:
+    a multi-head hard-max probe in the spirit of the production anchors' MultiMax (each
+    head can fire on a different kind of evidence; one token suffices for each)."""
+
+    def __init__(self, hidden: int, heads: int):
+        super().__init__()
+        if heads < 1:
+            raise ValueError(f"multimax: heads must be >= 1, got {heads}")
+        self.values = nn.Linear(hidden, heads)
+        self.combine = nn.Linear(heads, 1)
+
+    def token_scores(self, x):
+        return self.combine(self.values(x)).squeeze(-1)
+
+    def forward(self, x, mask):
+        v = self.values(x).masked_fill(~mask[..., None], _NEG).max(-2).values
+        return self.combine(v).squeeze(-1)
+
+    def terms(self, x):
+        return self.values(x)
+
+    def aggregate(self, terms):
+        w = self.combine.weight.detach().double().numpy()[0]
+        b = float(self.combine.bias.detach()[0])
+        return np.maximum.accumulate(terms, axis=0) @ w + b
 
 
 class TorchSequenceProbe(Probe):
@@ -157,6 +266,13 @@ class TorchSequenceProbe(Probe):
     def token_scores(self, acts: RaggedActivations, i: int) -> np.ndarray:
         with torch.no_grad():
             return self.head.token_scores(self._prepare(acts.example(i).float())).double().numpy()
+
+    def stream_terms(self, x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return self.head.terms(self._prepare(x.float())).double().numpy()
+
+    def aggregate_prefixes(self, terms: np.ndarray) -> np.ndarray:
+        return self.head.aggregate(terms)
 
     token_level_loss: bool = False  # train every token on its example's label
 
@@ -294,3 +410,27 @@ class PerTokenProbe(TorchSequenceProbe):
 
     def build_head(self, hidden):
         return _MeanHead(hidden)
+
+
+@register
+class EMAProbe(TorchSequenceProbe):
+    probe_type = "ema"
+
+    @classmethod
+    def default_hyperparameters(cls):
+        return {**super().default_hyperparameters(), "alpha": 0.2}
+
+    def build_head(self, hidden):
+        return _EMAHead(hidden, float(self.hyperparameters["alpha"]))
+
+
+@register
+class MultiMaxProbe(TorchSequenceProbe):
+    probe_type = "multimax"
+
+    @classmethod
+    def default_hyperparameters(cls):
+        return {**super().default_hyperparameters(), "heads": 4}
+
+    def build_head(self, hidden):
+        return _MultiMaxHead(hidden, int(self.hyperparameters["heads"]))
