@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Collection, Mapping, Sequence
 
+import numpy as np
 import polars as pl
 
 from mup_core.activations import (
@@ -260,10 +261,24 @@ def evaluate_layer_probes(
     layer: int,
     probe_keys: Mapping[str, str],
     eval_sets: Mapping[str, tuple[Dataset, ActivationRef | Mapping]],
+    calibrate_on: str = "corpus-val",
+    target_fpr: float = 0.01,
 ) -> pl.DataFrame:
-    """Metrics of every probe on every evaluation set (ambiguous rows excluded)."""
-    rows = []
+    """Metrics of every probe on every evaluation set (ambiguous rows excluded).
+
+    Besides the offline metrics, each probe is run as a stream (its causal score after
+    every token) with the threshold that gives ``target_fpr`` on the low-stakes examples
+    of ``calibrate_on``: ``alarm_threshold``, the offline FPR and TPR that threshold
+    realises on each set (``alarm_fpr``, ``alarm_tpr``), the share of examples a live
+    monitor would have alarmed on at some token (``stream_fpr``, ``stream_tpr``) and the
+    median number of tokens a high-stakes example took to raise it
+    (``median_tokens_to_alarm``).
+    """
+    from mup_core.monitor.bundle import calibrate_threshold
+    from mup_core.probes.base import tokens_until_alarm
+
     probes = {t: load_probe(store.local_path(k)) for t, k in probe_keys.items()}
+    loaded = {}
     for name, (ds, ref) in eval_sets.items():
         clear = ds.unambiguous()
         if len(clear) == 0 or len(set(clear.labels)) < 2:
@@ -271,9 +286,31 @@ def evaluate_layer_probes(
             continue
         clear, acts = load_labelled(store, ds, ref, layer)
         y = clear.label_array()
+        loaded[name] = (acts, y, {t: p.predict_proba(acts) for t, p in probes.items()})
+    thresholds = {}
+    if calibrate_on in loaded:
+        _, y_cal, probs_cal = loaded[calibrate_on]
+        thresholds = {t: calibrate_threshold(probs_cal[t][y_cal == 0], target_fpr) for t in probes}
+    rows = []
+    for name, (acts, y, probs) in loaded.items():
         for probe_type, probe in probes.items():
-            m = compute_metrics(y, probe.predict_proba(acts))
-            rows.append({"model": model, "layer": int(layer), "probe_type": probe_type, "dataset": name, **m.as_dict()})
+            m = compute_metrics(y, probs[probe_type])
+            row = {"model": model, "layer": int(layer), "probe_type": probe_type, "dataset": name, **m.as_dict(),
+                   "probe_key": probe_keys[probe_type]}
+            if probe_type in thresholds:
+                thr = thresholds[probe_type]
+                first = [tokens_until_alarm(probe.prefix_proba(acts.example(i)), thr) for i in range(len(acts))]
+                alarmed = np.array([f is not None for f in first])
+                to_alarm = [f for f, label in zip(first, y) if f is not None and label == 1]
+                row.update(
+                    alarm_threshold=thr,
+                    alarm_fpr=float(np.mean(probs[probe_type][y == 0] >= thr)),
+                    alarm_tpr=float(np.mean(probs[probe_type][y == 1] >= thr)),
+                    stream_fpr=float(alarmed[y == 0].mean()),
+                    stream_tpr=float(alarmed[y == 1].mean()),
+                    median_tokens_to_alarm=float(np.median(to_alarm)) if to_alarm else None,
+                )
+            rows.append(row)
     return pl.DataFrame(rows)
 
 

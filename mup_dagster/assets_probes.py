@@ -9,10 +9,13 @@ definitions stays fast.
 from typing import Literal, Optional
 
 import dagster as dg
+import numpy as np
+import polars as pl
 from pydantic import Field
 
 from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
 from mup_core.models.registry import get_spec
+from mup_core.monitor.bundle import IN_DISTRIBUTION
 from mup_core.probe_types import ALL_PROBE_TYPES
 from mup_dagster.automation import GPU_POOL, on_any_upstream_partition_update, on_upstream_version_change
 from mup_dagster.metadata import image_markdown, label_balance
@@ -440,3 +443,85 @@ def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStor
         }
     )
     return {"figure": fig_key, "table": table_key, "rows": table.height}
+
+
+class MonitorBundleConfig(dg.Config):
+    selection_datasets: list[str] = Field(
+        default_factory=list,
+        description="evaluation sets (names in eval_datasets) on which the probe type and layer are chosen and the "
+        "threshold calibrated: sets from outside the training distribution, e.g. the research's dev sets. Empty: the "
+        "corpus validation split (in distribution; the bundle records it)",
+    )
+    target_fpr: float = Field(default=0.01, description="share of low-stakes conversations allowed to raise an alarm")
+    uncertain_width: float = Field(
+        default=0.5, description="scores in [threshold x (1 - width), threshold) are escalated to the LLM judge"
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    partitions_def=model_partitions,
+    deps=[dg.AssetDep("probe_metrics", partition_mapping=by_model)],
+    kinds={"pytorch"},
+    automation_condition=on_any_upstream_partition_update,
+)
+def monitor_bundle(
+    context: dg.AssetExecutionContext,
+    config: MonitorBundleConfig,
+    artifact_store: ArtifactStoreResource,
+    corpus_splits: dict,
+    eval_datasets: dict,
+    activations: dict,
+) -> dict:
+    """The probe deployed as a live monitor (`mup monitor`): best probe type and layer on
+    the selection sets, its threshold at the target false-positive rate, the uncertain band
+    escalated to an LLM judge. Re-materialised when the model's probe metrics change."""
+    from mup_core.monitor import BundleError, MonitorBundle, calibrate_threshold, choose_probe, save_bundle, uncertain_band
+    from mup_core.probes import load_probe
+    from mup_core.workflows import collect_metrics, load_labelled, load_stored_dataset, metrics_markdown
+
+    model = context.partition_key
+    store = artifact_store.get_store()
+    table = collect_metrics(store, model)
+    if "probe_key" in table.columns:
+        table = table.filter(pl.col("probe_key").is_not_null())
+    selection = list(config.selection_datasets) or [IN_DISTRIBUTION]
+    refs = {IN_DISTRIBUTION: (corpus_splits["val"], activations["val"]), **{n: (r, activations.get(n)) for n, r in eval_datasets.items()}}
+    try:
+        if "probe_key" not in table.columns:
+            raise BundleError("stored probe metrics predate monitor bundles; re-materialise probe_metrics")
+        best, candidates = choose_probe(table, selection)
+        probe = load_probe(store.local_path(best["probe_key"]))
+        scores, labels = [], []
+        for name in selection:
+            ref, acts_ref = refs[name]
+            clear, acts = load_labelled(store, load_stored_dataset(store, ref), acts_ref, int(best["layer"]))
+            scores.append(probe.predict_proba(acts))
+            labels.append(clear.label_array())
+        s, y = np.concatenate(scores), np.concatenate(labels)
+        threshold = calibrate_threshold(s[y == 0], config.target_fpr)
+    except BundleError as exc:
+        raise dg.Failure(description=f"monitor_bundle: {exc}") from None
+    bundle = MonitorBundle(
+        model=model, layer=int(best["layer"]), probe_type=best["probe_type"], threshold=threshold,
+        target_fpr=config.target_fpr, selection_sets=selection, out_of_distribution=selection != [IN_DISTRIBUTION],
+        selection_auroc=float(best["auroc"]), realised_fpr=float(np.mean(s[y == 0] >= threshold)),
+        tpr_at_threshold=float(np.mean(s[y == 1] >= threshold)),
+        uncertain_band=uncertain_band(threshold, config.uncertain_width), probe_source=best["probe_key"],
+        candidates=candidates,
+    )
+    prefix = save_bundle(store, bundle, store.local_path(best["probe_key"]))
+    if not bundle.out_of_distribution:
+        context.log.warning("monitor_bundle: chosen and calibrated on the corpus validation split (in distribution); "
+                            "set selection_datasets to dev sets from your traffic for a threshold that holds there")
+    context.add_output_metadata({
+        "probe": f"{bundle.probe_type} @ layer {bundle.layer}",
+        "threshold": dg.MetadataValue.float(round(threshold, 4)),
+        "selection": dg.MetadataValue.json({"sets": selection, "out_of_distribution": bundle.out_of_distribution,
+                                            "auroc": round(bundle.selection_auroc, 4), "fpr": round(bundle.realised_fpr, 4),
+                                            "tpr": round(bundle.tpr_at_threshold, 4)}),
+        "candidates": dg.MetadataValue.md(metrics_markdown(pl.DataFrame(candidates), ("layer", "probe_type", "auroc", "tpr_at_1pct_fpr"))),
+        "bundle": dg.MetadataValue.path(store.uri(prefix)),
+        "serve": f"mup monitor --model {model}",
+    })
+    return {"prefix": prefix, "probe_type": bundle.probe_type, "layer": bundle.layer, "threshold": threshold}

@@ -1,7 +1,8 @@
 """`mup serve`: an OpenAI-compatible chat-completions server for a registry model.
 
-Serves ``POST /v1/chat/completions`` (with ``response_format`` ``json_schema``
-structured outputs, decoded under the schema) and ``GET /v1/models``. Useful on its
+A FastAPI app on uvicorn (``mup_core.web``). Serves ``POST /v1/chat/completions`` (with
+``response_format`` ``json_schema`` structured outputs, decoded under the schema;
+``stream: true`` as server-sent events) and ``GET /v1/models``. Useful on its
 own to put the local model behind the same API as a hosted one, and used by the
 tests of the OpenAI backend, with failures injected on purpose:
 
@@ -16,33 +17,141 @@ Faults are consumed one per request, in order, from ``--fault`` flags or
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 import uuid
 from collections import deque
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterable
+from typing import Any, Iterable, Literal, Optional
+
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 
 from mup_core.llm.base import LLMClient, LLMError
+from mup_core.web import APIError, AppServer, install_error_handlers
 
-log = logging.getLogger(__name__)
+FAULT_KINDS = {"429": "rate_limit_exceeded", "500": "server_error", "502": "bad_gateway", "503": "overloaded"}
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant", "tool", "developer"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    """The fields of OpenAI's chat-completions request that mup's servers read."""
+
+    model: Optional[str] = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: Optional[int] = Field(default=None, ge=1, le=4096)
+    max_completion_tokens: Optional[int] = Field(default=None, ge=1, le=4096)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    seed: Optional[int] = None
+    stream: bool = False
+    logprobs: bool = False
+    top_logprobs: Optional[int] = None
+    response_format: Optional[dict[str, Any]] = None
+
+    @property
+    def token_limit(self) -> Optional[int]:
+        return self.max_completion_tokens or self.max_tokens
+
+    def dicts(self) -> list[dict]:
+        return [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in self.messages]
+
+
+def completion(model: str, text: str, finish: str = "stop", **extra) -> dict:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, **extra}],
+        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+    }
+
+
+def chunk(model: str, cid: str, delta: dict, finish: Optional[str] = None, **extra) -> str:
+    """One server-sent event of a streamed completion."""
+    body = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+    return f"data: {json.dumps(body)}\n\n"
+
+
+def chat_app(server: "ChatServer") -> FastAPI:
+    app = FastAPI(title="mup serve", version="1")
+    install_error_handlers(app)
+
+    @app.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": server.model_name, "object": "model", "owned_by": "mup"}]}
+
+    @app.post("/v1/admin/faults")
+    def add_faults(body: dict):
+        server.add_faults(body.get("faults", []))
+        return {"faults": list(server.faults)}
+
+    @app.post("/v1/chat/completions")
+    def chat(request: ChatRequest):
+        fault = server._next_fault()
+        if fault in FAULT_KINDS:
+            raise APIError(int(fault), f"injected {fault}", FAULT_KINDS[fault])
+        if fault and fault.startswith("slow:"):
+            time.sleep(float(fault.split(":", 1)[1]))
+        messages = request.dicts()
+        if request.logprobs:
+            return logprobs(request, messages)
+        schema = None
+        fmt = request.response_format or {}
+        if fmt.get("type") == "json_schema":
+            schema = (fmt.get("json_schema") or {}).get("schema")
+        try:
+            result = server.client.complete(messages, schema=schema, max_tokens=request.token_limit or 256,
+                                            temperature=request.temperature)
+        except LLMError as exc:
+            raise APIError(422, exc.reason) from None
+        text = result.text
+        if fault == "malformed":
+            text = text[: max(1, len(text) // 2)] + " <<truncated"
+        if request.stream:
+            cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+            events = [chunk(server.model_name, cid, {"role": "assistant", "content": text}),
+                      chunk(server.model_name, cid, {}, "stop"), "data: [DONE]\n\n"]
+            return StreamingResponse(iter(events), media_type="text/event-stream")
+        return completion(server.model_name, text)
+
+    def logprobs(request: ChatRequest, messages):
+        top_k = int(request.top_logprobs or 1)
+        if not hasattr(server.client, "next_token_logprobs"):
+            raise APIError(400, "this backend does not return log-probabilities")
+        if not 0 <= top_k <= 20:
+            raise APIError(400, "top_logprobs must be between 0 and 20")
+        top = server.client.next_token_logprobs(messages, max(1, top_k))
+        entries = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top]
+        body = completion(server.model_name, top[0][0], "length",
+                          logprobs={"content": [{**entries[0], "top_logprobs": entries[:top_k]}]})
+        body["usage"]["completion_tokens"] = 1
+        return body
+
+    return app
 
 
 class ChatServer:
+    """The app for one client, with failures to inject; ``start()`` serves it from a
+    background thread, ``serve_forever()`` until SIGINT/SIGTERM."""
+
     def __init__(self, client: LLMClient, model_name: str, host: str = "127.0.0.1", port: int = 8000, faults: Iterable[str] = ()):
         self.client = client
         self.model_name = model_name
         self.faults: deque[str] = deque(faults)
         self.requests_seen = 0
         self._lock = threading.Lock()
-        self.httpd = ThreadingHTTPServer((host, port), self._handler())
-        self.httpd.daemon_threads = True
+        self.app = chat_app(self)
+        self.http = AppServer(self.app, host, port)
 
     @property
     def url(self) -> str:
-        host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        return f"{self.http.base}/v1"
 
     def add_faults(self, faults: Iterable[str]) -> None:
         with self._lock:
@@ -54,105 +163,11 @@ class ChatServer:
             return self.faults.popleft() if self.faults else None
 
     def start(self) -> "ChatServer":
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.http.start()
         return self
 
     def serve_forever(self) -> None:
-        self.httpd.serve_forever()
+        self.http.start().wait()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def _handler(self):
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, fmt, *args):  # quiet by default
-                log.debug(fmt, *args)
-
-            def _send(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _error(self, status: int, message: str, kind: str) -> None:
-                self._send(status, {"error": {"message": message, "type": kind, "code": status}})
-
-            def do_GET(self):
-                if self.path.rstrip("/").endswith("/v1/models"):
-                    self._send(200, {"object": "list", "data": [{"id": server.model_name, "object": "model", "owned_by": "mup"}]})
-                else:
-                    self._error(404, f"no route {self.path}", "not_found")
-
-            def _logprobs(self, body, messages):
-                top_k = int(body.get("top_logprobs") or 1)
-                if not hasattr(server.client, "next_token_logprobs"):
-                    return self._error(400, "this backend does not return log-probabilities", "invalid_request_error")
-                if not 0 <= top_k <= 20:
-                    return self._error(400, "top_logprobs must be between 0 and 20", "invalid_request_error")
-                top = server.client.next_token_logprobs(messages, max(1, top_k))
-                entries = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top]
-                self._send(200, {
-                    "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": server.model_name,
-                    "choices": [{
-                        "index": 0,
-                        "message": {"role": "assistant", "content": top[0][0]},
-                        "logprobs": {"content": [{**entries[0], "top_logprobs": entries[:top_k]}]},
-                        "finish_reason": "length",
-                    }],
-                    "usage": {"prompt_tokens": 0, "completion_tokens": 1, "total_tokens": 0},
-                })
-
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                try:
-                    body = json.loads(self.rfile.read(length) or b"{}")
-                except json.JSONDecodeError:
-                    return self._error(400, "request body is not JSON", "invalid_request_error")
-                if self.path.rstrip("/").endswith("/admin/faults"):
-                    server.add_faults(body.get("faults", []))
-                    return self._send(200, {"faults": list(server.faults)})
-                if not self.path.rstrip("/").endswith("/chat/completions"):
-                    return self._error(404, f"no route {self.path}", "not_found")
-                fault = server._next_fault()
-                if fault in ("429", "500", "502", "503"):
-                    kinds = {"429": "rate_limit_exceeded", "500": "server_error", "502": "bad_gateway", "503": "overloaded"}
-                    return self._error(int(fault), f"injected {fault}", kinds[fault])
-                if fault and fault.startswith("slow:"):
-                    time.sleep(float(fault.split(":", 1)[1]))
-                messages = body.get("messages")
-                if not isinstance(messages, list) or not messages:
-                    return self._error(400, "'messages' must be a non-empty list", "invalid_request_error")
-                if body.get("logprobs"):
-                    return self._logprobs(body, messages)
-                schema = None
-                fmt = body.get("response_format") or {}
-                if fmt.get("type") == "json_schema":
-                    schema = (fmt.get("json_schema") or {}).get("schema")
-                try:
-                    result = server.client.complete(
-                        messages, schema=schema, max_tokens=int(body.get("max_tokens") or 256),
-                        temperature=float(body.get("temperature") or 0.0),
-                    )
-                    text = result.text
-                except LLMError as exc:
-                    return self._error(422, exc.reason, "invalid_request_error")
-                if fault == "malformed":
-                    text = text[: max(1, len(text) // 2)] + " <<truncated"
-                self._send(200, {
-                    "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": server.model_name,
-                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
-                })
-
-        return Handler
+        self.http.stop()
