@@ -1,4 +1,5 @@
-"""The `mup` command line: `mup serve` (OpenAI-compatible server for a registry model)."""
+"""The `mup` command line: `mup serve` (OpenAI-compatible server for a registry model) and
+`mup monitor` (a trained probe watching the model's conversations live)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,53 @@ def _serve(args) -> int:
     return 0
 
 
+def _monitor(args) -> int:
+    from mup_core.llm import make_client
+    from mup_core.models.loading import load_model_cached
+    from mup_core.monitor import BundleError, find_bundle, load_bundle
+    from mup_core.monitor.live import LiveMonitor
+    from mup_core.monitor.server import monitor_app
+    from mup_core.paths import artifact_root, mup_home
+    from mup_core.storage import LocalStore
+    from mup_core.web import AppServer
+
+    stop_on_signals()
+    store = LocalStore(args.store or artifact_root())
+    try:
+        prefix = find_bundle(store, args.bundle, args.model)
+        bundle, probe = load_bundle(store, prefix)
+    except (BundleError, FileNotFoundError) as exc:
+        print(f"mup monitor: {exc}", file=sys.stderr)
+        return 2
+    if args.uncertain:
+        low, high = args.uncertain
+        if not 0.0 <= low <= high <= 1.0:
+            print(f"mup monitor: --uncertain needs 0 <= LOW <= HIGH <= 1, got {low} {high}", file=sys.stderr)
+            return 2
+        bundle.uncertain_band = (low, high)
+    lm = load_model_cached(bundle.model)
+    cache = str(mup_home() / "llm_cache.sqlite")
+    if args.judge == "none":
+        judge = None
+    elif args.judge == "openai":
+        judge = make_client("openai", args.judge_model, base_url=args.judge_base_url, cache_path=cache)
+    else:
+        judge = make_client("local", args.judge_model or bundle.model, cache_path=cache)
+    server = AppServer(monitor_app(LiveMonitor(lm, bundle, probe, judge)), args.host, args.port)
+    p = lm.precision
+    print(f"monitoring {bundle.model} ({p.device}, {p.dtype_name}) with {bundle.probe_type} at layer {bundle.layer}, "
+          f"threshold {bundle.threshold:.3f}, uncertain band {bundle.uncertain_band[0]:.3f}-{bundle.uncertain_band[1]:.3f} "
+          f"-> judge {getattr(judge, 'name', 'none')}; bundle {prefix}", flush=True)
+    print(f"page: {server.base}/  API: {server.base}/v1 (POST /chat/completions); Ctrl-C or SIGTERM to stop", flush=True)
+    try:
+        server.start().wait()
+    except KeyboardInterrupt as stop:
+        print(f"stopping ({stop or 'SIGINT'})", flush=True)
+    finally:
+        server.stop()
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mup")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -48,7 +96,24 @@ def main(argv=None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--fault", action="append", default=[], help="inject a failure: 429, 500, slow:SECONDS, malformed")
     serve.set_defaults(func=_serve)
+    monitor = sub.add_parser("monitor", help="serve a trained probe as a live monitor (API and web page)")
+    which = monitor.add_mutually_exclusive_group()
+    which.add_argument("--model", default=None, help="serve the newest bundle of this model (default smollm2-135m)")
+    which.add_argument("--bundle", default=None, help="a bundle: its prefix in the store (monitors/MODEL/DIGEST) or a directory")
+    monitor.add_argument("--store", default=None, help="artifact store root (default $MUP_HOME/artifacts)")
+    monitor.add_argument("--host", default="127.0.0.1")
+    monitor.add_argument("--port", type=int, default=8100)
+    monitor.add_argument("--judge", choices=["local", "openai", "none"], default="local",
+                         help="who decides scores in the uncertain band: the local model (default), an OpenAI-compatible "
+                              "endpoint, or nobody")
+    monitor.add_argument("--judge-model", default=None, help="judge model (default: the monitored model)")
+    monitor.add_argument("--judge-base-url", default=None, help="judge endpoint for --judge openai (API key: OPENAI_API_KEY)")
+    monitor.add_argument("--uncertain", type=float, nargs=2, metavar=("LOW", "HIGH"), default=None,
+                         help="scores in [LOW, HIGH) go to the judge (default: the bundle's band below its threshold)")
+    monitor.set_defaults(func=_monitor)
     args = parser.parse_args(argv)
+    if args.command == "monitor" and not args.model and not args.bundle:
+        args.model = "smollm2-135m"
     logging.basicConfig(level=logging.INFO)
     return args.func(args)
 

@@ -11,7 +11,7 @@ tests of the OpenAI backend, with failures injected on purpose:
 - ``malformed``: answer with text that is not JSON
 
 Faults are consumed one per request, in order, from ``--fault`` flags or
-``POST /admin/faults {"faults": [...]}``.
+``POST /v1/admin/faults {"faults": [...]}``.
 """
 
 from __future__ import annotations

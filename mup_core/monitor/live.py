@@ -40,10 +40,12 @@ class Verdict:
 
 
 def verdict_for(score: float, bundle: MonitorBundle) -> str:
-    if score >= bundle.threshold:
-        return "high-stakes"
-    low, _ = bundle.uncertain_band
-    return "uncertain" if score >= low else "low-stakes"
+    """``uncertain`` inside the band (escalated to the judge at the end), otherwise the
+    probe's own call at the bundle's threshold."""
+    low, high = bundle.uncertain_band
+    if low <= score < high:
+        return "uncertain"
+    return "high-stakes" if score >= bundle.threshold else "low-stakes"
 
 
 def check_messages(messages: Sequence[dict]) -> list[dict]:
@@ -98,15 +100,20 @@ class LiveMonitor:
         return ids, min(n_convo, len(ids))
 
     # -- the stream -------------------------------------------------------------------
-    def stream(self, messages: Sequence[dict], max_tokens: int = 64, temperature: float = 0.0, seed: int = 0) -> Iterator[dict]:
+    def check(self, messages: Sequence[dict], max_tokens: int) -> tuple[list[dict], list[int], int]:
+        """Validate a request before anything streams; ``MonitorInputError`` says why not."""
         messages = check_messages(messages)
         ids, n_convo = self.prompt_ids(messages)
         limit = self.lm.spec.max_length
         if len(ids) + max_tokens > limit:
             raise MonitorInputError(
                 f"the conversation is {len(ids)} tokens; with max_tokens={max_tokens} it exceeds {self.lm.slug}'s "
-                f"{limit}; shorten it or ask for fewer tokens"
+                f"maximum of {limit}; shorten it or ask for fewer tokens"
             )
+        return messages, ids, n_convo
+
+    def stream(self, messages: Sequence[dict], max_tokens: int = 64, temperature: float = 0.0, seed: int = 0) -> Iterator[dict]:
+        messages, ids, n_convo = self.check(messages, max_tokens)
         tok = self.lm.tokenizer
         stream = ProbeStream(self.probe)
         t0 = time.perf_counter()
@@ -134,6 +141,7 @@ class LiveMonitor:
                 next_id = int(torch.argmax(logits))
             t1 = time.perf_counter()
             logits, past, hidden = self._forward([next_id], past)
+            t2 = time.perf_counter()
             score = float(stream.push(hidden)[-1])
             streamed.append(next_id)
             done = next_id in eos
@@ -142,10 +150,12 @@ class LiveMonitor:
             yield {
                 "type": "token",
                 "index": step,
+                "token_id": next_id,
                 "token": "" if done else tok.decode([next_id]),
                 "score": score,
                 "verdict": verdict_for(score, self.bundle),
-                "seconds": time.perf_counter() - t1,
+                "forward_seconds": t2 - t1,
+                "probe_seconds": time.perf_counter() - t2,
             }
             if done:
                 finish = "stop"

@@ -1,0 +1,115 @@
+"""`mup monitor`: the live monitor behind an OpenAI-compatible API and a web page.
+
+- ``POST /v1/chat/completions``: the model answers; with ``stream: true`` every
+  server-sent chunk carries, beside the token, ``mup.score`` (the probe's score of the
+  conversation so far) and ``mup.verdict``. The first chunk scores the user's messages
+  (``mup.prompt``), the last one gives the final verdict, which monitor decided (the
+  probe, or the LLM judge for scores in the uncertain band) and what the judge cost.
+- ``GET /``: a page to type a conversation and watch the reply stream with every token
+  coloured by its score (``mup_core/monitor/page.html``, plain HTML and JavaScript).
+- ``GET /v1/monitor``: the bundle (probe, layer, threshold, band, how it was chosen).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from importlib import resources
+
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, StreamingResponse
+
+from mup_core.llm.server import ChatRequest, chunk
+from mup_core.monitor.live import LiveMonitor, MonitorInputError
+from mup_core.web import APIError, install_error_handlers
+
+DEFAULT_MAX_TOKENS = 64
+
+
+def page_html() -> str:
+    return (resources.files("mup_core.monitor") / "page.html").read_text(encoding="utf-8")
+
+
+def monitor_app(monitor: LiveMonitor) -> FastAPI:
+    app = FastAPI(title="mup monitor", version="1")
+    install_error_handlers(app)
+    lock = threading.Lock()  # one forward pass at a time: it already uses every core
+    bundle = monitor.bundle
+    info = {
+        "model": bundle.model, "probe_type": bundle.probe_type, "layer": bundle.layer, "threshold": bundle.threshold,
+        "uncertain_band": list(bundle.uncertain_band), "target_fpr": bundle.target_fpr,
+        "selection_sets": bundle.selection_sets, "out_of_distribution": bundle.out_of_distribution,
+        "judge": getattr(monitor.judge, "name", None),
+    }
+
+    @app.get("/", response_class=HTMLResponse)
+    def page():
+        return page_html()
+
+    @app.get("/v1/models")
+    def models():
+        return {"object": "list", "data": [{"id": bundle.model, "object": "model", "owned_by": "mup"}]}
+
+    @app.get("/v1/monitor")
+    def monitor_info():
+        return info
+
+    @app.post("/v1/chat/completions")
+    def chat(request: ChatRequest):
+        if request.model not in (None, "", bundle.model):
+            raise APIError(400, f"this monitor serves {bundle.model!r} (its bundle's model); the request asked for "
+                                f"{request.model!r}", "model_not_found")
+        max_tokens = request.token_limit or DEFAULT_MAX_TOKENS
+        try:
+            messages, _, _ = monitor.check(request.dicts(), max_tokens)
+        except MonitorInputError as exc:
+            raise APIError(400, str(exc)) from None
+        events = _locked(lock, monitor.stream(messages, max_tokens, request.temperature, request.seed or 0))
+        if request.stream:
+            return StreamingResponse(_sse(events, bundle.model), media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        prompt, tokens, final = None, [], None
+        for ev in events:
+            if ev["type"] == "prompt":
+                prompt = ev
+            elif ev["type"] == "token":
+                tokens.append(ev)
+            else:
+                final = ev
+        text = "".join(t["token"] for t in tokens)
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
+            "model": bundle.model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": final["finish_reason"]}],
+            "usage": {"prompt_tokens": len(prompt["tokens"]), "completion_tokens": len(tokens),
+                      "total_tokens": len(prompt["tokens"]) + len(tokens)},
+            "mup": {"prompt": _public(prompt), "tokens": [_public(t) for t in tokens], "final": _public(final), "monitor": info},
+        }
+
+    return app
+
+
+def _locked(lock: threading.Lock, events):
+    with lock:
+        yield from events
+
+
+def _public(event: dict) -> dict:
+    return {k: v for k, v in event.items() if k != "type"}
+
+
+def _sse(events, model: str):
+    cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+    try:
+        for ev in events:
+            if ev["type"] == "prompt":
+                yield chunk(model, cid, {"role": "assistant", "content": ""}, mup={"prompt": _public(ev)})
+            elif ev["type"] == "token":
+                yield chunk(model, cid, {"content": ev["token"]}, mup=_public(ev))
+            else:
+                yield chunk(model, cid, {}, ev["finish_reason"], mup={"final": _public(ev)})
+    except Exception as exc:  # after the headers went out, an error can only be an event
+        yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error'}})}\n\n"
+    yield "data: [DONE]\n\n"

@@ -1,0 +1,239 @@
+"""The live monitor as a person uses it: `mup monitor` started on 127.0.0.1 with the
+`tiny` model, its API driven with the real `openai` client, its page in a real headless
+Chromium; and the stream's scores checked against an independent offline forward pass."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, stop_process
+from mup_core.monitor import MonitorBundle, calibrate_threshold, load_bundle, save_bundle, uncertain_band
+from mup_core.storage import LocalStore
+
+TEXTS = [
+    ("My house is on fire and my kids are inside, what do I do?", "high-stakes"),
+    ("What is a good name for a goldfish?", "low-stakes"),
+    ("I took too many of my heart pills, I feel dizzy.", "high-stakes"),
+    ("Can you suggest a pasta recipe for tonight?", "low-stakes"),
+    ("The bank says my savings will be seized tomorrow unless I pay.", "high-stakes"),
+    ("Which colour should I paint my bookshelf?", "low-stakes"),
+    ("My landlord will throw my things on the street in an hour.", "high-stakes"),
+    ("How many legs does a spider have?", "low-stakes"),
+] * 3
+
+
+@pytest.fixture(scope="module")
+def bundle_store(tmp_path_factory, tiny):
+    """A bundle for `tiny`: a logistic-regression probe at layer 2 with its threshold."""
+    from mup_core.activations import extract_activations
+    from mup_core.probes import train_probe
+
+    root = tmp_path_factory.mktemp("monitor") / "artifacts"
+    store = LocalStore(root)
+    y = np.array([1 if lab == "high-stakes" else 0 for _, lab in TEXTS])
+    acts = extract_activations(tiny, [t for t, _ in TEXTS], [2], progress=False).layer(2)
+    probe = train_probe("logistic_regression", (acts, y), None, model="tiny", layer=2)
+    scores = probe.predict_proba(acts)
+    threshold = calibrate_threshold(scores[y == 0], 0.01)
+    bundle = MonitorBundle(
+        model="tiny", layer=2, probe_type="logistic_regression", threshold=threshold, target_fpr=0.01,
+        selection_sets=["corpus-val"], out_of_distribution=False, selection_auroc=1.0, realised_fpr=0.0,
+        tpr_at_threshold=float(np.mean(scores[y == 1] >= threshold)), uncertain_band=uncertain_band(threshold, 0.5),
+        probe_source="test",
+    )
+    path = root.parent / "probe.safetensors"
+    probe.save(path)
+    prefix = save_bundle(store, bundle, path)
+    return store, prefix
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_monitor(store, *extra):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mup_core.cli", "monitor", "--store", str(store.root), "--model", "tiny",
+         "--port", str(port), *extra],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    import urllib.request
+
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"mup monitor exited: {proc.stdout.read()}")
+        try:
+            urllib.request.urlopen(f"{base}/v1/monitor", timeout=1)
+            return proc, base
+        except OSError:
+            time.sleep(0.3)
+    stop_process(proc)
+    raise AssertionError("mup monitor did not come up")
+
+
+@pytest.fixture(scope="module")
+def monitor(bundle_store):
+    """`mup monitor` where every score is uncertain, so every conversation is escalated to
+    the judge (the local tiny model): the cascade is exercised on each request."""
+    store, _ = bundle_store
+    proc, base = start_monitor(store, "--uncertain", "0", "1")
+    yield base
+    stop_process(proc)
+
+
+# -- the stream equals the offline score --------------------------------------------------
+def test_stream_scores_equal_an_independent_offline_forward_pass(bundle_store, tiny):
+    from mup_core.activations.ragged import RaggedActivations
+    from mup_core.monitor.live import LiveMonitor, offline_score
+
+    store, prefix = bundle_store
+    bundle, probe = load_bundle(store, prefix)
+    mon = LiveMonitor(tiny, bundle, probe)
+    messages = [{"role": "user", "content": "My house is on fire, what should I do?"}]
+    events = list(mon.stream(messages, max_tokens=10))
+    prompt, tokens, final = events[0], events[1:-1], events[-1]
+    # the user's message is scored before generation: exactly the offline score of the conversation
+    assert prompt["score"] == pytest.approx(offline_score(tiny, probe, 2, messages), abs=1e-6)
+    # every token's score is the probe on the conversation so far, recomputed from scratch here
+    ids, _ = mon.prompt_ids(messages)
+    all_ids = ids + [t["token_id"] for t in tokens]
+    with torch.inference_mode():
+        hidden = tiny.model(input_ids=torch.tensor([all_ids]), output_hidden_states=True).hidden_states[3][0]
+    hidden = hidden.to(torch.bfloat16).float()
+    for k in (0, len(tokens) // 2, len(tokens) - 1):
+        n = len(ids) + k + 1
+        cut = RaggedActivations(hidden[:n], np.array([0, n]))
+        assert tokens[k]["score"] == pytest.approx(float(probe.predict_proba(cut)[0]), abs=2e-3)
+    assert final["score"] == pytest.approx(tokens[-1]["score"]) and final["decided_by"] == "probe"
+
+
+# -- the API with the real openai client --------------------------------------------------
+def test_streaming_api_with_the_openai_client_carries_scores_and_the_judges_verdict(monitor):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{monitor}/v1", api_key="unused")
+    stream = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "My landlord is evicting me tonight."}],
+        stream=True, max_tokens=6,
+    )
+    chunks = list(stream)
+    extra = [c.model_extra["mup"] for c in chunks]
+    assert "prompt" in extra[0] and len(extra[0]["prompt"]["tokens"]) == len(extra[0]["prompt"]["scores"]) > 5
+    token_chunks = [(c, e) for c, e in zip(chunks, extra) if "score" in e]
+    assert len(token_chunks) == 6
+    for c, e in token_chunks:
+        assert 0.0 <= e["score"] <= 1.0 and e["verdict"] == "uncertain" and isinstance(c.choices[0].delta.content, str)
+    final = extra[-1]["final"]
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert final["decided_by"] == "llm_judge" and final["judge"]["model"] == "local:tiny"
+    assert final["verdict"] in ("high-stakes", "low-stakes", "uncertain") and final["judge"]["seconds"] >= 0
+
+    plain = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=4)
+    body = plain.model_extra["mup"]
+    assert len(body["tokens"]) == 4 and body["final"]["decided_by"] == "llm_judge"
+    assert plain.choices[0].message.content == "".join(t["token"] for t in body["tokens"])
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages.0.role"),
+    ({"messages": [{"role": "user", "content": 5}]}, 400, "messages.0.content"),
+    ({"messages": []}, 400, "messages: List should have at least 1 item"),
+    ({"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}]}, 400, "this monitor serves 'tiny'"),
+    ({"messages": [{"role": "user", "content": "word " * 600}]}, 400, "exceeds tiny's maximum of 512"),
+    ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, 400, "max_tokens"),
+])
+def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(monitor, body, status, message):
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"{monitor}/v1/chat/completions", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=60)
+    assert err.value.code == status
+    error = json.loads(err.value.read())["error"]
+    assert message in error["message"], error
+    ok = urllib.request.urlopen(urllib.request.Request(
+        f"{monitor}/v1/chat/completions", headers={"Content-Type": "application/json"},
+        data=json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()), timeout=60)
+    assert ok.status == 200
+
+
+def test_not_json_and_unknown_bundle(monitor, bundle_store, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"{monitor}/v1/chat/completions", data=b"{not json", headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 400 and "invalid request" in json.loads(err.value.read())["error"]["message"]
+    missing = subprocess.run([sys.executable, "-m", "mup_core.cli", "monitor", "--store", str(tmp_path), "--model", "tiny"],
+                             capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "no monitor bundle for tiny" in missing.stderr and "materialise monitor_bundle" in missing.stderr
+    wrong = subprocess.run([sys.executable, "-m", "mup_core.cli", "monitor", "--bundle", "monitors/tiny/nope"],
+                           capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2 and "no monitor bundle at 'monitors/tiny/nope'" in wrong.stderr
+
+
+# -- the page in a real browser --------------------------------------------------------------
+def chromium():
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not browser or not driver:
+        pytest.skip("the browser test needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1200,1100"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(driver), options=options)
+
+
+def test_the_page_shows_coloured_tokens_the_gauge_and_the_escalation(monitor, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = chromium()
+    try:
+        browser.get(monitor + "/")
+        wait = WebDriverWait(browser, 120)
+        wait.until(lambda b: "logistic_regression probe at layer 2" in b.find_element(By.ID, "about").text)
+        box = browser.find_element(By.ID, "conversation")
+        box.clear()
+        box.send_keys("user: My brother collapsed and is not breathing. What do I do?")
+        browser.find_element(By.ID, "max_tokens").clear()
+        browser.find_element(By.ID, "max_tokens").send_keys("8")
+        browser.find_element(By.ID, "send").click()
+        wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done")
+        assert browser.find_element(By.ID, "error").text == ""
+        tokens = browser.find_elements(By.CSS_SELECTOR, "#tokens .tok")
+        reply = browser.find_elements(By.CSS_SELECTOR, "#reply .tok")
+        assert len(reply) == 8 and len(tokens) > len(reply)
+        colours = {t.value_of_css_property("background-color") for t in tokens}
+        assert all(c.startswith("rgb") and c != "rgba(0, 0, 0, 0)" for c in colours)
+        scores = [float(t.get_attribute("data-score")) for t in tokens]
+        assert all(0.0 <= s <= 1.0 for s in scores)
+        gauge = browser.find_element(By.ID, "gauge")
+        assert float(gauge.get_attribute("aria-valuenow")) == pytest.approx(scores[-1], abs=2e-3)
+        assert "decided by the LLM judge" in browser.find_element(By.ID, "verdict").text
+        judge = browser.find_element(By.ID, "judge")
+        assert judge.is_displayed() and "Escalated to the LLM judge (local:tiny)" in judge.text
+        shot = os.environ.get("MUP_MONITOR_SCREENSHOT")
+        browser.save_screenshot(shot or str(tmp_path / "monitor.png"))
+    finally:
+        browser.quit()
