@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MUP_HOME ?= $(CURDIR)/.mup
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo demo-study demo-deception test test-fast ui bench validate clean-artifacts
+.PHONY: install demo demo-study demo-deception test test-fast ui monitor bench validate clean-artifacts
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,9 +45,14 @@ test-fast: install
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
+# the probe `make demo` chose, watching conversations live: page and API on 127.0.0.1:8100
+monitor: install
+	$(VENV)/bin/mup monitor --model $(or $(MODEL),smollm2-135m) $(MONITOR_ARGS)
+
 bench: install
 	$(PY) benchmarks/bench_activations.py --memory $(BENCH_ARGS)
 	$(PY) benchmarks/bench_bootstrap.py
+	$(PY) benchmarks/bench_monitor.py
 
 validate: install
 	$(VENV)/bin/dagster definitions validate -m mup_dagster.definitions

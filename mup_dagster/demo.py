@@ -69,6 +69,7 @@ def main(argv=None) -> int:
     for layer in layers:
         _run(instance, ["probes", "probe_metrics"], layer_model_key(layer, spec.slug))
     result = _run(instance, ["probe_report"], spec.slug)
+    bundle = _run(instance, ["monitor_bundle"], spec.slug).output_for_node("monitor_bundle")
 
     from mup_core.workflows import collect_metrics
 
@@ -82,7 +83,10 @@ def main(argv=None) -> int:
         print(with_cols)
     print(f"\nfigure: {store.uri(report['figure'])}")
     print(f"table:  {store.uri(report['table'])}")
-    print(f"done in {time.perf_counter() - t0:.0f}s. Open the UI with `make ui` (http://127.0.0.1:3000).")
+    print(f"monitor: {bundle['probe_type']} at layer {bundle['layer']}, threshold {bundle['threshold']:.3f} "
+          f"({store.uri(bundle['prefix'])})")
+    print(f"done in {time.perf_counter() - t0:.0f}s. Open the UI with `make ui` (http://127.0.0.1:3000); "
+          f"watch a conversation live with `make monitor` (http://127.0.0.1:8100).")
     return 0
 
 
