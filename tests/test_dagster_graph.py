@@ -1,6 +1,7 @@
 import json
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from dagster_helpers import DATASETS, materialize, materialize_graph
@@ -46,6 +47,26 @@ def test_whole_graph_on_tiny(tmp_path):
     report_meta = results["report"].asset_materializations_for_node("probe_report")[0].metadata
     assert report_meta["figure"].value.startswith("![AUROC by layer](data:image/png;base64,")
     assert report_meta["layers"].value == [1, 2, 3]
+
+    # the probe deployed as a live monitor: chosen on corpus-val (no selection sets configured),
+    # its threshold keeps the false-positive rate there at or under 1 %
+    from mup_core.monitor import load_bundle
+    from mup_core.storage import LocalStore
+
+    out = materialize(instance, root, ["monitor_bundle"], "tiny").output_for_node("monitor_bundle")
+    bundle, probe = load_bundle(LocalStore(root), out["prefix"])
+    assert (bundle.model, bundle.layer, bundle.probe_type) == ("tiny", out["layer"], out["probe_type"])
+    assert probe.info.layer == bundle.layer and bundle.selection_sets == ["corpus-val"] and not bundle.out_of_distribution
+    assert bundle.realised_fpr <= 0.01 and bundle.uncertain_band[1] == bundle.threshold
+    metrics = pl.read_parquet(root / results[2].output_for_node("probe_metrics")["key"])
+    assert {"probe_key", "alarm_threshold", "stream_fpr", "stream_tpr", "median_tokens_to_alarm"} <= set(metrics.columns)
+    val = metrics.filter(pl.col("dataset") == "corpus-val")
+    assert (val["alarm_fpr"] <= 0.01).all()  # calibrated there
+    # selected on an evaluation set instead: recorded as out of distribution
+    ood = materialize(instance, root, ["monitor_bundle"], "tiny",
+                      run_config={"ops": {"monitor_bundle": {"config": {"selection_datasets": ["corpus-test"]}}}})
+    bundle, _ = load_bundle(LocalStore(root), ood.output_for_node("monitor_bundle")["prefix"])
+    assert bundle.selection_sets == ["corpus-test"] and bundle.out_of_distribution
 
     # materialisations are recorded per partition in the instance
     mats = instance.fetch_materializations(dg.AssetKey("probes"), limit=10).records

@@ -67,6 +67,7 @@ def test_labels_and_inputs_changes_rerun_exactly_what_depends_on_them(tmp_path, 
     root = tmp_path / "artifacts"
     kw = {"corpus_path": corpus_file}
     materialize_graph(instance, root, layers=(1, 2), **kw)
+    materialize(instance, root, ["monitor_bundle"], "tiny", **kw)
     observe(instance, root, **kw)
     cursor, requested = run_daemon(instance, root, None, **kw)
     assert _assets(requested) == set()  # nothing changed since the graph was built
@@ -80,7 +81,7 @@ def test_labels_and_inputs_changes_rerun_exactly_what_depends_on_them(tmp_path, 
     assets = _assets(requested)
     assert {"stakes_corpus", "corpus_splits", "probes", "probe_metrics", "probe_report"} <= assets
     assert "activations" not in assets
-    assert {("probes", "1|tiny"), ("probes", "2|tiny"), ("probe_report", "tiny")} <= requested
+    assert {("probes", "1|tiny"), ("probes", "2|tiny"), ("probe_report", "tiny"), ("monitor_bundle", "tiny")} <= requested
     assert not any(a == "probes" and p not in ("1|tiny", "2|tiny") for a, p in requested)  # only what existed
     probes_event = instance.get_latest_materialization_event(dg.AssetKey("probes"))
     assert probes_event.asset_materialization.metadata["train_labels_hash"].value  # retrained on the new labels

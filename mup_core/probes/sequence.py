@@ -418,7 +418,7 @@ class EMAProbe(TorchSequenceProbe):
 
     @classmethod
     def default_hyperparameters(cls):
-        return {**super().default_hyperparameters(), "alpha": 0.2}
+        return {**super().default_hyperparameters(), "alpha": 0.5}
 
     def build_head(self, hidden):
         return _EMAHead(hidden, float(self.hyperparameters["alpha"]))
