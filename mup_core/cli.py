@@ -72,7 +72,7 @@ def _monitor(args) -> int:
         judge = make_client("openai", args.judge_model, base_url=args.judge_base_url, cache_path=cache)
     else:
         judge = make_client("local", args.judge_model or bundle.model, cache_path=cache)
-    server = AppServer(monitor_app(LiveMonitor(lm, bundle, probe, judge)), args.host, args.port)
+    server = AppServer(monitor_app(LiveMonitor(lm, bundle, probe, judge), store), args.host, args.port)
     p = lm.precision
     print(f"monitoring {bundle.model} ({p.device}, {p.dtype_name}) with {bundle.probe_type} at layer {bundle.layer}, "
           f"threshold {bundle.threshold:.3f}, uncertain band {bundle.uncertain_band[0]:.3f}-{bundle.uncertain_band[1]:.3f} "

@@ -52,6 +52,11 @@ def bundle_store(tmp_path_factory, tiny):
     path = root.parent / "probe.safetensors"
     probe.save(path)
     prefix = save_bundle(store, bundle, path)
+    # a bundle of another model in the same store (for the mismatch error)
+    probe.info.model = bundle.model = "smollm2-135m"
+    other = root.parent / "other.safetensors"
+    probe.save(other)
+    save_bundle(store, bundle, other)
     return store, prefix
 
 
@@ -170,6 +175,21 @@ def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(monitor, bod
         f"{monitor}/v1/chat/completions", headers={"Content-Type": "application/json"},
         data=json.dumps({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()), timeout=60)
     assert ok.status == 200
+
+
+def test_requests_for_an_unknown_bundle_or_another_models_bundle_are_refused(monitor, bundle_store):
+    import openai
+
+    store, prefix = bundle_store
+    client = openai.OpenAI(base_url=f"{monitor}/v1", api_key="unused", max_retries=0)
+    ask = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    with pytest.raises(openai.NotFoundError, match="no monitor bundle 'monitors/tiny/nope' in this server's store"):
+        client.chat.completions.create(**ask, extra_body={"bundle": "monitors/tiny/nope"})
+    other = store.get_bytes("monitors/smollm2-135m/LATEST").decode()
+    with pytest.raises(openai.BadRequestError, match="monitors 'smollm2-135m', but this server runs 'tiny'"):
+        client.chat.completions.create(**ask, extra_body={"bundle": other})
+    named = client.chat.completions.create(**ask, extra_body={"bundle": prefix})  # its own bundle, by name
+    assert named.model_extra["mup"]["final"]["tokens_scored"] > 2
 
 
 def test_not_json_and_unknown_bundle(monitor, bundle_store, tmp_path):

@@ -51,6 +51,8 @@ class ChatRequest(BaseModel):
     logprobs: bool = False
     top_logprobs: Optional[int] = None
     response_format: Optional[dict[str, Any]] = None
+    bundle: Optional[str] = Field(default=None, description="mup monitor only: the monitor bundle to score with "
+                                  "(monitors/MODEL/DIGEST in the store); default: the one the server started with")
 
     @property
     def token_limit(self) -> Optional[int]:

@@ -134,6 +134,7 @@ class LiveMonitor:
         score = float(probs[-1])
         finish = "length"
         streamed, reply = list(ids), []
+        probe_seconds = 0.0
         for step in range(max_tokens):
             if temperature > 0:
                 next_id = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen))
@@ -143,6 +144,7 @@ class LiveMonitor:
             logits, past, hidden = self._forward([next_id], past)
             t2 = time.perf_counter()
             score = float(stream.push(hidden)[-1])
+            probe_seconds += time.perf_counter() - t2
             streamed.append(next_id)
             done = next_id in eos
             if not done:
@@ -168,7 +170,8 @@ class LiveMonitor:
                 score = float(stream.push(hidden)[-1])
         final = self.decide(messages, score, tokens=stream.tokens)
         yield {"type": "final", "finish_reason": finish, "score": final.score, "verdict": final.label,
-               "decided_by": final.decided_by, "judge": final.judge, "tokens_scored": stream.tokens}
+               "decided_by": final.decided_by, "judge": final.judge, "tokens_scored": stream.tokens,
+               "probe_seconds": round(probe_seconds, 4)}
 
     def decide(self, messages: Sequence[dict], score: float, tokens: int) -> Verdict:
         """The probe's verdict, or the judge's when the score is in the uncertain band."""

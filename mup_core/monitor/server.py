@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from importlib import resources
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, StreamingResponse
@@ -32,11 +33,32 @@ def page_html() -> str:
     return (resources.files("mup_core.monitor") / "page.html").read_text(encoding="utf-8")
 
 
-def monitor_app(monitor: LiveMonitor) -> FastAPI:
+def monitor_app(monitor: LiveMonitor, store=None) -> FastAPI:
+    """``store``: where other bundles named by a request's ``bundle`` field are looked up."""
     app = FastAPI(title="mup monitor", version="1")
     install_error_handlers(app)
     lock = threading.Lock()  # one forward pass at a time: it already uses every core
     bundle = monitor.bundle
+    monitors: dict[str, LiveMonitor] = {}
+
+    def monitor_for(name: str | None) -> LiveMonitor:
+        if not name:
+            return monitor
+        if name not in monitors:
+            from mup_core.monitor.bundle import BundleError, load_bundle
+
+            if store is None or Path(name).is_absolute() or not store.dir_complete(name.rstrip("/")):
+                raise APIError(404, f"no monitor bundle {name!r} in this server's store; GET /v1/monitor shows the "
+                                    "one it serves", "not_found")
+            try:
+                other, probe = load_bundle(store, name.rstrip("/"))
+            except BundleError as exc:
+                raise APIError(400, str(exc)) from None
+            if other.model != bundle.model:
+                raise APIError(400, f"bundle {name!r} monitors {other.model!r}, but this server runs {bundle.model!r}; "
+                                    f"start `mup monitor --bundle {name}` for it", "model_not_found")
+            monitors[name] = LiveMonitor(monitor.lm, other, probe, monitor.judge)
+        return monitors[name]
     info = {
         "model": bundle.model, "probe_type": bundle.probe_type, "layer": bundle.layer, "threshold": bundle.threshold,
         "uncertain_band": list(bundle.uncertain_band), "target_fpr": bundle.target_fpr,
@@ -62,11 +84,12 @@ def monitor_app(monitor: LiveMonitor) -> FastAPI:
             raise APIError(400, f"this monitor serves {bundle.model!r} (its bundle's model); the request asked for "
                                 f"{request.model!r}", "model_not_found")
         max_tokens = request.token_limit or DEFAULT_MAX_TOKENS
+        mon = monitor_for(request.bundle)
         try:
-            messages, _, _ = monitor.check(request.dicts(), max_tokens)
+            messages, _, _ = mon.check(request.dicts(), max_tokens)
         except MonitorInputError as exc:
             raise APIError(400, str(exc)) from None
-        events = _locked(lock, monitor.stream(messages, max_tokens, request.temperature, request.seed or 0))
+        events = _locked(lock, mon.stream(messages, max_tokens, request.temperature, request.seed or 0))
         if request.stream:
             return StreamingResponse(_sse(events, bundle.model), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
