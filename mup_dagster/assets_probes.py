@@ -46,7 +46,11 @@ def _version(*hashes: str) -> dg.DataVersion:
     return dg.DataVersion(hashlib.sha256("|".join(hashes).encode()).hexdigest()[:24])
 
 
-@dg.observable_source_asset(group_name=GROUP, automation_condition=dg.AutomationCondition.on_cron("*/2 * * * *"))
+# how often the source files are checked for changes (a cron schedule; MUP_SOURCES_CRON overrides)
+SOURCES_CRON = __import__("os").environ.get("MUP_SOURCES_CRON", "*/2 * * * *")
+
+
+@dg.observable_source_asset(group_name=GROUP, automation_condition=dg.AutomationCondition.on_cron(SOURCES_CRON))
 def dataset_sources(sources: DatasetSourcesResource) -> dg.DataVersion:
     """The source files of the corpus and evaluation sets; its version is their content hash,
     so an edited file (a changed label, a changed text) is discovered within two minutes."""

@@ -35,3 +35,20 @@ on_upstream_version_change = (_changed & ~AC.any_deps_missing()).with_label("ups
 on_any_upstream_partition_update = (
     AC.any_deps_updated().since_last_handled() & ~AC.missing() & ~AC.any_deps_in_progress() & ~AC.in_progress()
 ).with_label("an upstream partition was updated")
+
+
+def automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    """Evaluates every asset's automation condition (and observes ``dataset_sources``) every
+    30 s (``MUP_AUTOMATION_INTERVAL``) while the daemon runs (``make ui``). On by default, so an edited label re-runs what it
+    touches without a user finding a switch; ``MUP_AUTOMATION=off`` starts it stopped (it can
+    also be turned off in the UI: Automation -> mup_automation)."""
+    import os
+
+    on = os.environ.get("MUP_AUTOMATION", "on").lower() not in ("off", "0", "false", "no")
+    return dg.AutomationConditionSensorDefinition(
+        "mup_automation",
+        target=dg.AssetSelection.all(include_sources=True),
+        default_status=dg.DefaultSensorStatus.RUNNING if on else dg.DefaultSensorStatus.STOPPED,
+        minimum_interval_seconds=int(os.environ.get("MUP_AUTOMATION_INTERVAL", "30")),
+        description="re-runs what a changed dataset, label or upstream version touches (automation conditions)",
+    )

@@ -13,31 +13,11 @@ import dagster as dg
 import polars as pl
 
 from mup_core.models.registry import DEFAULT_MODEL, get_spec
-from mup_dagster import assets_datasets, assets_probes
-from mup_dagster.definitions import defs
+from mup_dagster.definitions import DATASET_ASSETS, defs, run_assets
 from mup_dagster.partitions import layer_model_key
 
-ASSETS = [
-    *dg.load_assets_from_modules([assets_probes, assets_datasets]),
-    *dg.load_asset_checks_from_modules([assets_datasets]),
-]
-DATASETS = ["stakes_corpus", "corpus_splits", "imported_datasets", "eval_datasets", "dataset_texts"]
-
-
 def _run(instance, selection, partition_key=None, run_config=None):
-    started = time.perf_counter()
-    result = dg.materialize(
-        ASSETS,
-        selection=selection,
-        partition_key=partition_key,
-        resources=defs.resources,
-        instance=instance,
-        run_config=run_config or {},
-        raise_on_error=True,
-    )
-    label = f"{','.join(selection)}" + (f" [{partition_key}]" if partition_key else "")
-    print(f"  materialised {label} in {time.perf_counter() - started:.1f}s", flush=True)
-    return result
+    return run_assets(instance, selection, partition_key, run_config, echo=True)
 
 
 def main(argv=None) -> int:
@@ -64,7 +44,7 @@ def main(argv=None) -> int:
     print(f"mup demo: {spec.slug}, layers {layers}, DAGSTER_HOME={os.environ['DAGSTER_HOME']}", flush=True)
     print(f"compute: {precision.device} in {precision.dtype_name} ({precision.reason})", flush=True)
     eval_config = {"ops": {"eval_datasets": {"config": {"files": [os.path.abspath(f) for f in args.eval_file]}}}}
-    _run(instance, DATASETS, run_config=eval_config)
+    _run(instance, DATASET_ASSETS, run_config=eval_config)
     _run(instance, ["activations"], spec.slug)
     for layer in layers:
         _run(instance, ["probes", "probe_metrics"], layer_model_key(layer, spec.slug))

@@ -13,17 +13,10 @@ import time
 import dagster as dg
 import polars as pl
 
-from mup_dagster import assets_deception
-from mup_dagster.definitions import defs
-
-ASSETS = dg.load_assets_from_modules([assets_deception])
-
+from mup_dagster.definitions import defs, run_assets
 
 def _run(instance, selection, partition_key=None, config=None):
-    started = time.perf_counter()
-    dg.materialize(ASSETS, selection=selection, partition_key=partition_key, resources=defs.resources, instance=instance,
-                   run_config={"ops": {selection[0]: {"config": config}}} if config else {}, raise_on_error=True)
-    print(f"  materialised {','.join(selection)}" + (f" [{partition_key}]" if partition_key else "") + f" in {time.perf_counter() - started:.0f}s", flush=True)
+    run_assets(instance, selection, partition_key, {"ops": {selection[0]: {"config": config}}} if config else None, echo=True)
 
 
 def main(argv=None) -> int:

@@ -15,27 +15,16 @@ import dagster as dg
 import polars as pl
 
 from mup_core.models.registry import DEFAULT_MODEL, get_spec
-from mup_dagster import assets_datasets, assets_probes, assets_study
 from mup_dagster.assets_study import BASELINES
-from mup_dagster.definitions import defs
+from mup_dagster.definitions import DATASET_ASSETS, defs, run_assets
 from mup_dagster.partitions import layer_model_key
 
-ASSETS = [
-    *dg.load_assets_from_modules([assets_probes, assets_datasets, assets_study]),
-    *dg.load_asset_checks_from_modules([assets_datasets]),
-]
-DATASETS = ["stakes_corpus", "corpus_splits", "imported_datasets", "eval_datasets", "dataset_texts"]
 EXPERIMENTS = ["probe_comparison", "calibration_curves", "roc_curves", "auroc_by_length", "monitoring_cascade",
                "study_summary", "generalisation_heatmap", "data_efficiency", "few_shot_adaptation"]
 
 
 def _run(instance, selection, partition_key=None, run_config=None):
-    started = time.perf_counter()
-    result = dg.materialize(ASSETS, selection=selection, partition_key=partition_key, resources=defs.resources,
-                            instance=instance, run_config=run_config or {}, raise_on_error=True)
-    print(f"  materialised {','.join(selection)}" + (f" [{partition_key}]" if partition_key else "")
-          + f" in {time.perf_counter() - started:.1f}s", flush=True)
-    return result
+    return run_assets(instance, selection, partition_key, run_config, echo=True)
 
 
 def main(argv=None) -> int:
@@ -54,7 +43,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     print(f"mup probe study: {spec.slug}, probe layers {list(spec.default_layers)}", flush=True)
     if not args.experiments_only:
-        _run(instance, DATASETS, run_config={"ops": {"eval_datasets": {"config": {"files": [os.path.abspath(f) for f in args.eval_file]}}}})
+        _run(instance, DATASET_ASSETS, run_config={"ops": {"eval_datasets": {"config": {"files": [os.path.abspath(f) for f in args.eval_file]}}}})
         _run(instance, ["activations"], spec.slug)
         for layer in spec.default_layers:
             _run(instance, ["probes", "probe_metrics"], layer_model_key(layer, spec.slug))

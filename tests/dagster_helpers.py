@@ -1,15 +1,10 @@
 """Helpers to materialise the graph on ``tiny`` in tests, and to play the automation daemon."""
 
-import dagster as dg
-
-from mup_dagster import assets_datasets, assets_deception, assets_probes, assets_study
+from mup_dagster.definitions import ASSETS, CHECKS, DATASET_ASSETS, run_assets
 from mup_dagster.resources import ArtifactStoreResource, DatasetSourcesResource, LLMResource, StepOutputIOManager, TrackingResource
 
-ASSETS = [
-    *dg.load_assets_from_modules([assets_probes, assets_datasets, assets_deception, assets_study]),
-    *dg.load_asset_checks_from_modules([assets_datasets]),
-]
-DATASETS = ["stakes_corpus", "corpus_splits", "imported_datasets", "eval_datasets", "dataset_texts"]
+DATASETS = DATASET_ASSETS
+ASSETS = [*ASSETS, *CHECKS]
 
 
 def resources(root, corpus_path=None, eval_files=(), llm_cache=None, tracking_mode="disabled", tracking_dir=None, llm=None):
@@ -23,15 +18,8 @@ def resources(root, corpus_path=None, eval_files=(), llm_cache=None, tracking_mo
 
 
 def materialize(instance, root, selection, partition_key=None, run_config=None, raise_on_error=True, **resource_kw):
-    return dg.materialize(
-        ASSETS,
-        selection=selection,
-        partition_key=partition_key,
-        resources=resources(root, **resource_kw),
-        instance=instance,
-        run_config=run_config or {},
-        raise_on_error=raise_on_error,
-    )
+    return run_assets(instance, selection, partition_key, run_config, resources=resources(root, **resource_kw),
+                      raise_on_error=raise_on_error)
 
 
 def materialize_graph(instance, root, model="tiny", layers=(1, 2, 3), eval_files=(), **resource_kw):

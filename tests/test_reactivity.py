@@ -126,3 +126,54 @@ def test_study_assets_rerun_when_labels_change(tmp_path, corpus_file):
     assets = _assets(requested)
     assert set(study) <= assets and "activations" not in assets
     assert ("probe_scores", "tiny") in requested
+
+
+@pytest.mark.slow
+def test_the_daemon_started_as_make_ui_does_reruns_probes_after_a_relabel(tmp_path, corpus_file):
+    """No evaluator played here: `dagster dev` (what `make ui` runs) with the project's
+    dagster.yaml, its automation sensor on by default, sees an edited label and re-runs the
+    probes by itself."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from conftest import REPO, _free_port, stop_process
+    from dagster_helpers import DATASETS
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
+    env = {**os.environ, "DAGSTER_HOME": str(home), "MUP_HOME": str(tmp_path / "mup"), "MUP_CORPUS_PATH": str(corpus_file),
+           "MUP_SOURCES_CRON": "* * * * *", "MUP_AUTOMATION_INTERVAL": "5", "MUP_LLM_MODEL": "tiny"}
+    root = tmp_path / "mup" / "artifacts"
+    instance = dg.DagsterInstance.from_config(str(home))
+    kw = {"corpus_path": corpus_file}
+    materialize(instance, root, DATASETS, **kw)
+    materialize(instance, root, ["activations"], "tiny", **kw)
+    materialize(instance, root, ["probes"], "1|tiny", **kw)
+    observe(instance, root, **kw)
+    def latest_probes():
+        return instance.fetch_materializations(dg.AssetKey("probes"), limit=1).records[0]
+
+    before = latest_probes().storage_id
+
+    dagster = str(Path(sys.executable).parent / "dagster")
+    proc = subprocess.Popen([dagster, "dev", "-h", "127.0.0.1", "-p", str(_free_port()), "-w", "workspace.yaml"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        first = json.loads(corpus_file.read_text(encoding="utf-8").splitlines()[0])
+        _edit(corpus_file, 0, labels="low-stakes" if first["labels"] == "high-stakes" else "high-stakes")
+        deadline = time.time() + 300
+        record = latest_probes()
+        while time.time() < deadline and record.storage_id == before:
+            time.sleep(3)
+            record = latest_probes()
+        assert record.storage_id != before, "the daemon did not re-run the probes within 5 minutes of the relabel"
+        assert record.partition_key == "1|tiny"
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "mup_automation"}))
+        assert runs, "the re-run was not launched by automation"
+    finally:
+        stop_process(proc, timeout=30)
