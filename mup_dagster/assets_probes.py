@@ -435,15 +435,21 @@ def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStor
     table.write_parquet(buf)
     table_key = f"reports/{model}/probe_metrics.parquet"
     store.put_bytes(table_key, buf.getvalue())
-    mean_by_probe = table.group_by("probe_type").agg(pl.col("auroc").mean()).sort("probe_type")
+    mean_by_probe = table.group_by("probe_type").agg(pl.col("auroc").mean()).sort("auroc", descending=True)
+    held_out = table.filter(pl.col("dataset") != IN_DISTRIBUTION)
+    best = (held_out if held_out.height else table).sort("auroc", descending=True).row(0, named=True)
     context.add_output_metadata(
         {
+            # the reader's first answers: the best probe in words, the figure, the top of the table
+            "best": f"{best['probe_type']} at layer {best['layer']} on {best['dataset']}: AUROC {best['auroc']:.3f}, "
+                    f"TPR at 1 % FPR {best['tpr_at_1pct_fpr']:.3f}",
             "figure": image_markdown(png, "AUROC by layer"),
             "figure_path": dg.MetadataValue.path(store.uri(fig_key)),
-            "table": dg.MetadataValue.md(metrics_markdown(table)),
+            "top_10": dg.MetadataValue.md(metrics_markdown(table.sort("auroc", descending=True).head(10))),
+            "table_path": dg.MetadataValue.path(store.uri(table_key)),
             "layers": dg.MetadataValue.json(sorted(set(table["layer"].to_list()))),
-            "best_auroc": dg.MetadataValue.float(float(table["auroc"].max())),
-            "mean_auroc_by_probe": dg.MetadataValue.json({t: round(float(a), 4) for t, a in mean_by_probe.iter_rows()}),
+            "best_auroc": dg.MetadataValue.float(round(float(best["auroc"]), 4)),
+            "mean_auroc_by_probe": dg.MetadataValue.json({t: round(float(a), 3) for t, a in mean_by_probe.iter_rows()}),
         }
     )
     return {"figure": fig_key, "table": table_key, "rows": table.height}

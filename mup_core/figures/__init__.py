@@ -20,21 +20,40 @@ def to_png(fig) -> bytes:
 
 
 def auroc_by_layer(metrics: pl.DataFrame, title: str, metric: str = "auroc") -> bytes:
-    """One panel per evaluation dataset; one line per probe type; x = layer."""
+    """One panel per evaluation dataset; one line per probe type; x = the layers probed.
+
+    Each probe type keeps its colour and marker in every panel (eleven types need more than
+    matplotlib's ten default colours); the legend sits outside the panels, so it covers no
+    point; the x ticks are the layers themselves."""
     datasets: Sequence[str] = sorted(metrics["dataset"].unique().to_list())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.6), squeeze=False, sharey=True)
+    types = sorted(metrics["probe_type"].unique().to_list())
+    layers = sorted(metrics["layer"].unique().to_list())
+    colours = plt.get_cmap("tab20").colors
+    markers = "osD^v<>pPX*h"
+    style = {t: (colours[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20], markers[i % len(markers)]) for i, t in enumerate(types)}
+    fig, axes = plt.subplots(1, len(datasets), figsize=(3.8 * len(datasets) + 2.2, 3.6), squeeze=False, sharey=True)
     for ax, name in zip(axes[0], datasets):
         sub = metrics.filter(pl.col("dataset") == name)
-        for probe_type in sorted(sub["probe_type"].unique().to_list()):
+        for probe_type in types:
             rows = sub.filter(pl.col("probe_type") == probe_type).sort("layer")
-            ax.plot(rows["layer"].to_list(), rows[metric].to_list(), marker="o", label=probe_type)
+            if rows.height:
+                colour, marker = style[probe_type]
+                ax.plot(rows["layer"].to_list(), rows[metric].to_list(), marker=marker, color=colour, ms=4, lw=1.2, label=probe_type)
         ax.axhline(0.5, color="grey", lw=0.8, ls=":")
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("layer")
+        ax.set_xticks(layers)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric.upper() if metric == "auroc" else metric)
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:  # a type missing from the first panel still gets its entry
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
     return to_png(fig)
 
 
