@@ -258,6 +258,8 @@ def activations(
         data_version=_version(*(ref.prefix for _, ref in sorted(refs.items()))),
         metadata={
             "model": slug,
+            # where the safetensors are (the IO manager's "path" would be its small reference pickle)
+            "path": dg.MetadataValue.path(store.uri(f"activations/{slug}")),
             "layers": dg.MetadataValue.json(layers),
             "tokens": dg.MetadataValue.int(tokens),
             "bytes": dg.MetadataValue.int(bytes_stored),
@@ -351,6 +353,7 @@ def probes(
             "val_auroc": dg.MetadataValue.json({t: round(s.get("val_auroc", float("nan")), 4) for t, s in trained.items()}),
             "train_labels_hash": train_ds.labels_hash[:16],
             "keys": dg.MetadataValue.json({t: s["key"] for t, s in trained.items()}),
+            "path": dg.MetadataValue.path(store.uri(next(iter(trained.values()))["key"].rsplit("/", 1)[0])),
         }
     )
     return dg.Output(trained, data_version=dg.DataVersion(digest[:24]))
@@ -401,6 +404,7 @@ def probe_metrics(
             "mean_auroc": dg.MetadataValue.float(float(table["auroc"].mean())) if table.height else 0.0,
             "best": dg.MetadataValue.json({k: best[k] for k in ("probe_type", "dataset", "auroc")} if best else {}),
             "key": key,
+            "path": dg.MetadataValue.path(store.uri(key)),
         }
     )
     return dg.Output({"key": key, "rows": table.height}, data_version=_version(table.write_csv()))

@@ -166,6 +166,23 @@ class AtomicPickledIOManager(PickledObjectFilesystemIOManager):
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
+    def handle_output(self, context, obj):
+        """As Dagster's, but the pickle's location is recorded as ``step_output``: ``path`` in
+        the UI belongs to the asset (where its artifacts are), not to a 600-byte reference."""
+        if context.has_asset_partitions:
+            paths = self._get_paths_for_partitions(context)
+            if len(paths) != 1:
+                raise dg.Failure(f"{context.asset_key.to_user_string()}: one partition per run, got {len(paths)}; "
+                                 "launch backfills with one run per partition")
+            path = next(iter(paths.values()))
+            self._handle_transition_to_partitioned_asset(context, path.parent)
+        else:
+            path = self._get_path(context)
+        self.make_directory(path.parent)
+        self.dump_to_path(context=context, obj=obj, path=path)
+        if obj is not None:
+            context.add_output_metadata({"step_output": dg.MetadataValue.path(str(path))})
+
     def load_input(self, context):
         import os
 
