@@ -46,12 +46,12 @@ def _monitor(args) -> int:
     from mup_core.monitor import BundleError, find_bundle, load_bundle
     from mup_core.monitor.live import LiveMonitor
     from mup_core.monitor.server import monitor_app
-    from mup_core.paths import artifact_root, mup_home
-    from mup_core.storage import LocalStore
+    from mup_core.paths import mup_home
+    from mup_core.storage import store_from_env
     from mup_core.web import AppServer
 
     stop_on_signals()
-    store = LocalStore(args.store or artifact_root())
+    store = store_from_env(args.store)
     try:
         prefix = find_bundle(store, args.bundle, args.model)
         bundle, probe = load_bundle(store, prefix)
@@ -69,6 +69,9 @@ def _monitor(args) -> int:
     if args.judge == "none":
         judge = None
     elif args.judge == "openai":
+        if not args.judge_model:
+            print("mup monitor: --judge openai needs --judge-model (and usually --judge-base-url)", file=sys.stderr)
+            return 2
         judge = make_client("openai", args.judge_model, base_url=args.judge_base_url, cache_path=cache)
     else:
         judge = make_client("local", args.judge_model or bundle.model, cache_path=cache)
@@ -100,7 +103,8 @@ def main(argv=None) -> int:
     which = monitor.add_mutually_exclusive_group()
     which.add_argument("--model", default=None, help="serve the newest bundle of this model (default smollm2-135m)")
     which.add_argument("--bundle", default=None, help="a bundle: its prefix in the store (monitors/MODEL/DIGEST) or a directory")
-    monitor.add_argument("--store", default=None, help="artifact store root (default $MUP_HOME/artifacts)")
+    monitor.add_argument("--store", default=None, help="a local artifact store root (default: the S3 bucket of "
+                         "MUP_S3_BUCKET when set, else $MUP_HOME/artifacts)")
     monitor.add_argument("--host", default="127.0.0.1")
     monitor.add_argument("--port", type=int, default=8100)
     monitor.add_argument("--judge", choices=["local", "openai", "none"], default="local",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
@@ -24,8 +25,21 @@ from typing import Iterator
 # -- temporaries -----------------------------------------------------------------
 # Every temporary file or directory mup makes carries its process id, so that the next
 # run can remove what a killed process left behind (and nothing a live one is using).
-def _temp_tag() -> str:
-    return f"mup{os.getpid()}~"
+def pid_namespace() -> int:
+    """The inode of this process's pid namespace (0 where /proc is not there): a pid means
+    this process only inside one namespace; containers sharing a volume each have their own."""
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+def temp_tag() -> str:
+    """What every temporary's name carries: ``mup<pid>-<pid namespace>~``."""
+    return f"mup{os.getpid()}-{pid_namespace()}~"
+
+
+_TAG = re.compile(r"mup(\d+)-(\d+)~")
 
 
 def pid_alive(pid: int) -> bool:
@@ -44,19 +58,20 @@ def pid_alive(pid: int) -> bool:
 
 
 def _stale(name: str) -> bool:
-    """Whether a temporary's name says its process is gone."""
-    i = name.find("mup")
-    j = name.find("~", i)
-    if i < 0 or j < 0 or not name[i + 3 : j].isdigit():
+    """Whether a temporary's name says its process is gone: made in this pid namespace
+    (another container's pids mean nothing here) by a process that no longer exists."""
+    tags = _TAG.findall(name)
+    if not tags:
         return False
-    return not pid_alive(int(name[i + 3 : j]))
+    pid, namespace = (int(v) for v in tags[-1])
+    return namespace == pid_namespace() and not pid_alive(pid)
 
 
 @contextlib.contextmanager
 def scratch_dir(kind: str = "work") -> Iterator[Path]:
     """A private temporary directory, removed when the block ends (or by
     ``clean_stale_temps`` after a kill)."""
-    path = Path(tempfile.mkdtemp(prefix=f"{_temp_tag()}{kind}-"))
+    path = Path(tempfile.mkdtemp(prefix=f"{temp_tag()}{kind}-"))
     try:
         yield path
     finally:
@@ -65,7 +80,7 @@ def scratch_dir(kind: str = "work") -> Iterator[Path]:
 
 def temp_file_in(directory: str | os.PathLike, name: str) -> str:
     """A new empty hidden temporary beside ``directory/name``, to be renamed into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{_temp_tag()}", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{temp_tag()}", dir=directory)
     os.close(fd)
     return tmp
 
@@ -125,7 +140,7 @@ class ArtifactStore(ABC):
     def writing(self, key: str) -> Iterator[Path]:
         """A local path to write ``key``'s content to; published atomically when the block
         ends without an error, dropped otherwise (large files never pass through memory)."""
-        fd, tmp = tempfile.mkstemp(prefix=f"{_temp_tag()}upload-")
+        fd, tmp = tempfile.mkstemp(prefix=f"{temp_tag()}upload-")
         os.close(fd)
         try:
             yield Path(tmp)
@@ -292,3 +307,27 @@ class S3Store(ArtifactStore):
 
     def uri(self, key):
         return f"s3://{self.bucket}/{self._key(key)}"
+
+
+def s3_settings_from_env() -> dict | None:
+    """The S3 store the environment asks for (``MUP_S3_BUCKET``, ``MUP_S3_PREFIX``,
+    ``MUP_S3_ENDPOINT_URL``; credentials the AWS way), or None for the local store. The
+    Dagster resource and the CLI both read it here."""
+    bucket = os.environ.get("MUP_S3_BUCKET")
+    if not bucket:
+        return None
+    return {"bucket": bucket, "prefix": os.environ.get("MUP_S3_PREFIX", "mup"),
+            "endpoint_url": os.environ.get("MUP_S3_ENDPOINT_URL") or None}
+
+
+def store_from_env(root: str | os.PathLike | None = None) -> ArtifactStore:
+    """``root`` if given, else the S3 store of the environment, else ``$MUP_HOME/artifacts``."""
+    from mup_core.paths import artifact_root
+
+    s3 = None if root else s3_settings_from_env()
+    if s3 is None:
+        return LocalStore(root or artifact_root())
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3["endpoint_url"])
+    return S3Store(client, s3["bucket"], s3["prefix"])

@@ -4,6 +4,7 @@ uvicorn, OpenAI-shaped errors, and a runner that serves an app from a background
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -12,6 +13,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+log = logging.getLogger(__name__)
 
 
 def openai_error(status: int, message: str, kind: str = "invalid_request_error") -> JSONResponse:
@@ -39,6 +43,11 @@ def install_error_handlers(app: FastAPI) -> None:
             where = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
             parts.append(f"{where or 'body'}: {err.get('msg')}")
         return openai_error(400, "invalid request: " + "; ".join(parts))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Request, exc: Exception):
+        log.exception("unhandled error")
+        return openai_error(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException):

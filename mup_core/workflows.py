@@ -130,7 +130,7 @@ def activations_for_datasets(
     """
     import torch
 
-    from mup_core.activations import OverlongInputs
+    from mup_core.activations import OverlongInputs, tokenize_flat
 
     layers = sorted({int(x) for x in layers})
     refs: dict[str, ActivationRef] = {}
@@ -142,10 +142,12 @@ def activations_for_datasets(
         )
         prefix = f"activations/{lm.slug}/{name}-{key[:16]}"
         reused = activations_complete(store, prefix)
-        if reused:
-            manifest = read_manifest(store, prefix)
-        else:
-            try:
+        try:
+            if reused:
+                manifest = read_manifest(store, prefix)
+                if overlong == "refuse" and manifest["stats"].get("truncated_examples"):
+                    tokenize_flat(lm, ds.inputs, lm.spec.max_length, overlong="refuse")  # names them
+            else:
                 manifest = write_activations(
                     store, prefix, lm, ds.inputs, layers,
                     info={"model": lm.slug, "dataset": name, "inputs_hash": ds.inputs_hash, "cache_key": key,
@@ -156,13 +158,13 @@ def activations_for_datasets(
                     storage_dtype=getattr(torch, storage_dtype),
                     on_batch=(lambda done, total, _n=name: on_batch(_n, done, total)) if on_batch else None,
                 )
-            except OverlongInputs as exc:
-                ids = ", ".join(f"{ds.ids[p]!r} ({n} tokens)" for p, n in list(zip(exc.positions, exc.lengths))[:5])
-                raise ValueError(
-                    f"dataset {name}: {len(exc.positions)} inputs are longer than {lm.slug}'s {exc.max_length} tokens "
-                    f"(ids {ids}{' ...' if len(exc.positions) > 5 else ''}); shorten them, or set overlong to "
-                    "'truncate' (keep the start) or 'keep_end' (keep the end)"
-                ) from None
+        except OverlongInputs as exc:
+            ids = ", ".join(f"{ds.ids[p]!r} ({n} tokens)" for p, n in list(zip(exc.positions, exc.lengths))[:5])
+            raise OverlongInputs(exc.positions, exc.lengths, exc.max_length, (
+                f"dataset {name}: {len(exc.positions)} inputs are longer than {lm.slug}'s {exc.max_length} tokens "
+                f"(ids {ids}{' ...' if len(exc.positions) > 5 else ''}); shorten them, or set overlong to "
+                "'truncate' (keep the start) or 'keep_end' (keep the end)"
+            )) from None
         stats[name] = manifest["stats"]
         refs[name] = ActivationRef(lm.slug, name, prefix, tuple(layers), ds.inputs_hash, manifest["tokens"], reused)
     return refs, stats

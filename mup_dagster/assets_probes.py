@@ -219,6 +219,7 @@ def activations(
     One forward pass per batch serves all layers; stored unpadded in safetensors, one
     file per layer; reused when model, input text and layers are unchanged.
     """
+    from mup_core.activations import OverlongInputs
     from mup_core.models.loading import load_model
     from mup_core.workflows import activations_for_datasets, load_stored_dataset
 
@@ -240,7 +241,7 @@ def activations(
             store, lm, loaded, layers, batch_tokens=config.batch_tokens, storage_dtype=config.storage_dtype,
             shard_mb=config.shard_mb, overlong=config.overlong, on_batch=progress,
         )
-    except ValueError as exc:  # overlong="refuse": names the dataset and ids
+    except OverlongInputs as exc:  # overlong="refuse": names the dataset and ids
         raise dg.Failure(description=f"activations: {exc}") from None
     for name, s in stats.items():
         if not refs[name].reused and s.get("reused_shards"):
@@ -516,8 +517,11 @@ def monitor_bundle(
         threshold = calibrate_threshold(s[y == 0], config.target_fpr)
     except BundleError as exc:
         raise dg.Failure(description=f"monitor_bundle: {exc}") from None
+    from mup_core.activations import read_manifest
+
+    trained_on = read_manifest(store, activations["train"]["prefix"]).get("storage_dtype", "bfloat16")
     bundle = MonitorBundle(
-        model=model, layer=int(best["layer"]), probe_type=best["probe_type"], threshold=threshold,
+        model=model, layer=int(best["layer"]), probe_type=best["probe_type"], threshold=threshold, storage_dtype=trained_on,
         target_fpr=config.target_fpr, selection_sets=selection, out_of_distribution=selection != [IN_DISTRIBUTION],
         selection_auroc=float(best["auroc"]), realised_fpr=float(np.mean(s[y == 0] >= threshold)),
         tpr_at_threshold=float(np.mean(s[y == 1] >= threshold)),

@@ -6,12 +6,14 @@ that touches the store) and the first also from a sensor:
 - ``reap_orphaned_runs``: a run whose run-worker process on this host is gone (``kill
   -9`` of ``dagster asset materialize``, an out-of-memory kill, a crashed daemon) stays
   ``STARTED`` forever: Dagster's run monitoring cannot check the default run launcher's
-  workers. Each run records its worker as a tag (host, pid, process start time); a run
-  whose worker no longer exists is reported failed, with the reason.
+  workers. Each run records its worker as a tag (host, pid namespace, pid, process start
+  time: the process that logged RUN_START); a run whose worker no longer exists is reported
+  failed, with the reason.
 - ``watch_parent``: a step subprocess of the multiprocess executor keeps running when its
-  run worker is killed (it is reparented, not signalled). A daemon thread notices the
-  new parent within a second and interrupts the step, so it stops, and its ``finally``
-  blocks remove its temporaries.
+  run worker is killed (it is reparented, not signalled). In a process whose parent is
+  the run's worker (never the worker itself), a daemon thread notices the new parent
+  within a second and interrupts the step, so it stops, and its ``finally`` blocks remove
+  its temporaries.
 - ``clean_stale_temps`` of the store: temp files and scratch directories of dead
   processes are removed (their names carry the pid).
 """
@@ -43,39 +45,44 @@ def process_start_time(pid: int) -> str:
         return ""
 
 
+def worker_tag(pid: int) -> str:
+    from mup_core.storage import pid_namespace
+
+    return f"{socket.gethostname()}:{pid_namespace()}:{pid}:{process_start_time(pid)}"
+
+
 def worker_alive(tag: str) -> bool | None:
-    """Whether the run worker named by a tag still runs; None when it ran on another host."""
+    """Whether the run worker named by a tag still runs; None when that cannot be told from
+    here (another host, or another pid namespace: a container whose pids mean nothing here)."""
+    from mup_core.storage import pid_alive, pid_namespace
+
     try:
-        host, pid_s, started = tag.rsplit(":", 2)
+        host, namespace, pid_s, started = tag.rsplit(":", 3)
         pid = int(pid_s)
     except ValueError:
         return None
-    if host != socket.gethostname():
+    if host != socket.gethostname() or namespace != str(pid_namespace()):
         return None
-    from mup_core.storage import pid_alive
-
     if not pid_alive(pid):
         return False
     return not started or process_start_time(pid) in ("", started)
 
 
-def _in_step_subprocess() -> bool:
-    import multiprocessing
-
-    return multiprocessing.parent_process() is not None
-
-
-def run_worker_pid() -> int:
-    """The run worker: this process, or the parent of a multiprocess-executor step."""
-    return os.getppid() if _in_step_subprocess() else os.getpid()
+def run_worker_pid(instance, run_id: str) -> int | None:
+    """The process that started the run (its RUN_START event records it): the CLI process
+    of `dagster asset materialize`, or the run worker the launcher started."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.RUN_START, limit=1).records
+    event = records[0].event_log_entry.dagster_event if records else None
+    return event.pid if event is not None else None
 
 
-def record_run_worker(instance, run_id: str) -> None:
+def record_run_worker(instance, run_id: str) -> int | None:
+    """Tag the run with its worker (once) and return the worker's pid."""
+    pid = run_worker_pid(instance, run_id)
     run = instance.get_run_by_id(run_id)
-    if run is None or WORKER_TAG in run.tags:
-        return
-    pid = run_worker_pid()
-    instance.add_run_tags(run_id, {WORKER_TAG: f"{socket.gethostname()}:{pid}:{process_start_time(pid)}"})
+    if pid is not None and run is not None and WORKER_TAG not in run.tags:
+        instance.add_run_tags(run_id, {WORKER_TAG: worker_tag(pid)})
+    return pid
 
 
 def reap_orphaned_runs(instance) -> list[str]:
@@ -97,13 +104,14 @@ def reap_orphaned_runs(instance) -> list[str]:
 _watching = False
 
 
-def watch_parent(interval: float = 1.0) -> None:
-    """In a step subprocess: interrupt this process once its run worker has died."""
+def watch_parent(worker_pid: int | None, interval: float = 1.0) -> None:
+    """In a step subprocess (whose parent is the run's worker, not the run worker itself):
+    interrupt this process once that worker has died."""
     global _watching
-    if _watching or not _in_step_subprocess():
+    if _watching or worker_pid is None or worker_pid == os.getpid() or os.getppid() != worker_pid:
         return
     _watching = True
-    parent = os.getppid()
+    parent = worker_pid
 
     def watch() -> None:
         while True:
@@ -120,9 +128,8 @@ def watch_parent(interval: float = 1.0) -> None:
 def guard_step(instance, run_id: str | None, store) -> None:
     """Everything above, for the step that is starting. Never fails the step."""
     try:
-        watch_parent()
         if instance is not None and run_id:
-            record_run_worker(instance, run_id)
+            watch_parent(record_run_worker(instance, run_id))
             for reaped in reap_orphaned_runs(instance):
                 log.warning("marked run %s failed: its worker process is gone", reaped)
         removed = store.clean_stale_temps()

@@ -49,16 +49,10 @@ class ArtifactStoreResource(dg.ConfigurableResource):
 
 def default_artifact_store() -> ArtifactStoreResource:
     """Local by default; MUP_S3_BUCKET (+ MUP_S3_ENDPOINT_URL) switches to S3."""
-    import os
+    from mup_core.storage import s3_settings_from_env
 
-    if os.environ.get("MUP_S3_BUCKET"):
-        return ArtifactStoreResource(
-            backend="s3",
-            bucket=os.environ["MUP_S3_BUCKET"],
-            prefix=os.environ.get("MUP_S3_PREFIX", "mup"),
-            endpoint_url=os.environ.get("MUP_S3_ENDPOINT_URL") or None,
-        )
-    return ArtifactStoreResource()
+    s3 = s3_settings_from_env()
+    return ArtifactStoreResource(backend="s3", **s3) if s3 else ArtifactStoreResource()
 
 
 class DatasetSourcesResource(dg.ConfigurableResource):
@@ -193,6 +187,25 @@ class AtomicPickledIOManager(PickledObjectFilesystemIOManager):
             keys = list(context.asset_partition_keys) if context.has_asset_key and context.has_asset_partitions else []
             where = f" for partition {', '.join(map(str, keys[:3]))}{' ...' if len(keys) > 3 else ''}" if keys else ""
             partition = f" --partition '{keys[0]}'" if len(keys) == 1 else ""
+            recorded = None
+            try:
+                if context.has_asset_key:
+                    found = context.instance.fetch_materializations(
+                        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=keys or None), limit=1
+                    ).records
+                    recorded = found[0] if found else None
+            except Exception:  # only to choose the wording
+                recorded = None
+            if recorded is not None:
+                raise dg.Failure(
+                    description=(
+                        f"input {context.name!r} needs asset {upstream!r}{where}: it was materialised (run "
+                        f"{recorded.run_id[:8]}), but its stored value is not in this process's storage "
+                        f"({self.base_dir}). Every process of a deployment must share that directory (or use an "
+                        f"IO manager on shared storage); here, re-materialise it: dagster asset materialize -m "
+                        f"mup_dagster.definitions --select {upstream}{partition}"
+                    )
+                ) from None
             raise dg.Failure(
                 description=(
                     f"input {context.name!r} needs asset {upstream!r}{where}, which has not been materialised "

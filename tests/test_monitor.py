@@ -100,18 +100,25 @@ def monitor(bundle_store):
 
 
 # -- the stream equals the offline score --------------------------------------------------
-def test_stream_scores_equal_an_independent_offline_forward_pass(bundle_store, tiny):
+@pytest.mark.parametrize("probe_type", ["logistic_regression", "attention", "rolling_max", "ema", "multimax"])
+def test_stream_scores_equal_an_independent_offline_forward_pass(bundle_store, tiny, probe_type):
+    from mup_core.activations import extract_activations
     from mup_core.activations.ragged import RaggedActivations
     from mup_core.monitor.live import LiveMonitor, offline_score
+    from mup_core.probes import train_probe
 
     store, prefix = bundle_store
     bundle, probe = load_bundle(store, prefix)
+    if probe_type != bundle.probe_type:
+        y = np.array([1 if lab == "high-stakes" else 0 for _, lab in TEXTS])
+        acts = extract_activations(tiny, [t for t, _ in TEXTS], [2], progress=False).layer(2)
+        probe = train_probe(probe_type, (acts, y), None, model="tiny", layer=2, hyperparameters={"max_epochs": 3})
     mon = LiveMonitor(tiny, bundle, probe)
     messages = [{"role": "user", "content": "My house is on fire, what should I do?"}]
     events = list(mon.stream(messages, max_tokens=10))
     prompt, tokens, final = events[0], events[1:-1], events[-1]
     # the user's message is scored before generation: exactly the offline score of the conversation
-    assert prompt["score"] == pytest.approx(offline_score(tiny, probe, 2, messages), abs=1e-6)
+    assert prompt["score"] == pytest.approx(offline_score(tiny, probe, 2, messages), abs=1e-5)
     # every token's score is the probe on the conversation so far, recomputed from scratch here
     ids, _ = mon.prompt_ids(messages)
     all_ids = ids + [t["token_id"] for t in tokens]

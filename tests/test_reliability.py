@@ -311,7 +311,7 @@ def test_11_kill_9_of_the_cli_stops_its_step_marks_the_run_failed_and_cleans_up(
             scratch = list(h["base"].glob("mup*~probes-*"))
             time.sleep(0.5)
         assert scratch, "the probes step never started training"
-        step_pid = int(scratch[0].name[3:].split("~")[0])
+        step_pid = int(scratch[0].name[3:].split("~")[0].split("-")[0])
         assert step_pid != proc.pid and pid_alive(step_pid)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
@@ -329,7 +329,11 @@ def test_11_kill_9_of_the_cli_stops_its_step_marks_the_run_failed_and_cleans_up(
     # what a killed writer leaves in the store: a hidden temp file of a dead process
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    leftover = h["root"] / "activations" / f".layer_001.safetensors.mup{dead.pid}~abc123"
+    from mup_core.storage import pid_namespace
+
+    leftover = h["root"] / "activations" / f".layer_001.safetensors.mup{dead.pid}-{pid_namespace()}~abc123"
+    alien = h["root"] / "activations" / f".layer_002.safetensors.mup{dead.pid}-{pid_namespace() + 1}~abc123"
+    alien.write_bytes(b"another container's file: its pid means nothing here")
     leftover.write_bytes(b"half a file")
     nxt = cli(h, "--select", "stakes_corpus")
     assert nxt.returncode == 0, nxt.stderr[-3000:]
@@ -337,7 +341,7 @@ def test_11_kill_9_of_the_cli_stops_its_step_marks_the_run_failed_and_cleans_up(
     assert run.status == dg.DagsterRunStatus.FAILURE
     messages = [(r.dagster_event.message if r.dagster_event else "") or r.user_message for r in instance_of(h).all_logs(killed.run_id)]
     assert any("worker process" in m and "is gone" in m for m in messages)
-    assert not leftover.exists()
+    assert not leftover.exists() and alien.exists()
 
 
 def test_11_the_sensor_marks_orphaned_runs_failed(h):
@@ -350,12 +354,17 @@ def test_11_the_sensor_marks_orphaned_runs_failed(h):
 
     from dagster._core.storage.dagster_run import DagsterRun
 
+    from mup_core.storage import pid_namespace
+
     run = instance.add_run(DagsterRun(job_name="orphan", status=dg.DagsterRunStatus.STARTED,
-                                      tags={WORKER_TAG: f"{socket.gethostname()}:{dead.pid}:"}))
+                                      tags={WORKER_TAG: f"{socket.gethostname()}:{pid_namespace()}:{dead.pid}:"}))
+    elsewhere = instance.add_run(DagsterRun(job_name="orphan", status=dg.DagsterRunStatus.STARTED,
+                                            tags={WORKER_TAG: f"{socket.gethostname()}:{pid_namespace() + 1}:{dead.pid}:"}))
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
     result = orphaned_runs_sensor(dg.build_sensor_context(instance=instance))
     assert "marked 1 orphaned runs failed" in result.skip_message
     assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(elsewhere.run_id).status == dg.DagsterRunStatus.STARTED  # another container's
 
 
 # -- 12. one forward pass per GPU ----------------------------------------------------------

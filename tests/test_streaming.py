@@ -43,11 +43,15 @@ def test_prefix_scores_equal_offline_scores_of_the_cut_example(probe_type):
         prefix = probe.prefix_proba(x)
         assert prefix.shape == (len(x),)
         assert prefix[-1] == pytest.approx(offline[i], abs=1e-5)
+        logits = probe.aggregate_prefixes(probe.stream_terms(x))
         for t in {0, len(x) // 2, len(x) - 2} - {-1}:
             if t < 0:
                 continue
             cut = RaggedActivations(x[: t + 1].clone(), np.array([0, t + 1]))
-            assert prefix[t] == pytest.approx(probe.predict_proba(cut)[0], abs=1e-5), (probe_type, i, t)
+            p = float(probe.predict_proba(cut)[0])
+            assert prefix[t] == pytest.approx(p, abs=1e-5), (probe_type, i, t)
+            if 1e-6 < p < 1 - 1e-6:  # compared as logits too, where a probability is not saturated
+                assert logits[t] == pytest.approx(np.log(p) - np.log1p(-p), abs=1e-3), (probe_type, i, t)
         # a stream fed in uneven chunks gives the same scores
         stream = ProbeStream(probe)
         pieces = [stream.push(x[a:b]) for a, b in zip([0, 1, 4, 9], [1, 4, 9, len(x)]) if a < b <= len(x)]

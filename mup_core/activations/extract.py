@@ -74,8 +74,9 @@ def activation_cache_key(
             "dtype": storage_dtype,
             "template": hashlib.sha256((chat_template or "").encode()).hexdigest(),
             "compute": compute,
-            # only when not the default, so the keys of existing sets stay valid
-            **({"overlong": overlong} if overlong != "truncate" else {}),
+            # only keep_end stores something else ("refuse" stores what "truncate" does, or fails);
+            # absent otherwise, so the keys of existing sets stay valid
+            **({"overlong": overlong} if overlong == "keep_end" else {}),
         },
         sort_keys=True,
     )
@@ -88,14 +89,14 @@ OVERLONG_POLICIES = ("truncate", "keep_end", "refuse")
 class OverlongInputs(ValueError):
     """Inputs longer than the model's maximum length under ``overlong="refuse"``."""
 
-    def __init__(self, positions: list[int], lengths: list[int], max_length: int):
+    def __init__(self, positions: list[int], lengths: list[int], max_length: int, message: str | None = None):
         self.positions, self.lengths, self.max_length = positions, lengths, max_length
         shown = ", ".join(f"#{p} ({n} tokens)" for p, n in list(zip(positions, lengths))[:5])
-        super().__init__(
+        super().__init__(message or (
             f"{len(positions)} inputs are longer than the model's {max_length} tokens: {shown}"
             f"{' ...' if len(positions) > 5 else ''}; shorten them, or set overlong to 'truncate' "
             "(keep the start) or 'keep_end' (keep the end)"
-        )
+        ))
 
 
 def tokenize_inputs(

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from mup_core.deception.data import format_prompt, judge_text, trim_answer
 from mup_core.deception.training import TrainConfig, attach, log_every, read_meta, save_model_dir, wrap_lora
+from mup_core.storage import temp_tag
 
 
 class Policy:
@@ -171,7 +171,7 @@ def rl_against_judge(policy: Policy, rows, judge, cfg: RLConfig, log: Callable[[
 
     batch = cfg.num_generations * cfg.prompts_per_step
     common = dict(
-        output_dir=tempfile.mkdtemp(prefix=f"mup{os.getpid()}~rl-"), max_steps=cfg.steps, per_device_train_batch_size=batch,
+        output_dir=tempfile.mkdtemp(prefix=f"{temp_tag()}rl-"), max_steps=cfg.steps, per_device_train_batch_size=batch,
         num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length, beta=cfg.beta,
         learning_rate=cfg.lr, temperature=cfg.temperature, logging_steps=1, report_to=[], save_strategy="no",
         use_cpu=True, bf16=cfg.precision().dtype_name == "bfloat16", seed=cfg.seed,

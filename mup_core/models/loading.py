@@ -20,6 +20,7 @@ from typing import Any
 from mup_core.models.precision import Precision, choose_precision
 from mup_core.models.registry import PLAIN_CHAT_TEMPLATE, ModelSpec, get_spec
 from mup_core.paths import model_cache_dir
+from mup_core.storage import temp_tag
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def _atomic_dir(final: Path, build) -> Path:
     if final.exists():
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.mup{os.getpid()}~", dir=final.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.{temp_tag()}", dir=final.parent))
     try:
         build(tmp)
         try:

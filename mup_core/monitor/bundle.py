@@ -44,6 +44,7 @@ class MonitorBundle:
     uncertain_band: tuple[float, float]
     probe_source: str
     streaming: str = "causal prefix score: the probe's score of the conversation so far, after every token"
+    storage_dtype: str = "bfloat16"  # of the activations the probe was trained on
     candidates: list[dict] = field(default_factory=list)
 
     def to_json(self) -> str:

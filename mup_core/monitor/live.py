@@ -9,12 +9,13 @@ and the event says which monitor decided and what the judge cost.
 
 The probe reads the residual stream of the bundle's layer through a forward hook on
 that decoder block (the convention of ``mup_core.activations``), rounded to the storage
-dtype the probe was trained on, so the score after the last token equals the offline
-score of the whole conversation.
+dtype of the activations the probe was trained on (recorded in the bundle), so the score
+after each token equals the offline score of the conversation up to it.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
@@ -25,6 +26,9 @@ from mup_core.data.chat import as_dialogue
 from mup_core.data.dataset import ROLES
 from mup_core.monitor.bundle import BundleError, MonitorBundle
 from mup_core.probes.base import ProbeStream
+
+
+log = logging.getLogger(__name__)
 
 
 class MonitorInputError(ValueError):
@@ -64,11 +68,12 @@ def check_messages(messages: Sequence[dict]) -> list[dict]:
 
 
 class LiveMonitor:
-    def __init__(self, lm, bundle: MonitorBundle, probe, judge=None, storage_dtype: torch.dtype = torch.bfloat16):
+    def __init__(self, lm, bundle: MonitorBundle, probe, judge=None):
         if lm.slug != bundle.model:
             raise BundleError(f"the bundle monitors {bundle.model}, but the loaded model is {lm.slug}")
         self.lm, self.bundle, self.probe, self.judge = lm, bundle, probe, judge
-        self.storage_dtype = storage_dtype
+        # the probe was trained on activations stored in this dtype: read them rounded alike
+        self.storage_dtype = getattr(torch, bundle.storage_dtype)
         from mup_core.activations.extract import decoder_layers
 
         self._block = decoder_layers(lm.model)[bundle.layer]
@@ -130,14 +135,14 @@ class LiveMonitor:
         if n_convo < len(ids):  # the opened assistant turn: part of the reply's conversation
             stream.push(hidden[n_convo:])
         gen = torch.Generator().manual_seed(seed)
-        eos = {tok.eos_token_id, *([tok.convert_tokens_to_ids("<|im_end|>")] if "<|im_end|>" in tok.get_vocab() else [])}
+        eos = self.end_of_turn_ids()
         score = float(probs[-1])
         finish = "length"
         streamed, reply = list(ids), []
         probe_seconds = 0.0
         for step in range(max_tokens):
-            if temperature > 0:
-                next_id = int(torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=gen))
+            if temperature > 0:  # sampled on the CPU, where the seeded generator lives
+                next_id = int(torch.multinomial(torch.softmax(logits.cpu() / temperature, -1), 1, generator=gen))
             else:
                 next_id = int(torch.argmax(logits))
             t1 = time.perf_counter()
@@ -168,10 +173,24 @@ class LiveMonitor:
             if tail and full[: len(streamed)] == streamed:
                 _, past, hidden = self._forward(tail, past)
                 score = float(stream.push(hidden)[-1])
+            elif full[: len(streamed)] != streamed:
+                log.warning("the reply re-tokenises differently; the final score leaves out the template's closing "
+                            "tokens and may differ slightly from the offline score of the conversation")
         final = self.decide(messages, score, tokens=stream.tokens)
         yield {"type": "final", "finish_reason": finish, "score": final.score, "verdict": final.label,
                "decided_by": final.decided_by, "judge": final.judge, "tokens_scored": stream.tokens,
                "probe_seconds": round(probe_seconds, 4)}
+
+    def end_of_turn_ids(self) -> set[int]:
+        """Tokens that end the assistant's turn: the generation config's EOS ids (Llama-3's
+        <|eot_id|> among them), the tokenizer's, and ChatML's <|im_end|>."""
+        tok = self.lm.tokenizer
+        ids = {tok.eos_token_id}
+        configured = getattr(getattr(self.lm.model, "generation_config", None), "eos_token_id", None)
+        ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+        vocab = tok.get_vocab()
+        ids.update(vocab[t] for t in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>") if t in vocab)
+        return {i for i in ids if i is not None}
 
     def decide(self, messages: Sequence[dict], score: float, tokens: int) -> Verdict:
         """The probe's verdict, or the judge's when the score is in the uncertain band."""

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -25,6 +26,8 @@ from fastapi.responses import HTMLResponse, StreamingResponse
 from mup_core.llm.server import ChatRequest, chunk
 from mup_core.monitor.live import LiveMonitor, MonitorInputError
 from mup_core.web import APIError, install_error_handlers
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MAX_TOKENS = 64
 
@@ -134,5 +137,6 @@ def _sse(events, model: str):
             else:
                 yield chunk(model, cid, {}, ev["finish_reason"], mup={"final": _public(ev)})
     except Exception as exc:  # after the headers went out, an error can only be an event
-        yield f"data: {json.dumps({'error': {'message': str(exc), 'type': 'server_error'}})}\n\n"
+        log.exception("mup monitor: the stream failed")
+        yield f"data: {json.dumps({'error': {'message': f'{type(exc).__name__}: {exc}', 'type': 'server_error'}})}\n\n"
     yield "data: [DONE]\n\n"

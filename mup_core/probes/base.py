@@ -61,6 +61,10 @@ class Probe(ABC):
     def default_hyperparameters(cls) -> dict[str, Any]:
         return {}
 
+    def validate(self) -> None:
+        """Raise ValueError for hyper-parameter values this probe cannot train with, before
+        any training (values only the data or the optimiser can judge fail in ``fit``)."""
+
     # -- learning -------------------------------------------------------------
     @abstractmethod
     def fit(
@@ -155,6 +159,8 @@ class ProbeStream:
         self.terms: np.ndarray | None = None
 
     def push(self, x: torch.Tensor) -> np.ndarray:
+        if len(x) == 0:
+            return np.zeros(0)
         new = self.probe.stream_terms(x)
         self.terms = new if self.terms is None else np.concatenate([self.terms, new])
         return _sigmoid(self.probe.aggregate_prefixes(self.terms)[-len(new):])

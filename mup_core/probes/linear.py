@@ -60,6 +60,12 @@ class LogisticRegressionProbe(_MeanPooledStreaming, Probe):
     def default_hyperparameters(cls):
         return {"C": 1e-3, "max_iter": 2000}
 
+    def validate(self):
+        if not float(self.hyperparameters["C"]) > 0:
+            raise ValueError(f"logistic_regression: C must be > 0, got {self.hyperparameters['C']}")
+        if int(self.hyperparameters["max_iter"]) < 1:
+            raise ValueError(f"logistic_regression: max_iter must be at least 1, got {self.hyperparameters['max_iter']}")
+
     def fit(self, acts, labels, val=None, sample_weight=None):
         x = acts.mean_pool().astype(np.float64)
         y = _check_labels(labels, len(acts))
@@ -164,6 +170,11 @@ class LDAProbe(_MeanPooledStreaming, Probe):
     @classmethod
     def default_hyperparameters(cls):
         return {"shrinkage": "auto"}
+
+    def validate(self):
+        s = self.hyperparameters["shrinkage"]
+        if s != "auto" and not (isinstance(s, (int, float)) and 0.0 <= float(s) <= 1.0):
+            raise ValueError(f"lda: shrinkage must be 'auto' or in [0, 1], got {s!r}")
 
     def fit(self, acts, labels, val=None, sample_weight=None):
         from sklearn.covariance import ledoit_wolf_shrinkage

@@ -74,6 +74,8 @@ class _SoftmaxPoolHead(nn.Module):
 
     def __init__(self, hidden: int, temperature: float):
         super().__init__()
+        if not temperature > 0:
+            raise ValueError(f"softmax: temperature must be > 0, got {temperature}")
         self.linear = nn.Linear(hidden, 1)
         self.temperature = temperature
 
@@ -246,6 +248,18 @@ class TorchSequenceProbe(Probe):
 
     def build_head(self, hidden: int) -> nn.Module:
         raise NotImplementedError
+
+    def validate(self) -> None:
+        hp = self.hyperparameters
+        for name in ("max_epochs", "batch_size", "patience"):
+            if int(hp[name]) < 1:
+                raise ValueError(f"{self.probe_type}: {name} must be at least 1, got {hp[name]}")
+        if not 0.0 < float(hp["val_fraction"]) < 1.0:
+            raise ValueError(f"{self.probe_type}: val_fraction must be in (0, 1), got {hp['val_fraction']}")
+        try:
+            self.build_head(1)  # the head's own checks: window, alpha, heads, temperature
+        except (TypeError, ValueError) as exc:
+            raise ValueError(str(exc) if str(exc).startswith(self.probe_type) else f"{self.probe_type}: {exc}") from None
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mu) / self.sigma

@@ -63,6 +63,7 @@ def configured_probes(
             continue
         try:
             probes[probe_type] = make_probe(probe_type, **dict(hyperparameters.get(probe_type, {})))
+            probes[probe_type].validate()
         except (ValueError, TypeError) as exc:
             problems.append(str(exc))
     if problems:
