@@ -304,6 +304,7 @@ def test_10_relabel_whose_balancing_fails_keeps_the_paid_for_labels(tmp_path):
 def test_11_kill_9_of_the_cli_stops_its_step_marks_the_run_failed_and_cleans_up(h):
     long_training = probes_config(["attention"], {"attention": {"max_epochs": 100_000, "patience": 100_000}})
     proc = cli(h, "--select", "probes", "--partition", KEY, config=long_training, background=True)
+    step_pid = None
     try:
         deadline = time.time() + 180
         scratch = []
@@ -322,6 +323,8 @@ def test_11_kill_9_of_the_cli_stops_its_step_marks_the_run_failed_and_cleans_up(
         assert not scratch[0].exists(), "the step's scratch directory was left behind"
     finally:
         stop_process(proc)
+        if step_pid and pid_alive(step_pid):  # never leave a runaway step behind, even when the test fails
+            os.kill(step_pid, signal.SIGKILL)
     instance = instance_of(h)
     killed = instance.get_runs(limit=1)[0]
     assert killed.status == dg.DagsterRunStatus.STARTED  # what Dagster alone would leave forever
