@@ -78,11 +78,20 @@ def scratch_dir(kind: str = "work") -> Iterator[Path]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def temp_file_in(directory: str | os.PathLike, name: str) -> str:
-    """A new empty hidden temporary beside ``directory/name``, to be renamed into place."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.{temp_tag()}", dir=directory)
+@contextlib.contextmanager
+def replaced_atomically(path: str | os.PathLike) -> Iterator[Path]:
+    """A hidden temporary beside ``path`` to write to; renamed onto ``path`` when the block
+    ends without an error, removed otherwise, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{temp_tag()}", dir=path.parent)
     os.close(fd)
-    return tmp
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def clean_stale_temps(*roots: str | os.PathLike) -> list[str]:
@@ -188,17 +197,8 @@ class LocalStore(ArtifactStore):
         with self.writing(key) as tmp:
             shutil.copyfile(path, tmp)
 
-    @contextlib.contextmanager
     def writing(self, key):
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_file_in(path.parent, path.name)
-        try:
-            yield Path(tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        return replaced_atomically(self._path(key))
 
     def get_bytes(self, key):
         path = self._path(key)
@@ -292,14 +292,8 @@ class S3Store(ArtifactStore):
         tag = hashlib.sha256(f"{self.bucket}/{self._key(key)}/{head['ETag']}".encode()).hexdigest()[:16]
         path = self.cache_dir / tag / Path(key).name
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = temp_file_in(path.parent, path.name)
-            try:
-                self.client.download_file(self.bucket, self._key(key), tmp)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            with replaced_atomically(path) as tmp:
+                self.client.download_file(self.bucket, self._key(key), str(tmp))
         return path
 
     def size(self, key):

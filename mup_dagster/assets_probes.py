@@ -6,6 +6,7 @@ definitions stays fast.
 """
 
 
+import os
 from typing import Literal, Optional
 
 import dagster as dg
@@ -47,7 +48,7 @@ def _version(*hashes: str) -> dg.DataVersion:
 
 
 # how often the source files are checked for changes (a cron schedule; MUP_SOURCES_CRON overrides)
-SOURCES_CRON = __import__("os").environ.get("MUP_SOURCES_CRON", "*/2 * * * *")
+SOURCES_CRON = os.environ.get("MUP_SOURCES_CRON", "*/2 * * * *")
 
 
 @dg.observable_source_asset(group_name=GROUP, automation_condition=dg.AutomationCondition.on_cron(SOURCES_CRON))

@@ -142,23 +142,14 @@ class AtomicPickledIOManager(PickledObjectFilesystemIOManager):
     an upstream asset that was never materialised."""
 
     def dump_to_path(self, context, obj, path):
-        import os
         import pickle
 
-        from mup_core.storage import temp_file_in
+        from mup_core.storage import replaced_atomically
 
         if getattr(path, "protocol", "") not in ("", "file", "local"):
             return super().dump_to_path(context, obj, path)
-        target = str(path)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = temp_file_in(os.path.dirname(target), os.path.basename(target))
-        try:
-            with open(tmp, "wb") as fh:
-                pickle.dump(obj, fh, pickle.HIGHEST_PROTOCOL)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with replaced_atomically(str(path)) as tmp, open(tmp, "wb") as fh:
+            pickle.dump(obj, fh, pickle.HIGHEST_PROTOCOL)
 
     def handle_output(self, context, obj):
         """As Dagster's, but the pickle's location is recorded as ``step_output``: ``path`` in

@@ -62,6 +62,18 @@ def is_dialogue(value: Any) -> bool:
     )
 
 
+def message_problem(messages: Sequence[dict], field: str) -> str | None:
+    """What is wrong with a dialogue's messages (an unknown role, content that is not text),
+    naming ``field[i]``; None when nothing is. Loaders and the live monitor both ask here."""
+    for i, m in enumerate(messages):
+        role, content = m.get("role"), m.get("content")
+        if role not in ROLES:
+            return f"field '{field}[{i}].role' is {role!r}; expected one of {', '.join(ROLES)}"
+        if not isinstance(content, str):
+            return f"field '{field}[{i}].content' must be text, got {type(content).__name__} ({content!r:.40}); quote it as a string"
+    return None
+
+
 def _hash(*columns: Iterable[str]) -> str:
     h = hashlib.sha256()
     for column in columns:

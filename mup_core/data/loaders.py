@@ -18,14 +18,14 @@ import polars as pl
 
 from mup_core.data.dataset import (
     LABELS,
-    ROLES,
     Dataset,
     DatasetError,
     decode_input,
     frame_from_records,
     is_dialogue,
+    message_problem,
 )
-from mup_core.storage import temp_file_in
+from mup_core.storage import replaced_atomically
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +64,10 @@ def _check_record(rec: Any, where: str, require_labels: bool) -> dict[str, Any]:
 def _check_messages(messages: list, where: str) -> None:
     """Every message has a known role and text content (checked at load time, so a bad
     dialogue never reaches a forward pass)."""
+    problem = message_problem(messages, "inputs")
+    if problem:
+        raise DatasetError(f"{where}: {problem}")
     for i, m in enumerate(messages):
-        if m["role"] not in ROLES:
-            raise DatasetError(
-                f"{where}: field 'inputs[{i}].role' is {m['role']!r}; expected one of {', '.join(ROLES)}"
-            )
-        if not isinstance(m["content"], str):
-            raise DatasetError(
-                f"{where}: field 'inputs[{i}].content' must be text, got {type(m['content']).__name__} "
-                f"({m['content']!r:.40}); quote it as a string"
-            )
         extra = set(m) - {"role", "content"}
         if extra:
             log.debug("%s: message %d: ignoring fields %s", where, i, sorted(extra))
@@ -173,27 +167,13 @@ def load_dataset(path: str | os.PathLike, name: str | None = None, require_label
     return Dataset(frame_from_records(records, source=str(path)), name)
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_file_in(path.parent, path.name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_jsonl(ds: Dataset, path: str | os.PathLike) -> None:
     """Write in the research's JSONL format (dialogues as message lists)."""
 
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            for rec in ds.df.iter_rows(named=True):
-                rec["inputs"] = decode_input(rec["inputs"])
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-
-    _atomic_write(Path(path), write)
+    with replaced_atomically(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        for rec in ds.df.iter_rows(named=True):
+            rec["inputs"] = decode_input(rec["inputs"])
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
 def dataset_to_parquet_bytes(ds: Dataset) -> bytes:

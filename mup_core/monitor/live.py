@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 import torch
 
 from mup_core.data.chat import as_dialogue
-from mup_core.data.dataset import ROLES
+from mup_core.data.dataset import message_problem
 from mup_core.monitor.bundle import BundleError, MonitorBundle
 from mup_core.probes.base import ProbeStream
 
@@ -56,15 +56,10 @@ def check_messages(messages: Sequence[dict]) -> list[dict]:
     """Messages as the chat template wants them, or ``MonitorInputError``."""
     if not messages:
         raise MonitorInputError("the conversation is empty: send at least one message")
-    out = []
-    for i, m in enumerate(messages):
-        role, content = m.get("role"), m.get("content")
-        if role not in ROLES:
-            raise MonitorInputError(f"messages[{i}].role is {role!r}; expected one of {', '.join(ROLES)}")
-        if not isinstance(content, str):
-            raise MonitorInputError(f"messages[{i}].content must be text, got {type(content).__name__}")
-        out.append({"role": role, "content": content})
-    return out
+    problem = message_problem(messages, "messages")
+    if problem:
+        raise MonitorInputError(problem)
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 class LiveMonitor:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import uuid
 from importlib import resources
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, StreamingResponse
 
-from mup_core.llm.server import ChatRequest, chunk
+from mup_core.llm.server import ChatRequest, chunk, completion
 from mup_core.monitor.live import LiveMonitor, MonitorInputError
 from mup_core.web import APIError, install_error_handlers
 
@@ -104,15 +103,11 @@ def monitor_app(monitor: LiveMonitor, store=None) -> FastAPI:
                 tokens.append(ev)
             else:
                 final = ev
-        text = "".join(t["token"] for t in tokens)
-        return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion", "created": int(time.time()),
-            "model": bundle.model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": final["finish_reason"]}],
-            "usage": {"prompt_tokens": len(prompt["tokens"]), "completion_tokens": len(tokens),
-                      "total_tokens": len(prompt["tokens"]) + len(tokens)},
-            "mup": {"prompt": _public(prompt), "tokens": [_public(t) for t in tokens], "final": _public(final), "monitor": info},
-        }
+        body = completion(bundle.model, "".join(t["token"] for t in tokens), final["finish_reason"])
+        body["usage"] = {"prompt_tokens": len(prompt["tokens"]), "completion_tokens": len(tokens),
+                         "total_tokens": len(prompt["tokens"]) + len(tokens)}
+        body["mup"] = {"prompt": _public(prompt), "tokens": [_public(t) for t in tokens], "final": _public(final), "monitor": info}
+        return body
 
     return app
 

@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS
-from mup_core.storage import temp_file_in
+from mup_core.storage import replaced_atomically
 
 
 @dataclass
@@ -121,15 +121,9 @@ class Probe(ABC):
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically to ``path`` (a ``.safetensors`` file)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
-        tmp = temp_file_in(path.parent, path.name)
-        try:
-            save_file(tensors, tmp, metadata={"mup_probe": json.dumps(self.metadata())})
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with replaced_atomically(path) as tmp:
+            save_file(tensors, str(tmp), metadata={"mup_probe": json.dumps(self.metadata())})
         return path
 
     # -- end to end -------------------------------------------------------------
