@@ -47,6 +47,7 @@ class DatasetRef:
     inputs_hash: str
     labels_hash: str
     label_counts: dict
+    role: str = ""  # in eval_datasets: "evaluation" or "selection" (see below); "" for a corpus split
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -55,6 +56,26 @@ class DatasetRef:
 # names the corpus's own splits use in dataset_texts and probe_metrics; an evaluation set
 # with one of them would silently take that split's place
 RESERVED_DATASET_NAMES = ("train", "val", "corpus-val")
+
+
+# the role of a set in eval_datasets: reported on, or used to choose the probe, layer and
+# threshold (out-of-distribution selection; never reported as a result)
+EVALUATION, SELECTION = "evaluation", "selection"
+
+
+def selection_sets(eval_datasets: Mapping[str, Mapping]) -> list[str]:
+    """Names of the sets of ``eval_datasets`` whose role is selection, in order."""
+    return [n for n, ref in eval_datasets.items() if ref.get("role") == SELECTION]
+
+
+def evaluation_sets(eval_datasets: Mapping[str, Mapping]) -> dict[str, Mapping]:
+    """The sets of ``eval_datasets`` that results are reported on (not the selection sets)."""
+    return {n: ref for n, ref in eval_datasets.items() if ref.get("role") != SELECTION}
+
+
+def dataset_role(ref: Mapping) -> str:
+    """The role of a set of eval_datasets (sets stored before roles existed are evaluation sets)."""
+    return ref.get("role") or EVALUATION
 
 
 def check_eval_name(name: str, source: str, taken: Collection[str] = ()) -> None:
@@ -263,8 +284,9 @@ def evaluate_layer_probes(
     layer: int,
     probe_keys: Mapping[str, str],
     eval_sets: Mapping[str, tuple[Dataset, ActivationRef | Mapping]],
-    calibrate_on: str = "corpus-val",
+    calibrate_on: str | Sequence[str] = "corpus-val",
     target_fpr: float = 0.01,
+    roles: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
     """Metrics of every probe on every evaluation set (ambiguous rows excluded).
 
@@ -274,7 +296,8 @@ def evaluate_layer_probes(
     realises on each set (``alarm_fpr``, ``alarm_tpr``), the share of examples a live
     monitor would have alarmed on at some token (``stream_fpr``, ``stream_tpr``) and the
     median number of tokens a high-stakes example took to raise it
-    (``median_tokens_to_alarm``).
+    (``median_tokens_to_alarm``). ``roles`` adds a ``role`` column (evaluation, selection
+    or validation) and ``calibrated_on`` names the sets the threshold came from.
     """
     from mup_core.monitor.bundle import calibrate_threshold
     from mup_core.probes.base import tokens_until_alarm
@@ -290,15 +313,19 @@ def evaluate_layer_probes(
         y = clear.label_array()
         loaded[name] = (acts, y, {t: p.predict_proba(acts) for t, p in probes.items()})
     thresholds = {}
-    if calibrate_on in loaded:
-        _, y_cal, probs_cal = loaded[calibrate_on]
-        thresholds = {t: calibrate_threshold(probs_cal[t][y_cal == 0], target_fpr) for t in probes}
+    cal_sets = [calibrate_on] if isinstance(calibrate_on, str) else list(calibrate_on)
+    cal_sets = [c for c in cal_sets if c in loaded]
+    if cal_sets:
+        thresholds = {t: calibrate_threshold(np.concatenate([loaded[c][2][t][loaded[c][1] == 0] for c in cal_sets]), target_fpr)
+                      for t in probes}
     rows = []
     for name, (acts, y, probs) in loaded.items():
         for probe_type, probe in probes.items():
             m = compute_metrics(y, probs[probe_type])
             row = {"model": model, "layer": int(layer), "probe_type": probe_type, "dataset": name, **m.as_dict(),
                    "probe_key": probe_keys[probe_type]}
+            if roles is not None:
+                row["role"] = roles.get(name, "evaluation")
             if probe_type in thresholds:
                 thr = thresholds[probe_type]
                 first = [tokens_until_alarm(probe.prefix_proba(acts.example(i)), thr) for i in range(len(acts))]
@@ -306,6 +333,7 @@ def evaluate_layer_probes(
                 to_alarm = [f for f, label in zip(first, y) if f is not None and label == 1]
                 row.update(
                     alarm_threshold=thr,
+                    calibrated_on=",".join(cal_sets),
                     alarm_fpr=float(np.mean(probs[probe_type][y == 0] >= thr)),
                     alarm_tpr=float(np.mean(probs[probe_type][y == 1] >= thr)),
                     stream_fpr=float(alarmed[y == 0].mean()),

@@ -122,6 +122,12 @@ class EvalDatasetsConfig(dg.Config):
         default_factory=list,
         description="JSONL/CSV files in the research format to evaluate on, e.g. ../shared/data/mup/dev/mt_dev_balanced.jsonl",
     )
+    selection_files: list[str] = Field(
+        default_factory=list,
+        description="JSONL/CSV files from outside the training distribution on which the layer, the probe type and the "
+        "alarm threshold are chosen (role 'selection'; the study never reports on them), e.g. the research's dev sets "
+        "../shared/data/mup/dev/*_dev_balanced.jsonl",
+    )
     include_corpus_test: bool = True
 
 
@@ -135,12 +141,14 @@ def eval_datasets(
     imported_datasets: dict,
 ) -> dg.Output[dict]:
     """Evaluation sets: the corpus's held-out test split, the balanced imported sets, the
-    sources resource's ``eval_files`` and any files named in config."""
+    sources resource's ``eval_files`` and any files named in config; and the selection
+    sets (``selection_files``), marked ``role: selection``, which choose the probe and
+    its threshold and are never reported as evaluation results."""
     from pathlib import Path
 
     from mup_core.data.dataset import DatasetError
     from mup_core.data.loaders import load_dataset
-    from mup_core.workflows import check_eval_name, store_dataset
+    from mup_core.workflows import EVALUATION, SELECTION, check_eval_name, dataset_role, selection_sets, store_dataset
 
     store = artifact_store.get_store()
     out: dict[str, dict] = {}
@@ -150,12 +158,14 @@ def eval_datasets(
         for name, versions in imported_datasets.items():
             check_eval_name(name, f"imported source {name}", out)
             out[name] = versions["balanced"]
-        for file in [*sources.eval_files, *config.files]:
+        files = [(f, EVALUATION) for f in [*sources.eval_files, *config.files]]
+        files += [(f, SELECTION) for f in [*sources.selection_files, *config.selection_files]]
+        for file, role in files:
             ds = load_dataset(file)  # names file, line and field; nothing is stored
             check_eval_name(ds.name, str(file), out)
             ref = store_dataset(store, ds)
-            out[ds.name] = ref.as_dict()
-            context.log.info(f"loaded {Path(file).name}: {len(ds)} rows {ds.label_counts()}")
+            out[ds.name] = {**ref.as_dict(), "role": role}
+            context.log.info(f"loaded {Path(file).name} ({role}): {len(ds)} rows {ds.label_counts()}")
     except (DatasetError, ValueError) as exc:
         raise dg.Failure(description=f"eval_datasets: {exc}") from None
     if not out:
@@ -163,10 +173,12 @@ def eval_datasets(
     return dg.Output(
         out,
         metadata={
-            "datasets": dg.MetadataValue.json({n: {"rows": r["rows"], "labels": r["label_counts"]} for n, r in out.items()}),
+            "datasets": dg.MetadataValue.json({n: {"rows": r["rows"], "labels": r["label_counts"], "role": dataset_role(r)}
+                                               for n, r in out.items()}),
+            "selection_sets": dg.MetadataValue.json(selection_sets(out)),
             "count": len(out),
         },
-        data_version=_version(*(f"{n}{r['inputs_hash']}{r['labels_hash']}" for n, r in sorted(out.items()))),
+        data_version=_version(*(f"{n}{r['inputs_hash']}{r['labels_hash']}{dataset_role(r)}" for n, r in sorted(out.items()))),
     )
 
 
@@ -377,10 +389,14 @@ def probe_metrics(
     activations: dict,
 ) -> dg.Output[dict]:
     """AUROC, accuracy, TPR at 1% FPR, Brier and ECE of each probe on each eval set, and
-    on the corpus validation split (``corpus-val``, which the layer sweep selects on)."""
+    on the corpus validation split (``corpus-val``); the alarm threshold at 1 % FPR is
+    calibrated on the selection sets (pooled) where there are any, else on corpus-val,
+    and ``alarm_fpr`` is what it realises on each set (its drift)."""
     import io
 
-    from mup_core.workflows import evaluate_layer_probes, load_stored_dataset, metrics_key, metrics_markdown
+    from mup_core.workflows import (
+        dataset_role, evaluate_layer_probes, load_stored_dataset, metrics_key, metrics_markdown, selection_sets,
+    )
 
     layer, model = _layer_and_model(context)
     store = artifact_store.get_store()
@@ -392,8 +408,11 @@ def probe_metrics(
         )
     eval_sets = {name: (load_stored_dataset(store, ref), activations[name]) for name, ref in eval_datasets.items()}
     eval_sets["corpus-val"] = (load_stored_dataset(store, corpus_splits["val"]), activations["val"])
+    chosen_on = selection_sets(eval_datasets)
+    roles = {IN_DISTRIBUTION: "validation", **{n: dataset_role(r) for n, r in eval_datasets.items()}}
     table = evaluate_layer_probes(
-        store, model=model, layer=layer, probe_keys={t: s["key"] for t, s in probes.items()}, eval_sets=eval_sets
+        store, model=model, layer=layer, probe_keys={t: s["key"] for t, s in probes.items()}, eval_sets=eval_sets,
+        calibrate_on=chosen_on or IN_DISTRIBUTION, roles=roles,
     )
     buf = io.BytesIO()
     table.write_parquet(buf)
@@ -464,9 +483,9 @@ def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStor
 class MonitorBundleConfig(dg.Config):
     selection_datasets: list[str] = Field(
         default_factory=list,
-        description="evaluation sets (names in eval_datasets) on which the probe type and layer are chosen and the "
-        "threshold calibrated: sets from outside the training distribution, e.g. the research's dev sets. Empty: the "
-        "corpus validation split (in distribution; the bundle records it)",
+        description="sets (names in eval_datasets) on which the probe type and layer are chosen and the threshold "
+        "calibrated: sets from outside the training distribution, e.g. the research's dev sets. Empty: eval_datasets' "
+        "selection sets (selection_files), else the corpus validation split (in distribution; the bundle records it)",
     )
     target_fpr: float = Field(default=0.01, description="share of low-stakes conversations allowed to raise an alarm")
     uncertain_width: float = Field(
@@ -494,14 +513,14 @@ def monitor_bundle(
     escalated to an LLM judge. Re-materialised when the model's probe metrics change."""
     from mup_core.monitor import BundleError, MonitorBundle, calibrate_threshold, choose_probe, save_bundle, uncertain_band
     from mup_core.probes import load_probe
-    from mup_core.workflows import collect_metrics, load_labelled, load_stored_dataset, metrics_markdown
+    from mup_core.workflows import collect_metrics, load_labelled, load_stored_dataset, metrics_markdown, selection_sets
 
     model = context.partition_key
     store = artifact_store.get_store()
     table = collect_metrics(store, model)
     if "probe_key" in table.columns:
         table = table.filter(pl.col("probe_key").is_not_null())
-    selection = list(config.selection_datasets) or [IN_DISTRIBUTION]
+    selection = list(config.selection_datasets) or selection_sets(eval_datasets) or [IN_DISTRIBUTION]
     refs = {IN_DISTRIBUTION: (corpus_splits["val"], activations["val"]), **{n: (r, activations.get(n)) for n, r in eval_datasets.items()}}
     try:
         if "probe_key" not in table.columns:

@@ -98,33 +98,36 @@ def _sets(context, store, corpus_splits, eval_datasets, activations, layer):
 )
 def layer_sweep(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> dg.Output[dict]:
     """AUROC by layer for every probe type, and the layer the study uses: the one with the
-    best mean validation AUROC over probe types (evaluation sets are never used to choose)."""
-    import polars as pl
-
-    from mup_core.experiments import VAL
+    best mean AUROC over probe types on the *selection sets* (eval_datasets' role
+    ``selection``: data from outside the training distribution), or on the corpus
+    validation split when there are none. Evaluation sets never choose anything."""
+    from mup_core.evaluation.selection import SelectionError
+    from mup_core.evaluation.selection import layer_sweep as sweep
     from mup_core.figures import study as figs
-    from mup_core.workflows import collect_metrics
+    from mup_core.workflows import collect_metrics, metrics_markdown
 
     model = context.partition_key
     store = artifact_store.get_store()
-    metrics = collect_metrics(store, model)
-    if metrics.height == 0:
-        raise dg.Failure(f"layer_sweep: no probe metrics stored for {model}; materialise probes and probe_metrics first")
-    ev = metrics.filter(pl.col("dataset") != VAL).group_by("layer", "probe_type").agg(pl.col("auroc").mean().alias("eval_auroc"))
-    val = metrics.filter(pl.col("dataset") == VAL).group_by("layer", "probe_type").agg(pl.col("auroc").mean().alias("val_auroc"))
-    table = ev.join(val, on=["layer", "probe_type"], how="left").sort("probe_type", "layer")
-    rank_col = "val_auroc" if val.height else "eval_auroc"
-    by_layer = table.group_by("layer").agg(pl.col(rank_col).mean()).sort([rank_col, "layer"], descending=[True, False])
-    selected = int(by_layer["layer"][0])
-    best = {
-        t: int(rows.sort([rank_col, "layer"], descending=[True, False])["layer"][0])
-        for (t,), rows in table.group_by(["probe_type"])
-    }
-    png = figs.layer_sweep(table, selected, f"{model}: AUROC by layer (selected on {rank_col})")
-    out = _publish(context, store, "layer_sweep", table, png,
-                   {"selected_layer": dg.MetadataValue.int(selected), "best_layer_by_probe": dg.MetadataValue.json(best)})
-    return dg.Output({**out.value, "selected_layer": selected, "best_layer_by_probe": best}, metadata=out.metadata,
-                     data_version=out.data_version)
+    try:
+        found = sweep(collect_metrics(store, model))
+    except SelectionError as exc:
+        raise dg.Failure(f"layer_sweep of {model}: {exc}") from None
+    selected, on = found["selected_layer"], ", ".join(found["chosen_on"])
+    png = figs.layer_sweep(found["table"], selected, f"{model}: AUROC by layer (chosen on {on})")
+    extra = {"selected_layer": dg.MetadataValue.int(selected), "chosen_on": dg.MetadataValue.json(found["chosen_on"]),
+             "out_of_distribution_selection": found["out_of_distribution"],
+             "best_probe": dg.MetadataValue.json(found["best_probe"]),
+             "best_layer_by_probe": dg.MetadataValue.json(found["best_layer_by_probe"])}
+    if found["leave_one_out"] is not None:
+        loo = found["leave_one_out"]
+        extra["leave_one_set_out"] = dg.MetadataValue.md(metrics_markdown(
+            loo, ("held_out", "probe_type", "layer", "selection_auroc", "auroc", "tpr_at_1pct_fpr")))
+        extra["leave_one_set_out_mean_auroc"] = dg.MetadataValue.float(float(loo["auroc"].mean()))
+        extra["leave_one_set_out_mean_tpr_at_1pct_fpr"] = dg.MetadataValue.float(float(loo["tpr_at_1pct_fpr"].mean()))
+    out = _publish(context, store, "layer_sweep", found["table"], png, extra)
+    return dg.Output({**out.value, "selected_layer": selected, "best_layer_by_probe": found["best_layer_by_probe"],
+                      "best_probe": found["best_probe"], "chosen_on": found["chosen_on"]},
+                     metadata=out.metadata, data_version=out.data_version)
 
 
 # -- probe scores at the study layer -----------------------------------------------------------
@@ -212,12 +215,12 @@ def _inputs_and_tokens(store, corpus_splits, eval_datasets, slug: str):
     from mup_core.activations.extract import tokenize_inputs
     from mup_core.experiments import VAL
     from mup_core.models.loading import load_tokenizer
-    from mup_core.workflows import load_stored_dataset
+    from mup_core.workflows import evaluation_sets, load_stored_dataset
 
     from types import SimpleNamespace
 
     lm = SimpleNamespace(tokenizer=load_tokenizer(slug), spec=get_spec(slug))  # what tokenize_inputs reads
-    refs = {"train": corpus_splits["train"], VAL: corpus_splits["val"], **eval_datasets}
+    refs = {"train": corpus_splits["train"], VAL: corpus_splits["val"], **evaluation_sets(eval_datasets)}
     out = {}
     for name, ref in refs.items():
         ds = load_stored_dataset(store, ref).unambiguous()
@@ -446,8 +449,9 @@ def probe_comparison(
     context: dg.AssetExecutionContext, config: ComparisonConfig, artifact_store: ArtifactStoreResource,
     probe_scores: dict, tfidf_baseline: dict, prompted_baseline: dict, finetuned_baseline: dict, continuation_baseline: dict,
 ) -> dg.Output[dict]:
-    """Every probe type and baseline on every evaluation set: AUROC, accuracy, TPR at 1% FPR and
-    Brier with 95% bootstrap intervals, mean and std over seeds."""
+    """Every probe type and baseline on every evaluation set: TPR at 1 % FPR first, then AUROC,
+    accuracy and Brier, with 95% bootstrap intervals, mean and std over seeds; the metadata
+    leads with the mean TPR over the out-of-distribution sets."""
     import polars as pl
 
     from mup_core.experiments import VAL, comparison_table, method_summary
@@ -459,9 +463,15 @@ def probe_comparison(
     ev = table.filter(pl.col("dataset") != VAL)
     png = figs.comparison_bars(ev, f"{context.partition_key}: monitors by evaluation set (95% bootstrap CI)")
     summary = method_summary(table)
+    def by_method(col):
+        return dg.MetadataValue.json({r["method"]: None if r[col] is None else round(r[col], 4) for r in summary.iter_rows(named=True)})
+
     return _publish(context, store, "probe_comparison", table, png, {
-        "mean_auroc_by_method": dg.MetadataValue.json({r["method"]: round(r["mean_auroc"], 4) for r in summary.iter_rows(named=True)}),
-    }, columns=["dataset", "method", "seeds", "auroc", "auroc_lo", "auroc_hi", "auroc_std", "tpr_at_1pct_fpr", "brier"])
+        "ood_mean_tpr_at_1pct_fpr_by_method": by_method("ood_mean_tpr_at_1pct_fpr"),
+        "mean_tpr_at_1pct_fpr_by_method": by_method("mean_tpr_at_1pct_fpr"),
+        "mean_auroc_by_method": by_method("mean_auroc"),
+    }, columns=["dataset", "method", "seeds", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_lo", "tpr_at_1pct_fpr_hi",
+                "auroc", "auroc_lo", "auroc_hi", "auroc_std", "brier"])
 
 
 @_asset(kinds={"matplotlib"})

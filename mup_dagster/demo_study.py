@@ -31,6 +31,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--eval-file", action="append", default=[], help="extra JSONL/CSV evaluation file (research format)")
+    parser.add_argument("--selection-file", action="append", default=[],
+                        help="JSONL/CSV set from outside the training distribution to choose the layer, probe and "
+                        "threshold on (research format, e.g. ../shared/data/mup/dev/mt_dev_balanced.jsonl)")
     parser.add_argument("--finetune-steps", type=int, default=40)
     parser.add_argument("--experiments-only", action="store_true",
                         help="re-run only the experiments (probes and baselines already materialised)")
@@ -43,7 +46,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     print(f"mup probe study: {spec.slug}, probe layers {list(spec.default_layers)}", flush=True)
     if not args.experiments_only:
-        _run(instance, DATASET_ASSETS, run_config={"ops": {"eval_datasets": {"config": {"files": [os.path.abspath(f) for f in args.eval_file]}}}})
+        files = {"files": [os.path.abspath(f) for f in args.eval_file],
+                 "selection_files": [os.path.abspath(f) for f in args.selection_file]}
+        _run(instance, DATASET_ASSETS, run_config={"ops": {"eval_datasets": {"config": files}}})
         _run(instance, ["activations"], spec.slug)
         for layer in spec.default_layers:
             _run(instance, ["probes", "probe_metrics"], layer_model_key(layer, spec.slug))
@@ -52,13 +57,24 @@ def main(argv=None) -> int:
         _run(instance, list(BASELINES), spec.slug, run_config=ft)
     result = _run(instance, EXPERIMENTS, spec.slug)
 
-    from mup_core.experiments import VAL, from_parquet_bytes
+    from mup_core.experiments import VAL, from_parquet_bytes, method_summary
 
     store = defs.resources["artifact_store"].get_store()
     comparison = from_parquet_bytes(store.get_bytes(result.output_for_node("probe_comparison")["table"]))
+    sweep = instance.get_latest_materialization_event(dg.AssetKey("layer_sweep"))
     with pl.Config(tbl_rows=100, tbl_cols=-1, tbl_hide_dataframe_shape=True, float_precision=3, tbl_width_chars=200):
         print(comparison.filter(pl.col("dataset") != VAL).select(
-            "dataset", "method", "seeds", "auroc", "auroc_lo", "auroc_hi", "auroc_std", "tpr_at_1pct_fpr", "brier", "mean_flops"))
+            "dataset", "method", "seeds", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_lo", "tpr_at_1pct_fpr_hi",
+            "auroc", "auroc_lo", "auroc_hi", "auroc_std", "brier", "mean_flops"))
+        print("\nsummary: TPR at 1 % FPR first; ood_* = mean over the evaluation sets other than corpus-test")
+        print(method_summary(comparison))
+    if sweep is not None:
+        meta = sweep.asset_materialization.metadata
+        print(f"\nlayer and probe chosen on {meta['chosen_on'].value}: layer {meta['selected_layer'].value}, "
+              f"best probe {meta['best_probe'].value}")
+        if "leave_one_set_out" in meta:
+            print("leave one selection set out (choose on the others, report it):")
+            print(meta["leave_one_set_out"].value)
     print("\nfigures:")
     for name in EXPERIMENTS:
         print(f"  {name:24s} {store.uri(result.output_for_node(name)['figure'])}")

@@ -60,11 +60,14 @@ class DatasetSourcesResource(dg.ConfigurableResource):
 
     ``corpus_path``: a JSONL/CSV training corpus in the research format; unset = the
     embedded corpus. ``eval_files``: evaluation files added to ``eval_datasets``.
-    Defaults come from ``MUP_CORPUS_PATH`` and ``MUP_EVAL_FILES`` (os.pathsep-separated).
+    ``selection_files``: out-of-distribution sets the probe type, layer and alarm
+    threshold are chosen on (never reported as evaluation results). Defaults come from
+    ``MUP_CORPUS_PATH``, ``MUP_EVAL_FILES`` and ``MUP_SELECTION_FILES`` (os.pathsep-separated).
     """
 
     corpus_path: Optional[str] = None
     eval_files: list[str] = Field(default_factory=list)
+    selection_files: list[str] = Field(default_factory=list)
 
     def files(self) -> list[str]:
         from pathlib import Path
@@ -72,14 +75,17 @@ class DatasetSourcesResource(dg.ConfigurableResource):
         from mup_core.corpus import corpus_files
 
         corpus = [self.corpus_path] if self.corpus_path else [str(p) for p in corpus_files()]
-        return corpus + [str(Path(f)) for f in self.eval_files]
+        return corpus + [str(Path(f)) for f in [*self.eval_files, *self.selection_files]]
 
 
 def default_dataset_sources() -> DatasetSourcesResource:
     import os
 
-    files = [f for f in os.environ.get("MUP_EVAL_FILES", "").split(os.pathsep) if f]
-    return DatasetSourcesResource(corpus_path=os.environ.get("MUP_CORPUS_PATH") or None, eval_files=files)
+    def files(var: str) -> list[str]:
+        return [f for f in os.environ.get(var, "").split(os.pathsep) if f]
+
+    return DatasetSourcesResource(corpus_path=os.environ.get("MUP_CORPUS_PATH") or None, eval_files=files("MUP_EVAL_FILES"),
+                                  selection_files=files("MUP_SELECTION_FILES"))
 
 
 class LLMResource(dg.ConfigurableResource):

@@ -22,8 +22,9 @@ def materialize(instance, root, selection, partition_key=None, run_config=None, 
                       raise_on_error=raise_on_error)
 
 
-def materialize_graph(instance, root, model="tiny", layers=(1, 2, 3), eval_files=(), **resource_kw):
-    config = {"ops": {"eval_datasets": {"config": {"files": [str(f) for f in eval_files]}}}}
+def materialize_graph(instance, root, model="tiny", layers=(1, 2, 3), eval_files=(), selection_files=(), **resource_kw):
+    config = {"ops": {"eval_datasets": {"config": {"files": [str(f) for f in eval_files],
+                                                   "selection_files": [str(f) for f in selection_files]}}}}
     results = {"datasets": materialize(instance, root, DATASETS, run_config=config, **resource_kw)}
     results["activations"] = materialize(instance, root, ["activations"], model, **resource_kw)
     for layer in layers:

@@ -25,7 +25,7 @@ STUDY = ["layer_sweep", "probe_scores", "tfidf_baseline", "prompted_baseline", "
          "generalisation_heatmap", "data_efficiency", "few_shot_adaptation"]
 
 
-def eval_file(path):
+def eval_file(path, first_case=0):
     """A small evaluation set in the research's JSONL format (plain-string inputs)."""
     high = ["my father collapsed and is not breathing, what do I do", "the gas smell in the flat is getting stronger",
             "I wired my savings to someone who now stopped answering", "the dam gauge is above the red mark and rising",
@@ -34,7 +34,7 @@ def eval_file(path):
            "suggest a name for my goldfish", "what is a fun board game for four people",
            "how do I get a coffee stain out of a t-shirt", "recommend an upbeat song for a road trip"]
     rows = []
-    for i in range(24):
+    for i in range(first_case, first_case + 24):
         text, label = (high[i % 6], "high-stakes") if i % 2 == 0 else (low[i % 6], "low-stakes")
         rows.append({"inputs": f"{text} (case {i})", "ids": f"ev{i}", "labels": label})
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
@@ -105,3 +105,40 @@ def test_study_fails_clearly_on_a_layer_without_activations(tmp_path):
     assert not result.success
     failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
     assert "layer 0 of tiny has no activations (extracted: [1, 2, 3])" in failure.event_specific_data.error.message
+
+
+def test_selection_sets_choose_and_are_never_reported(tmp_path):
+    """Sets given as selection_files choose the layer, the probe and the alarm threshold;
+    the study reports only on evaluation sets; with two selection sets the layer sweep
+    also reports leave-one-set-out."""
+    instance = dg.DagsterInstance.ephemeral()
+    root = tmp_path / "artifacts"
+    selection = [eval_file(tmp_path / "sel_a.jsonl", 100), eval_file(tmp_path / "sel_b.jsonl", 200)]
+    materialize_graph(instance, root, eval_files=[eval_file(tmp_path / "urgent_eval.jsonl")], selection_files=selection,
+                      layers=(1, 2))
+    fast = {"probe_scores": {"seeds": [0], "probe_types": ["logistic_regression", "lda"]}}
+    result = materialize(instance, root, ["layer_sweep", "probe_scores", "monitor_bundle"], "tiny",
+                         run_config={"ops": {n: {"config": c} for n, c in fast.items()}})
+
+    metrics = pl.concat([pl.read_parquet(root / f"metrics/tiny/layer_{k:03d}.parquet") for k in (1, 2)], how="diagonal_relaxed")
+    roles = dict(metrics.select("dataset", "role").unique().iter_rows())
+    assert roles == {"sel_a": "selection", "sel_b": "selection", "urgent_eval": "evaluation", "corpus-test": "evaluation",
+                     "corpus-val": "validation"}
+    # the 1 % FPR threshold comes from the selection sets' low-stakes rows (pooled): none of them alarms there
+    assert set(metrics["calibrated_on"].to_list()) == {"sel_a,sel_b"}
+    assert metrics.filter(pl.col("role") == "selection")["alarm_fpr"].max() == 0.0
+
+    sweep_meta = result.asset_materializations_for_node("layer_sweep")[0].metadata
+    assert sweep_meta["chosen_on"].value == ["sel_a", "sel_b"] and sweep_meta["out_of_distribution_selection"].value is True
+    on_sel = metrics.filter(pl.col("role") == "selection")
+    by_layer = on_sel.group_by("layer").agg(pl.col("auroc").mean()).sort(["auroc", "layer"], descending=[True, False])
+    assert result.output_for_node("layer_sweep")["selected_layer"] == by_layer["layer"][0]
+    best = on_sel.group_by("probe_type", "layer").agg(pl.col("auroc").mean(), pl.col("tpr_at_1pct_fpr").mean()).sort(
+        ["auroc", "tpr_at_1pct_fpr", "layer", "probe_type"], descending=[True, True, False, False]).row(0, named=True)
+    assert result.output_for_node("layer_sweep")["best_probe"]["probe_type"] == best["probe_type"]
+    assert "| sel_a |" in sweep_meta["leave_one_set_out"].value and "| sel_b |" in sweep_meta["leave_one_set_out"].value
+
+    scores = from_parquet_bytes((root / result.output_for_node("probe_scores")["table"]).read_bytes())
+    assert set(scores["dataset"].to_list()) == {"corpus-test", "urgent_eval", "corpus-val"}  # never the selection sets
+    bundle_meta = result.asset_materializations_for_node("monitor_bundle")[0].metadata
+    assert bundle_meta["selection"].value["sets"] == ["sel_a", "sel_b"] and bundle_meta["selection"].value["out_of_distribution"]

@@ -48,19 +48,32 @@ def comparison_table(scores: pl.DataFrame, n_boot: int = 1000) -> pl.DataFrame:
     )
 
 
-def method_summary(comparison: pl.DataFrame) -> pl.DataFrame:
-    """Mean over evaluation datasets of AUROC, TPR at 1% FPR and FLOPs per method."""
-    return (
-        comparison.filter(pl.col("dataset") != VAL)
+IN_DISTRIBUTION_SETS = ("corpus-test",)  # the corpus's own held-out split: the training distribution
+
+
+def method_summary(comparison: pl.DataFrame, in_distribution: tuple[str, ...] = IN_DISTRIBUTION_SETS) -> pl.DataFrame:
+    """Per method, TPR at 1 % FPR first (a monitor lives at a low false-positive rate), then
+    AUROC and FLOPs: means over all evaluation sets, and over the out-of-distribution ones
+    (every evaluation set but the corpus's own test split; ``ood_*``, null where there are
+    none). Sorted by the out-of-distribution TPR where there is one, else the overall TPR."""
+    ev = comparison.filter(pl.col("dataset") != VAL)
+    ood = (
+        ev.filter(~pl.col("dataset").is_in(list(in_distribution)))
         .group_by(["method", "family"])
+        .agg(pl.col("tpr_at_1pct_fpr").mean().alias("ood_mean_tpr_at_1pct_fpr"), pl.col("auroc").mean().alias("ood_mean_auroc"),
+             pl.col("dataset").n_unique().alias("ood_datasets"))
+    )
+    summary = (
+        ev.group_by(["method", "family"])
         .agg(
-            pl.col("auroc").mean().alias("mean_auroc"),
             pl.col("tpr_at_1pct_fpr").mean().alias("mean_tpr_at_1pct_fpr"),
+            pl.col("auroc").mean().alias("mean_auroc"),
             pl.col("mean_flops").mean().alias("mean_flops"),
             pl.col("dataset").n_unique().alias("datasets"),
         )
-        .sort("mean_auroc", descending=True)
+        .join(ood, on=["method", "family"], how="left")
     )
+    return summary.sort(["ood_mean_tpr_at_1pct_fpr", "mean_tpr_at_1pct_fpr", "mean_auroc"], descending=True, nulls_last=True)
 
 
 # -- 6. AUROC by input length -------------------------------------------------------

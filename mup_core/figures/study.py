@@ -43,17 +43,18 @@ def comparison_bars(comparison: pl.DataFrame, title: str, metric: str = "auroc")
 
 
 def layer_sweep(table: pl.DataFrame, selected: int, title: str) -> bytes:
-    """Mean evaluation AUROC (solid) and validation AUROC (dashed) by layer, per probe type."""
+    """Mean evaluation AUROC (solid) and selection-set AUROC (dashed) by layer, per probe type."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     cmap = plt.get_cmap("tab10")
     for j, probe_type in enumerate(sorted(table["probe_type"].unique().to_list())):
         rows = table.filter(pl.col("probe_type") == probe_type).sort("layer")
-        ax.plot(rows["layer"], rows["eval_auroc"], marker="o", color=cmap(j % 10), label=probe_type)
-        if "val_auroc" in rows.columns:
-            ax.plot(rows["layer"], rows["val_auroc"], ls="--", lw=0.8, color=cmap(j % 10))
+        if rows["eval_auroc"].is_not_null().any():
+            ax.plot(rows["layer"], rows["eval_auroc"], marker="o", color=cmap(j % 10), label=probe_type)
+        ax.plot(rows["layer"], rows["selection_auroc"], ls="--", lw=0.8, color=cmap(j % 10),
+                label=None if rows["eval_auroc"].is_not_null().any() else probe_type)
     ax.axvline(selected, color="black", lw=1, ls=":", label=f"selected layer {selected}")
     ax.set_xlabel("layer")
-    ax.set_ylabel("AUROC (solid: eval mean, dashed: val)")
+    ax.set_ylabel("AUROC (solid: evaluation mean, dashed: selection)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, bbox_to_anchor=(1.01, 1), loc="upper left")

@@ -58,26 +58,15 @@ class MonitorBundle:
 
 
 def choose_probe(metrics: pl.DataFrame, selection_sets: Sequence[str]) -> tuple[dict, list[dict]]:
-    """The (probe type, layer) with the best mean AUROC over ``selection_sets``; ties go to
-    the better mean TPR at 1 % FPR. Returns the winner and the ranked candidates."""
-    if metrics.height == 0:
-        raise BundleError("no probe metrics stored; materialise probes and probe_metrics first")
-    have = set(metrics["dataset"].unique().to_list())
-    missing = [s for s in selection_sets if s not in have]
-    if missing:
-        raise BundleError(f"selection sets {missing} have no probe metrics (have {sorted(have)}); "
-                          "add them to eval_datasets and re-materialise activations and probe_metrics")
-    ranked = (
-        metrics.filter(pl.col("dataset").is_in(list(selection_sets)))
-        .group_by("probe_type", "layer")
-        .agg(pl.col("auroc").mean(), pl.col("tpr_at_1pct_fpr").mean(), pl.col("probe_key").first(), pl.len().alias("sets"))
-        .filter(pl.col("sets") == len(selection_sets))
-        .sort(["auroc", "tpr_at_1pct_fpr", "layer", "probe_type"], descending=[True, True, False, False])
-    )
-    if ranked.height == 0:
-        raise BundleError(f"no probe was evaluated on all of {list(selection_sets)}")
-    rows = ranked.to_dicts()
-    return rows[0], [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows[:10]]
+    """The (probe type, layer) with the best mean AUROC over ``selection_sets`` (ties to
+    the better mean TPR at 1 % FPR; ``mup_core.evaluation.selection``). Returns the winner
+    and the ranked candidates."""
+    from mup_core.evaluation.selection import SelectionError, choose
+
+    try:
+        return choose(metrics, selection_sets)
+    except SelectionError as exc:
+        raise BundleError(str(exc)) from None
 
 
 def calibrate_threshold(negative_scores: np.ndarray, target_fpr: float) -> float:
