@@ -191,9 +191,14 @@ def probe_scores(
                                          tokens, probe_flops(probe_type, hidden, tokens), seed=seed))
         context.log.info(f"probe_scores: {probe_type} done ({len(seeds)} seed(s))")
     scores = concat_scores(tables)
-    return _publish(context, store, "scores/probes", scores, extra={"layer": dg.MetadataValue.int(layer),
-                                                                    "top_tokens": dg.MetadataValue.json(highlights)},
-                    columns=["method", "dataset", "seed", "id", "label", "score"])
+    chosen = layer_sweep.get("best_probe", {}).get("probe_type")  # chosen on the selection sets
+    out = _publish(context, store, "scores/probes", scores, extra={"layer": dg.MetadataValue.int(layer),
+                                                                   "top_tokens": dg.MetadataValue.json(highlights)},
+                   columns=["method", "dataset", "seed", "id", "label", "score"])
+    if chosen in config.probe_types:
+        out = dg.Output({**out.value, "chosen_method": f"probe:{chosen}", "chosen_on": layer_sweep.get("chosen_on")},
+                        metadata=out.metadata, data_version=out.data_version)
+    return out
 
 
 def _token_strings(slug: str, value) -> list[str]:
@@ -526,7 +531,7 @@ def auroc_by_length(
 
 
 class CascadeConfig(dg.Config):
-    probe_method: Optional[str] = Field(default=None, description="e.g. probe:attention; default: the probe with the best validation AUROC")
+    probe_method: Optional[str] = Field(default=None, description="e.g. probe:attention; default: the probe layer_sweep chose on the selection sets (else the best on corpus validation)")
     llm_methods: Optional[list[str]] = Field(default=None, description="default: every non-TF-IDF baseline")
     fractions: list[float] = Field(default_factory=lambda: [0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0])
     combine: str = Field(default="average", description="average or replace the probe's score on deferred examples")
@@ -547,7 +552,8 @@ def monitoring_cascade(
     store = artifact_store.get_store()
     scores = _all_scores(store, probe_scores, tfidf_baseline, prompted_baseline, finetuned_baseline, continuation_baseline)
     metrics = comparison_table(scores, n_boot=0)  # point estimates: the choice of probe and the summary
-    probe = config.probe_method
+    # the probe layer_sweep chose on the selection sets, else the best on corpus validation
+    probe = config.probe_method or probe_scores.get("chosen_method")
     if probe is None:
         val = metrics.filter((pl.col("dataset") == VAL) & (pl.col("family") == "probe"))
         probe = val.sort("auroc", descending=True)["method"][0]
