@@ -1,0 +1,127 @@
+"""Out-of-distribution probe selection on the research's four dev sets (docs/RESULTS.md).
+
+    .venv/bin/python scripts/ood_dev_sets.py extract            # ~25 min on 2 cores: corpus, GPT-4o prompts, 4 dev sets
+    .venv/bin/python scripts/ood_dev_sets.py evaluate corpus    # or synthetic, both; --types/--layers to narrow
+    .venv/bin/python scripts/ood_dev_sets.py report             # leave one dev set out, per training source
+
+Probes are trained on the embedded corpus and/or the research's 1,319 GPT-4o synthetic
+prompts (never on dev rows); every (probe type, layer, hyper-parameters) candidate is
+scored on the four dev sets with 95 % bootstrap intervals; ``report`` chooses on three
+dev sets and reports the fourth, rotating (``mup_core.evaluation.selection.leave_one_out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import time
+
+import numpy as np
+import polars as pl
+
+DATA = os.environ.get("MUP_SHARED_DATA", os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mup"))
+STORE = os.environ.get("MUP_OOD_STORE", "/tmp/ood_store")
+LAYERS = [8, 12, 16, 20, 24, 28]
+GRID = {"logistic_regression": [{"C": c} for c in (1e-4, 1e-3, 1e-2, 1e-1)],
+        "lda": [{"shrinkage": s} for s in ("auto", 0.5, 0.9)],
+        "difference_of_means": [{}]}
+SOURCES = {"corpus": ["corpus"], "synthetic": ["synthetic_prompts_gpt4o"], "both": ["corpus", "synthetic_prompts_gpt4o"]}
+
+
+def datasets():
+    from mup_core.corpus import load_embedded_corpus
+    from mup_core.data.loaders import load_dataset
+
+    train = {"corpus": load_embedded_corpus(),
+             "synthetic_prompts_gpt4o": load_dataset(f"{DATA}/train/synthetic_prompts_gpt4o.jsonl")}
+    dev = {d.name: d for d in map(load_dataset, sorted(glob.glob(f"{DATA}/dev/*_dev_balanced.jsonl")))}
+    if len(dev) != 4:
+        raise SystemExit(f"expected the four research dev sets in {DATA}/dev, found {sorted(dev)}")
+    return train, dev
+
+
+def extract(_args):
+    from mup_core.activations import write_activations
+    from mup_core.models import load_model
+    from mup_core.storage import LocalStore
+
+    store, lm = LocalStore(STORE), load_model("smollm2-135m")
+    train, dev = datasets()
+    for name, ds in {**train, **dev}.items():
+        t = time.time()
+        m = write_activations(store, name, lm, ds.inputs, LAYERS, progress=False)  # resumes finished shards
+        print(f"{name}: {len(ds)} examples, {m['tokens']} tokens, {time.time() - t:.0f} s", flush=True)
+
+
+def _labelled(store, name, ds, layer):
+    from mup_core.activations.store import load_layer
+
+    acts = load_layer(store, name, layer)
+    clear = ds.unambiguous()
+    keep = [i for i, id_ in enumerate(ds.ids) if id_ in set(clear.ids)]
+    return (acts if len(keep) == len(ds) else acts.subset(keep)), clear.label_array()
+
+
+def evaluate(args):
+    import torch
+
+    from mup_core.activations.ragged import RaggedActivations
+    from mup_core.evaluation.metrics import metrics_with_ci
+    from mup_core.probes import train_probe
+    from mup_core.storage import LocalStore
+
+    store = LocalStore(STORE)
+    train, dev = datasets()
+    rows = []
+    for layer in args.layers:
+        parts = [_labelled(store, n, train[n], layer) for n in SOURCES[args.source]]
+        offsets = np.concatenate([[0], np.cumsum(np.concatenate([np.diff(a.offsets) for a, _ in parts]))]).astype(np.int64)
+        x = RaggedActivations(torch.cat([a.values for a, _ in parts]), offsets)
+        y = np.concatenate([b for _, b in parts])
+        scored = {n: _labelled(store, n, ds, layer) for n, ds in dev.items()}
+        for probe_type in args.types:
+            for hp in GRID.get(probe_type, [{}]):
+                t = time.time()
+                probe = train_probe(probe_type, (x, y), None, model="smollm2-135m", layer=layer, hyperparameters=hp)
+                for name, (acts, labels) in scored.items():
+                    m = metrics_with_ci(labels, probe.predict_proba(acts), n_boot=500, metrics=("auroc", "tpr_at_1pct_fpr"))
+                    rows.append({"source": args.source, "layer": layer, "probe_type": probe_type, "hp": json.dumps(hp, sort_keys=True),
+                                 "dataset": name, **{k: v for k, v in m.items() if k.startswith(("auroc", "tpr_at_1pct_fpr"))}})
+                print(layer, probe_type, hp, [round(r["auroc"], 3) for r in rows[-len(scored):]], f"{time.time() - t:.0f} s", flush=True)
+    out = f"{STORE}/results_{args.source}_{'-'.join(args.types)}_{'-'.join(map(str, args.layers))}.parquet"
+    pl.DataFrame(rows).write_parquet(out)
+    print("wrote", out)
+
+
+def report(_args):
+    from mup_core.evaluation.selection import leave_one_out, rank
+
+    df = pl.concat([pl.read_parquet(f) for f in glob.glob(f"{STORE}/results_*.parquet")], how="diagonal_relaxed")
+    sets = sorted(df["dataset"].unique().to_list())
+    with pl.Config(tbl_rows=40, tbl_cols=-1, tbl_width_chars=250, float_precision=3, tbl_hide_dataframe_shape=True):
+        for (source,), part in sorted(df.group_by(["source"]), key=lambda kv: kv[0]):
+            loo = leave_one_out(part, sets, by=("probe_type", "layer", "hp"))
+            print(f"\n== trained on {source}: leave one dev set out (choose type, layer, hyper-parameters on the other three)")
+            print(loo.drop("selection_auroc"))
+            print(f"mean AUROC {loo['auroc'].mean():.3f}, mean TPR at 1 % FPR {loo['tpr_at_1pct_fpr'].mean():.3f}")
+            print("best in hindsight (mean over all four; not a fair estimate):")
+            print(rank(part, sets, by=("probe_type", "layer", "hp")).head(3).drop("sets"))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("extract")
+    ev = sub.add_parser("evaluate")
+    ev.add_argument("source", choices=sorted(SOURCES))
+    ev.add_argument("--types", nargs="+", default=list(GRID))
+    ev.add_argument("--layers", nargs="+", type=int, default=LAYERS)
+    sub.add_parser("report")
+    args = parser.parse_args(argv)
+    {"extract": extract, "evaluate": evaluate, "report": report}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
