@@ -247,6 +247,7 @@ def train_layer_probes(
                 train_inputs_hash=train_ds.inputs_hash,
                 train_labels_hash=train_ds.labels_hash,
                 hyperparameters=dict(hyperparameters.get(probe_type, {})),
+                sample_weight=train_ds.sample_weights(),  # per training source, where sources were combined
             )
             content.update(probe.save(f"{tmp}/{probe_type}.safetensors").read_bytes())
             summary = {"probe_type": probe_type, "train_examples": len(train_ds)}

@@ -34,7 +34,7 @@ def _dataset_metadata(ds, ref) -> dict:
         "labels_hash": ref.labels_hash[:16],
         "key": ref.key,
     }
-    for column in ("domain", "language", "format"):
+    for column in ("source", "domain", "language", "format"):
         if column in ds.df.columns:
             counts = ds.df[column].value_counts()
             meta[f"by_{column}"] = dg.MetadataValue.json({str(r[column]): int(r["count"]) for r in counts.iter_rows(named=True)})
@@ -66,18 +66,51 @@ def dataset_sources(sources: DatasetSourcesResource) -> dg.DataVersion:
     return dg.DataVersion(h.hexdigest()[:24])
 
 
+EMBEDDED = "embedded"
+
+
+class TrainingSource(dg.Config):
+    path: str = Field(description="'embedded' (the team's minimal-pair corpus) or a JSONL/CSV file in the research format")
+    weight: float = Field(default=1.0, description="training weight of each of its rows (probes' sample_weight)")
+
+
+class CorpusConfig(dg.Config):
+    sources: list[TrainingSource] = Field(
+        default_factory=list,
+        description="training sources combined into one corpus, each with a weight, e.g. [{path: embedded}, {path: "
+        "../shared/data/mup/train/synthetic_prompts_gpt4o.jsonl, weight: 0.5}]; empty: the sources resource's "
+        "corpus_path (MUP_CORPUS_PATH) or the embedded corpus",
+    )
+
+
 @dg.asset(group_name=GROUP, kinds={"polars"}, deps=[dataset_sources], automation_condition=on_upstream_version_change)
 def stakes_corpus(
-    context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, sources: DatasetSourcesResource
+    context: dg.AssetExecutionContext, config: CorpusConfig, artifact_store: ArtifactStoreResource, sources: DatasetSourcesResource
 ) -> dg.Output[dict]:
-    """The training corpus: the embedded minimal pairs, or ``corpus_path`` of the sources resource."""
+    """The training corpus: the embedded minimal pairs, ``corpus_path`` of the sources
+    resource, or several training sources combined with per-source weights (config)."""
     from mup_core.corpus import load_embedded_corpus
-    from mup_core.data.dataset import DatasetError
+    from mup_core.data.dataset import DatasetError, concat
     from mup_core.data.loaders import load_dataset
     from mup_core.workflows import store_dataset
 
+    def load(path: str):
+        return load_embedded_corpus() if path == EMBEDDED else load_dataset(path)
+
     try:
-        ds = load_dataset(sources.corpus_path, "stakes-corpus") if sources.corpus_path else load_embedded_corpus()
+        if config.sources:
+            parts = [load(s.path).weighted(s.weight, s.path) for s in config.sources]
+            seen: dict[str, str] = {}
+            for src, part in zip(config.sources, parts):
+                clash = next((i for i in part.ids if i in seen), None)
+                if clash is not None:
+                    raise DatasetError(f"{src.path}: id {clash!r} is also in {seen[clash]}; training sources need distinct ids")
+                seen.update(dict.fromkeys(part.ids, src.path))
+            ds = concat(parts, "stakes-corpus")
+            context.log.info("training sources: " + ", ".join(f"{s.path} ({len(p)} rows, weight {s.weight})"
+                                                              for s, p in zip(config.sources, parts)))
+        else:
+            ds = load_dataset(sources.corpus_path, "stakes-corpus") if sources.corpus_path else load_embedded_corpus()
     except DatasetError as exc:
         raise dg.Failure(description=str(exc)) from None
     ref = store_dataset(artifact_store.get_store(), ds)

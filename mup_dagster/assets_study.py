@@ -179,7 +179,7 @@ def probe_scores(
             hp = dict(config.hyperparameters.get(probe_type, {}))
             if probe_type not in LINEAR_PROBE_TYPES:
                 hp["seed"] = seed
-            probe = train_probe(probe_type, train.pair(), val.pair(), model=model, layer=layer,
+            probe = train_probe(probe_type, train.pair(), val.pair(), model=model, layer=layer, sample_weight=train_ds.sample_weights(),
                                 train_inputs_hash=train_ds.inputs_hash, train_labels_hash=train_ds.labels_hash, hyperparameters=hp)
             if seed == seeds[0] and len(inspect_tokens) == inspect_part.acts.lengths[inspect_i]:
                 highlights[probe_type] = top_tokens(probe.token_scores(inspect_part.acts, inspect_i), inspect_tokens)

@@ -84,6 +84,9 @@ def _hash(*columns: Iterable[str]) -> str:
     return h.hexdigest()
 
 
+WEIGHT = "weight"  # optional per-row training weight (training sources combined)
+
+
 @dataclass(frozen=True)
 class Dataset:
     """An immutable labelled dataset. ``name`` is used in errors and storage keys."""
@@ -142,8 +145,22 @@ class Dataset:
 
     @property
     def labels_hash(self) -> str:
+        """Hash of the supervision: ids, labels and, where the set has them, per-row training
+        weights (a changed weight re-trains like a changed label, and re-embeds nothing)."""
         labels = self.df["labels"].to_list() if self.has_labels else []
+        if WEIGHT in self.df.columns:
+            labels = [f"{label}\x1f{float(w)!r}" for label, w in zip(labels, self.df[WEIGHT].to_list())]
         return _hash(self.df["ids"].to_list(), labels)
+
+    def sample_weights(self) -> np.ndarray | None:
+        """Per-row training weights (column ``weight``, set by ``weighted``), or None."""
+        return self.df[WEIGHT].to_numpy().astype(np.float64) if WEIGHT in self.df.columns else None
+
+    def weighted(self, weight: float, source: str) -> "Dataset":
+        """This set with every row weighted ``weight`` in training and tagged with ``source``."""
+        if not (isinstance(weight, (int, float)) and np.isfinite(weight) and weight > 0):
+            raise DatasetError(f"{source}: training weight must be a positive number, got {weight!r}")
+        return Dataset(self.df.with_columns(pl.lit(float(weight)).alias(WEIGHT), pl.lit(source).alias("source")), self.name)
 
     # -- derivation ---------------------------------------------------------
     def filter(self, mask: pl.Expr | pl.Series | Sequence[bool], name: str | None = None) -> "Dataset":
