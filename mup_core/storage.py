@@ -79,19 +79,28 @@ def scratch_dir(kind: str = "work") -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def _temporary_file(prefix: str, dir: str | os.PathLike | None = None) -> Iterator[Path]:
+    """An empty temporary file named with this process's ``temp_tag`` (so a killed
+    process's leftovers can be cleaned), removed when the block ends unless the block
+    moved it away."""
+    fd, tmp = tempfile.mkstemp(prefix=prefix, dir=dir)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
 def replaced_atomically(path: str | os.PathLike) -> Iterator[Path]:
     """A hidden temporary beside ``path`` to write to; renamed onto ``path`` when the block
     ends without an error, removed otherwise, so a reader never sees half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{temp_tag()}", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
+    with _temporary_file(f".{path.name}.{temp_tag()}", path.parent) as tmp:
+        yield tmp
         os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def clean_stale_temps(*roots: str | os.PathLike) -> list[str]:
@@ -149,14 +158,9 @@ class ArtifactStore(ABC):
     def writing(self, key: str) -> Iterator[Path]:
         """A local path to write ``key``'s content to; published atomically when the block
         ends without an error, dropped otherwise (large files never pass through memory)."""
-        fd, tmp = tempfile.mkstemp(prefix=f"{temp_tag()}upload-")
-        os.close(fd)
-        try:
-            yield Path(tmp)
+        with _temporary_file(f"{temp_tag()}upload-") as tmp:
+            yield tmp
             self.put_file(key, tmp)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
 
     def clean_stale_temps(self) -> list[str]:
         """Remove the scratch directories of killed processes (a local store also removes
