@@ -29,6 +29,7 @@ from mup_core.activations import (
 )
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.data.dataset import Dataset
+from mup_core.evaluation.selection import EVALUATION, SELECTION, VALIDATION_SET
 from mup_core.data.loaders import dataset_from_parquet_bytes, dataset_to_parquet_bytes
 from mup_core.evaluation.metrics import compute_metrics
 from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
@@ -58,9 +59,8 @@ class DatasetRef:
 RESERVED_DATASET_NAMES = ("train", "val", "corpus-val")
 
 
-# the role of a set in eval_datasets: reported on, or used to choose the probe, layer and
-# threshold (out-of-distribution selection; never reported as a result)
-EVALUATION, SELECTION = "evaluation", "selection"
+# the role of a set in eval_datasets (see mup_core.evaluation.selection): reported on, or used
+# to choose the probe, layer and threshold (out-of-distribution selection; never reported)
 
 
 def selection_sets(eval_datasets: Mapping[str, Mapping]) -> list[str]:
@@ -285,7 +285,7 @@ def evaluate_layer_probes(
     layer: int,
     probe_keys: Mapping[str, str],
     eval_sets: Mapping[str, tuple[Dataset, ActivationRef | Mapping]],
-    calibrate_on: str | Sequence[str] = "corpus-val",
+    calibrate_on: str | Sequence[str] = VALIDATION_SET,
     target_fpr: float = 0.01,
     roles: Mapping[str, str] | None = None,
 ) -> pl.DataFrame:
@@ -326,7 +326,7 @@ def evaluate_layer_probes(
             row = {"model": model, "layer": int(layer), "probe_type": probe_type, "dataset": name, **m.as_dict(),
                    "probe_key": probe_keys[probe_type]}
             if roles is not None:
-                row["role"] = roles.get(name, "evaluation")
+                row["role"] = roles.get(name, EVALUATION)
             if probe_type in thresholds:
                 thr = thresholds[probe_type]
                 first = [tokens_until_alarm(probe.prefix_proba(acts.example(i)), thr) for i in range(len(acts))]

@@ -16,6 +16,7 @@ from pydantic import Field
 
 from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
 from mup_core.models.registry import get_spec
+from mup_core.evaluation.selection import VALIDATION
 from mup_core.monitor.bundle import IN_DISTRIBUTION
 from mup_core.probe_types import ALL_PROBE_TYPES
 from mup_dagster.automation import GPU_POOL, on_any_upstream_partition_update, on_upstream_version_change
@@ -442,7 +443,7 @@ def probe_metrics(
     eval_sets = {name: (load_stored_dataset(store, ref), activations[name]) for name, ref in eval_datasets.items()}
     eval_sets["corpus-val"] = (load_stored_dataset(store, corpus_splits["val"]), activations["val"])
     chosen_on = selection_sets(eval_datasets)
-    roles = {IN_DISTRIBUTION: "validation", **{n: dataset_role(r) for n, r in eval_datasets.items()}}
+    roles = {IN_DISTRIBUTION: VALIDATION, **{n: dataset_role(r) for n, r in eval_datasets.items()}}
     table = evaluate_layer_probes(
         store, model=model, layer=layer, probe_keys={t: s["key"] for t, s in probes.items()}, eval_sets=eval_sets,
         calibrate_on=chosen_on or IN_DISTRIBUTION, roles=roles,

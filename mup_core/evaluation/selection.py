@@ -19,6 +19,10 @@ from typing import Sequence
 import polars as pl
 
 CANDIDATE = ("probe_type", "layer")
+VALIDATION_SET = "corpus-val"  # the corpus's own validation split: in distribution
+# the role of a set in a metrics table (column ``role``): reported on, chosen on, or the
+# corpus's validation split (early stopping, and the fallback when nothing else can choose)
+EVALUATION, SELECTION, VALIDATION = "evaluation", "selection", "validation"
 # ranked on the mean over the selection sets: AUROC first, then TPR at 1 % FPR
 RANK_METRICS = ("auroc", "tpr_at_1pct_fpr")
 
@@ -102,16 +106,13 @@ def leave_one_out(
     return pl.DataFrame(rows)
 
 
-VALIDATION = "corpus-val"  # the corpus's own validation split: in distribution
-
-
 def selection_sets_of(metrics: pl.DataFrame) -> list[str]:
     """The sets a metrics table marks ``role == "selection"``, else the corpus validation split."""
     if "role" in metrics.columns:
-        sets = sorted(metrics.filter(pl.col("role") == "selection")["dataset"].unique().to_list())
+        sets = sorted(metrics.filter(pl.col("role") == SELECTION)["dataset"].unique().to_list())
         if sets:
             return sets
-    return [VALIDATION]
+    return [VALIDATION_SET]
 
 
 def layer_sweep(metrics: pl.DataFrame) -> dict:
@@ -125,7 +126,7 @@ def layer_sweep(metrics: pl.DataFrame) -> dict:
     chosen_on = selection_sets_of(metrics)
     _check(metrics, chosen_on, CANDIDATE)
     on_sel = pl.col("dataset").is_in(chosen_on)
-    is_eval = (pl.col("role") == "evaluation") if "role" in metrics.columns else (pl.col("dataset") != VALIDATION)
+    is_eval = (pl.col("role") == EVALUATION) if "role" in metrics.columns else (pl.col("dataset") != VALIDATION_SET)
     sel = metrics.filter(on_sel).group_by("layer", "probe_type").agg(
         pl.col("auroc").mean().alias("selection_auroc"), pl.col("tpr_at_1pct_fpr").mean().alias("selection_tpr_at_1pct_fpr"))
     ev = metrics.filter(is_eval & ~on_sel).group_by("layer", "probe_type").agg(
@@ -146,6 +147,6 @@ def layer_sweep(metrics: pl.DataFrame) -> dict:
         "best_probe": {"probe_type": best["probe_type"], "layer": int(best["layer"]), "auroc": best["auroc"],
                        "tpr_at_1pct_fpr": best["tpr_at_1pct_fpr"]},
         "chosen_on": chosen_on,
-        "out_of_distribution": chosen_on != [VALIDATION],
+        "out_of_distribution": chosen_on != [VALIDATION_SET],
         "leave_one_out": loo,
     }

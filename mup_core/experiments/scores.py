@@ -20,6 +20,8 @@ import io
 import numpy as np
 import polars as pl
 
+from mup_core.evaluation.selection import VALIDATION_SET
+
 SCHEMA = {
     "method": pl.Utf8,
     "family": pl.Utf8,
@@ -31,7 +33,7 @@ SCHEMA = {
     "tokens": pl.Int64,
     "flops": pl.Float64,
 }
-VAL = "corpus-val"
+VAL = VALIDATION_SET
 
 
 def score_rows(method: str, family: str, dataset: str, ids, labels, scores, tokens, flops, seed: int = 0) -> pl.DataFrame:

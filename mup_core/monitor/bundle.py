@@ -20,9 +20,11 @@ from typing import Sequence
 import numpy as np
 import polars as pl
 
+from mup_core.evaluation.selection import VALIDATION_SET, SelectionError, choose
+
 from mup_core.storage import ArtifactStore, scratch_dir
 
-IN_DISTRIBUTION = "corpus-val"
+IN_DISTRIBUTION = VALIDATION_SET
 
 
 class BundleError(ValueError):
@@ -61,8 +63,6 @@ def choose_probe(metrics: pl.DataFrame, selection_sets: Sequence[str]) -> tuple[
     """The (probe type, layer) with the best mean AUROC over ``selection_sets`` (ties to
     the better mean TPR at 1 % FPR; ``mup_core.evaluation.selection``). Returns the winner
     and the ranked candidates."""
-    from mup_core.evaluation.selection import SelectionError, choose
-
     try:
         return choose(metrics, selection_sets)
     except SelectionError as exc:
