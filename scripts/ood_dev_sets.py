@@ -60,13 +60,11 @@ def _labelled(store, name, ds, layer):
 
     acts = load_layer(store, name, layer)
     clear = ds.unambiguous()
-    keep = [i for i, id_ in enumerate(ds.ids) if id_ in set(clear.ids)]
+    keep = np.flatnonzero(np.array(ds.labels) != "ambiguous")  # what unambiguous() keeps, in order
     return (acts if len(keep) == len(ds) else acts.subset(keep)), clear.label_array()
 
 
 def evaluate(args):
-    import torch
-
     from mup_core.activations.ragged import RaggedActivations
     from mup_core.evaluation.metrics import metrics_with_ci
     from mup_core.probes import train_probe
@@ -77,8 +75,7 @@ def evaluate(args):
     rows = []
     for layer in args.layers:
         parts = [_labelled(store, n, train[n], layer) for n in SOURCES[args.source]]
-        offsets = np.concatenate([[0], np.cumsum(np.concatenate([np.diff(a.offsets) for a, _ in parts]))]).astype(np.int64)
-        x = RaggedActivations(torch.cat([a.values for a, _ in parts]), offsets)
+        x = RaggedActivations.concat([a for a, _ in parts])
         y = np.concatenate([b for _, b in parts])
         scored = {n: _labelled(store, n, ds, layer) for n, ds in dev.items()}
         for probe_type in args.types:

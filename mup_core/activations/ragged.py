@@ -47,6 +47,14 @@ class RaggedActivations:
         lengths = [p.shape[0] for p in parts]
         return RaggedActivations(torch.cat(parts), np.concatenate([[0], np.cumsum(lengths)]))
 
+    @staticmethod
+    def concat(parts: Sequence["RaggedActivations"]) -> "RaggedActivations":
+        """The examples of ``parts`` one after another (values in the first part's dtype)."""
+        values = torch.cat([p.values.to(parts[0].values.dtype) for p in parts])
+        ends = np.cumsum([0] + [int(p.offsets[-1]) for p in parts[:-1]])
+        offsets = np.concatenate([parts[0].offsets[:1], *[p.offsets[1:] + end for p, end in zip(parts, ends)]])
+        return RaggedActivations(values, offsets.astype(np.int64))
+
     def mean_pool(self) -> np.ndarray:
         """Per-example mean over tokens, float32 ``(n, hidden)`` (no padding involved)."""
         x = self.values.float()

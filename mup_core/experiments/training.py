@@ -166,7 +166,7 @@ def few_shot(
                     if mode == "dev_only":
                         fit_on, weights = shot, None
                     else:
-                        fit_on = Part(_cat(train.acts, shot.acts), np.concatenate([train.labels, shot.labels]))
+                        fit_on = Part(RaggedActivations.concat([train.acts, shot.acts]), np.concatenate([train.labels, shot.labels]))
                         w_dev = 1.0 if mode == "combined" else (upweight or len(train.labels) / len(shot.labels))
                         weights = np.concatenate([np.ones(len(train.labels)), np.full(len(shot.labels), w_dev)])
                     probe = _fit(probe_type, fit_on.pair(), None, hp, seed, sample_weight=weights)
@@ -176,8 +176,3 @@ def few_shot(
                 progress(f"{name}: {k} shots")
     return pl.DataFrame(rows)
 
-
-def _cat(a: RaggedActivations, b: RaggedActivations) -> RaggedActivations:
-    import torch
-
-    return RaggedActivations(torch.cat([a.values, b.values.to(a.values.dtype)]), np.concatenate([a.offsets, b.offsets[1:] + a.offsets[-1]]))
