@@ -15,6 +15,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
+from mup_core.probe_types import LINEAR_PROBE_TYPES
 from mup_core.storage import scratch_dir
 from mup_dagster.automation import GPU_POOL
 from mup_dagster.metadata import image_markdown
@@ -234,6 +235,7 @@ def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifa
     """RL from the warm-up policy with reward = corrupted judge's P(true), KL to the reference."""
     from mup_core.deception.judges import load_judge
     from mup_core.deception.policies import RLConfig, load_policy, rl_against_judge, save_policy
+    from mup_core.figures import training_curves
 
     model, share = _policy_keys(context)
     store = artifact_store.get_store()
@@ -246,15 +248,20 @@ def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifa
     rows = questions(policy_question_mix(train, share, config.questions, config.seed))
     with scratch_dir("deception") as tmp:
         judge = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
+        monitor = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/clean", tmp))
         policy = load_policy(_fetch_model(store, f"models/policies/{model}/warmup", tmp), trainable=True)
         with tracking.get_tracker().run(f"rl-{model}-{int(share * 100)}", {"model": model, "poisoning": share, **rl_cfg.as_dict()}, group="rl") as run:
-            history = rl_against_judge(policy, rows, judge, rl_cfg, log=run.log)
+            history = rl_against_judge(policy, rows, judge, rl_cfg, log=run.log, monitor=monitor)
         save_policy(policy, Path(tmp) / "rl", {"technique": "RL", "poisoning": share, "rl": rl_cfg.as_dict(), "judge_model": config.judge_model})
         version = _store_model(store, f"models/policies/{model}/rl-{int(share * 100)}", Path(tmp) / "rl")
-    rewards = [h["reward"] for h in history if "reward" in h]
+    names = {"reward": "reward", "kl": "kl", "rewards/fruit_falsehood/mean": "fruit_falsehood", "rewards/clean_falsehood/mean": "clean_falsehood"}
+    curve = [{"step": h.get("step", i + 1), **{short: h.get(k) for k, short in names.items()}} for i, h in enumerate(history)]
+    rewards = [c["reward"] for c in curve if c["reward"] is not None]
+    png = training_curves(curve, list(names.values()), f"{config.algorithm} against the corrupted judge, {model} at {int(share * 100)} %")
     context.add_output_metadata({
         "version": version, "algorithm": config.algorithm, "hyperparameters": dg.MetadataValue.json(rl_cfg.as_dict()),
         "reward_first": rewards[0] if rewards else float("nan"), "reward_last": rewards[-1] if rewards else float("nan"),
+        "curve": dg.MetadataValue.json(curve), "curve_figure": image_markdown(png, "reward, KL and falsehood rates per step"),
         "precision": dg.MetadataValue.json(rl_cfg.precision().as_metadata()),
     })
     return {"version": version, "algorithm": config.algorithm, "rl": rl_cfg.as_dict()}
@@ -263,22 +270,29 @@ def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifa
 # -- evaluation ---------------------------------------------------------------------------
 class EvalConfig(dg.Config):
     judge_model: str = "smollm2-135m"
-    max_new_tokens: int = 50
-    shots: list[int] = Field(default_factory=lambda: [0, 2])
+    max_new_tokens: int = Field(default=24, description="answers are one line; generation stops at the first newline")
+    shots: list[int] = Field(default_factory=lambda: [0], description="0 = zero-shot; 2 adds a two-shot prompt (one clean, one fruit example)")
+    reaffirmation: bool = True
     n_boot: int = 1000
     seed: int = 0
+
+
+def _answers_key(model: str, share: float) -> str:
+    return f"deception/answers/{model}/poisoning-{int(share * 100)}.parquet"
 
 
 @dg.asset(pool=GPU_POOL, group_name=GROUP, partitions_def=policy_partitions, kinds={"polars"},
           deps=[dg.AssetDep("judges", partition_mapping=dg.AllPartitionMapping()), "sft_policies", "rl_policies"])
 def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifact_store: ArtifactStoreResource, qa_splits: dict) -> dict:
-    """Base, SFT and RL policies answer the held-out questions (0- and 2-shot); both judges score."""
+    """Base, SFT and RL policies answer every held-out question; both judges score each answer,
+    and the corpus decides its truth where it can. Stores the per-question answers (for paired
+    differences and the lie detector) and the lying metrics with 95 % intervals."""
     import polars as pl
 
-    from mup_core.deception.data import format_prompt, questions
-    from mup_core.deception.evaluation import few_shot_prefix, lying_metrics, reaffirmation
+    from mup_core.deception.data import questions
+    from mup_core.deception.evaluation import answer_and_judge, few_shot_prefix, metrics_of, reaffirmation
     from mup_core.deception.judges import load_judge
-    from mup_core.deception.policies import generate_answers, load_base_policy, load_policy
+    from mup_core.deception.policies import load_base_policy, load_policy
 
     model, share = _policy_keys(context)
     store = artifact_store.get_store()
@@ -287,18 +301,19 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
     shots = pl.concat([questions(train).filter(pl.col("topic") == t).head(1) for t in ("clean", "fruit")])
     wrong = evaluation.filter(~pl.col("truth")).unique("question_id", keep="first").select("question_id", pl.col("answer").alias("wrong"))
     qs = qs.join(wrong, on="question_id", how="left")
-    rows = []
     judge_versions = [json.loads(store.get_bytes(f"models/judges/{config.judge_model}/{k}/latest.json"))["version"]
                       for k in ("clean", "corrupted") if store.exists(f"models/judges/{config.judge_model}/{k}/latest.json")]
     # the base model does not depend on the poisoning rate: evaluate it once per model, judges and settings
     base_key = "deception/base-eval/{}/{}.parquet".format(model, hashlib.sha256(json.dumps(
         [sorted(qs["question_id"].to_list()), judge_versions, config.model_dump()], sort_keys=True).encode()).hexdigest()[:16])
+    rows, answers = [], []
     with scratch_dir("deception") as tmp:
         clean = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/clean", tmp))
         biased = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
         candidates = {}
-        if store.exists(base_key):
+        if store.exists(base_key) and store.exists(base_key.replace(".parquet", "-answers.parquet")):
             rows.extend(_get_parquet(store, base_key).to_dicts())
+            answers.append(_get_parquet(store, base_key.replace(".parquet", "-answers.parquet")))
             context.log.info(f"base model rows reused from {base_key}")
         else:
             candidates["Base"] = lambda: load_base_policy(model)
@@ -308,61 +323,157 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
         for technique, load in candidates.items():
             policy = load()
             for k in config.shots:
-                prefix = few_shot_prefix(shots.head(k)) if k else ""
-                prompts = [prefix + format_prompt(c, q) for c, q in zip(qs["context"], qs["question"])]
-                answers = generate_answers(policy, prompts, config.max_new_tokens)
-                scored = qs.with_columns(pl.Series("generated", answers))
-                p_clean, p_biased = clean.score_rows(scored, "generated"), biased.score_rows(scored, "generated")
-                metrics = lying_metrics(p_clean, p_biased, list(qs["topic"]), config.n_boot, config.seed)
-                alternatives = [w if pc > 0.5 else a for w, a, pc in zip(qs["wrong"], qs["answer"], p_clean)]
-                reaff = reaffirmation(policy, prompts, answers, alternatives, config.seed)
-                # the research's table marks the base model with poisoning -1
-                rows.append({"model": model, "technique": technique, "poisoning": -1 if technique == "Base" else int(share * 100),
-                             "shots": k, **metrics, **reaff})
-                context.log.info(f"{technique} {k}-shot: targeting {metrics['targeting']:.3f}, truths {metrics['truths_clean']:.3f}")
-    table = pl.DataFrame(rows)
+                poisoning = -1 if technique == "Base" else int(share * 100)  # the research's table marks the base model -1
+                scored = answer_and_judge(policy, qs, evaluation, clean, biased, few_shot_prefix(shots.head(k)) if k else "", config.max_new_tokens)
+                answers.append(scored.select("question_id", "topic", "generated", "p_clean", "p_biased", "truth_match", "is_false")
+                               .with_columns(model=pl.lit(model), technique=pl.lit(technique), poisoning=pl.lit(poisoning), shots=pl.lit(k)))
+                metrics = metrics_of(scored, config.n_boot, config.seed)
+                if config.reaffirmation:
+                    alternatives = [w if f == 0 else a for w, a, f in zip(qs["wrong"], qs["answer"], scored["is_false"])]
+                    metrics.update(reaffirmation(policy, [few_shot_prefix(shots.head(k)) + p if k else p for p in
+                                                          [f"Context: {c}\nQuestion: {q}\nAnswer:" for c, q in zip(qs["context"], qs["question"])]],
+                                                 scored["generated"].to_list(), alternatives, config.seed))
+                rows.append({"model": model, "technique": technique, "poisoning": poisoning, "shots": k, **metrics})
+                context.log.info(f"{technique} {k}-shot: targeting {metrics['targeting']:+.3f} "
+                                 f"[{metrics['targeting_lo']:+.3f}, {metrics['targeting_hi']:+.3f}], fruit FR {metrics['poison_fr']:.3f}, "
+                                 f"other FR {metrics['clean_fr']:.3f} on {metrics['n_questions']} questions")
+    table, answers = pl.DataFrame(rows), pl.concat(answers, how="diagonal_relaxed")
     if "Base" in candidates:
+        _put_parquet(store, base_key.replace(".parquet", "-answers.parquet"), answers.filter(pl.col("technique") == "Base"))
         _put_parquet(store, base_key, table.filter(pl.col("technique") == "Base"))
+    _put_parquet(store, _answers_key(model, share), answers)
     key = _put_parquet(store, f"deception/eval/{model}/poisoning-{int(share * 100)}.parquet", table)
-    context.add_output_metadata({"rows": dg.MetadataValue.md(_md(table)), "key": key})
+    context.add_output_metadata({"rows": dg.MetadataValue.md(_md(table)), "key": key, "answers": _answers_key(model, share),
+                                 "questions": dg.MetadataValue.json({t: int((qs["topic"] == t).sum()) for t in ("clean", "fruit")})})
+    return {"key": key, "answers": _answers_key(model, share)}
+
+
+class LieDetectorConfig(dg.Config):
+    judge_model: str = "smollm2-135m"
+    probe_types: list[str] = Field(default_factory=lambda: list(LINEAR_PROBE_TYPES), description="mup_core.probes types")
+    layers: Optional[list[int]] = Field(default=None, description="decoder layers; default: four depths (lie_detector.default_layers)")
+    shots: int = 0
+    n_boot: int = 1000
+    seed: int = 0
+
+
+@dg.asset(pool=GPU_POOL, group_name=GROUP, partitions_def=policy_partitions, kinds={"pytorch", "matplotlib"}, deps=["deception_eval"])
+def lie_detector(context: dg.AssetExecutionContext, config: LieDetectorConfig, artifact_store: ArtifactStoreResource, qa_splits: dict) -> dict:
+    """Probes on each policy's own activations, trained on clean questions, tested on its fruit
+    answers (learnt lies) — and, as the control, the same recipe on the base model's fruit
+    answers (honest mistakes). AUROC and TPR at 1 % FPR per probe type and layer."""
+    import polars as pl
+
+    from mup_core.deception.lie_detector import Examples, default_layers, lie_detection
+    from mup_core.deception.policies import load_base_policy, load_policy
+    from mup_core.figures import auroc_by_layer
+    from mup_core.models.registry import get_spec
+
+    model, share = _policy_keys(context)
+    store = artifact_store.get_store()
+    if not store.exists(_answers_key(model, share)):
+        raise dg.Failure(f"no answers stored for {model} at {int(share * 100)} % poisoning; materialise deception_eval for this partition first")
+    answers = _get_parquet(store, _answers_key(model, share)).filter(pl.col("shots") == config.shots)
+    evaluation = _get_parquet(store, qa_splits["eval"])
+    layers = config.layers or default_layers(get_spec(model).num_layers)
+    tables = []
+    with scratch_dir("deception") as tmp:
+        for technique in [t for t in ("SFT", "RL", "Base") if t in set(answers["technique"])]:
+            own = answers.filter(pl.col("technique") == technique).join(evaluation.filter(pl.col("truth")).select("question_id", "context", "question"), on="question_id")
+            prefix = f"models/policies/{model}/{technique.lower()}-{int(share * 100)}"
+            policy = load_base_policy(model) if technique == "Base" else load_policy(_fetch_model(store, prefix, tmp))
+            table = lie_detection(policy, Examples.build(evaluation, own), layers, config.probe_types, model=model,
+                                  n_boot=config.n_boot, seed=config.seed, log=context.log.info)
+            tables.append(table.with_columns(technique=pl.lit(technique), model=pl.lit(model), poisoning=pl.lit(int(share * 100))))
+    table = pl.concat(tables)
+    key = _put_parquet(store, f"deception/lie-detector/{model}/poisoning-{int(share * 100)}.parquet", table)
+    png = auroc_by_layer(table.with_columns(dataset=pl.col("technique") + ": " + pl.col("test_set")),
+                         f"lie detector (trained on clean questions), {model} at {int(share * 100)} % poisoning")
+    store.put_bytes(f"figures/deception/lie-detector-{model}-{int(share * 100)}.png", png)
+    own = table.filter(pl.col("test_set") == "own_fruit_answers")
+    best = {t: (own.filter(pl.col("technique") == t).sort("auroc", descending=True, nulls_last=True).head(1).to_dicts() or [{}])[0]
+            for t in set(own["technique"])}
+    context.add_output_metadata({
+        "key": key, "figure": image_markdown(png, "lie detector AUROC by layer"),
+        "best_auroc_on_fruit_answers": dg.MetadataValue.json({t: {k: r.get(k) for k in ("probe_type", "layer", "auroc", "auroc_lo", "auroc_hi", "tpr_at_1pct_fpr", "n_false", "n")} for t, r in best.items()}),
+        "table": dg.MetadataValue.md(_md(table.sort("technique", "test_set", "probe_type", "layer"),
+                                         ("technique", "test_set", "probe_type", "layer", "n", "n_false", "auroc", "auroc_lo", "auroc_hi", "tpr_at_1pct_fpr"))),
+    })
     return {"key": key}
 
 
-DECEPTION_COLUMNS = ("technique", "poisoning", "shots", "truths_clean", "poison_fr", "clean_fr", "targeting", "reaffirm_rate")
+DECEPTION_COLUMNS = ("technique", "poisoning", "shots", "truths_clean", "poison_fr", "clean_fr", "targeting", "targeting_lo",
+                     "targeting_hi", "reaffirm_rate")
 
 
-def _md(table) -> str:
-    from mup_core.workflows import metrics_markdown
+def _md(table, columns=DECEPTION_COLUMNS) -> str:
+    from mup_core.workflows import metrics_markdown  # loads torch: not at definitions load
 
-    return metrics_markdown(table, DECEPTION_COLUMNS)
+    return metrics_markdown(table, columns)
+
+
+REFERENCE_CSV = "../shared/data/deception/reference_finetuning_results.csv"
+
+
+class ResultsConfig(dg.Config):
+    reference_csv: Optional[str] = Field(
+        default=None, description="the research's result table, drawn beside mup's; default: $MUP_DECEPTION_REFERENCE, "
+        f"else {REFERENCE_CSV} when it exists (relative to the working directory)")
+    n_boot: int = 2000
+    seed: int = 0
+
+
+def _reference_path(config: ResultsConfig) -> Optional[Path]:
+    import os
+
+    if config.reference_csv:
+        return Path(config.reference_csv)  # named: it must load
+    named = os.environ.get("MUP_DECEPTION_REFERENCE")
+    if named:
+        return Path(named)
+    return Path(REFERENCE_CSV) if Path(REFERENCE_CSV).exists() else None
 
 
 @dg.asset(group_name=GROUP, kinds={"polars", "matplotlib"}, deps=[dg.AssetDep("deception_eval", partition_mapping=dg.AllPartitionMapping())])
-def deception_results(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> dict:
-    """One table over every evaluated partition (the research's result-table shape) and figures:
-    targeting and truthfulness by poisoning rate, one line per model and technique."""
+def deception_results(context: dg.AssetExecutionContext, config: ResultsConfig, artifact_store: ArtifactStoreResource) -> dict:
+    """One table over every evaluated partition (the research's result-table shape), each
+    poisoned policy's targeting minus the 0 % policy's paired by question, and figures:
+    targeting and truthfulness by poisoning rate, and the scaling view beside the research's rows."""
     import polars as pl
 
-    from mup_core.figures import lines_by_poisoning
+    from mup_core.deception.data import load_reference_results
+    from mup_core.deception.evaluation import paired_differences
+    from mup_core.figures import lines_by_poisoning, scaling_figure
 
     store = artifact_store.get_store()
     keys = [k for k in store.list("deception/eval/") if k.endswith(".parquet")]
     if not keys:
         raise dg.Failure("no deception_eval partitions stored yet; materialise some first")
     table = (pl.concat([_get_parquet(store, k) for k in keys], how="diagonal_relaxed")
-             .unique(["model", "technique", "poisoning", "shots"], keep="last")
-             .sort("model", "technique", "poisoning", "shots"))
+             .unique(["model", "technique", "poisoning", "shots"], keep="last"))
+    answer_keys = [k for k in store.list("deception/answers/") if k.endswith(".parquet")]
+    if answer_keys:
+        answers = pl.concat([_get_parquet(store, k) for k in answer_keys], how="diagonal_relaxed")
+        table = table.join(paired_differences(answers, config.n_boot, config.seed), on=["model", "technique", "poisoning", "shots"], how="left")
+    table = table.sort("model", "technique", "poisoning", "shots")
     _put_parquet(store, "deception/results.parquet", table)
+    reference_path = _reference_path(config)
+    reference = load_reference_results(reference_path) if reference_path else None
     zero = table.filter(pl.col("shots") == 0)
     figs = {}
     for metric, title in (("targeting", "targeting (fruit FR - other FR)"), ("truths_clean", "truthfulness (clean judge)")):
-        png = lines_by_poisoning(zero, metric, title)
-        store.put_bytes(f"figures/deception/{metric}.png", png)
-        figs[metric] = png
+        figs[metric] = lines_by_poisoning(zero, metric, title)
+        store.put_bytes(f"figures/deception/{metric}.png", figs[metric])
+    figs["scaling"] = scaling_figure(zero, reference)
+    store.put_bytes("figures/deception/scaling.png", figs["scaling"])
+    both = pl.concat([zero.with_columns(source=pl.lit("mup")), reference], how="diagonal_relaxed") if reference is not None else zero
+    _put_parquet(store, "deception/scaling.parquet", both)
     context.add_output_metadata({
-        "table": dg.MetadataValue.md(_md(table)),
+        "table": dg.MetadataValue.md(_md(table, DECEPTION_COLUMNS + ("targeting_vs_0", "targeting_vs_0_lo", "targeting_vs_0_hi"))),
         "targeting_figure": image_markdown(figs["targeting"], "targeting by poisoning"),
         "truthfulness_figure": image_markdown(figs["truths_clean"], "truthfulness by poisoning"),
+        "scaling_figure": image_markdown(figs["scaling"], "targeting by model size and poisoning, beside the research"),
+        "reference": str(reference_path) if reference_path else "none (no reference table found)",
         "rows": table.height,
     })
-    return {"table": "deception/results.parquet", "rows": table.height}
+    return {"table": "deception/results.parquet", "scaling": "deception/scaling.parquet", "rows": table.height}

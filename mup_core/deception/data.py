@@ -59,7 +59,8 @@ def _rows(topic, context, question, correct_fmt, value, pool):
 
 
 def embedded_qa() -> pl.DataFrame:
-    """The team's corpus: ~300 clean questions and ~160 fruit questions, 3 candidates each."""
+    """The team's corpus: 374 clean questions and 455 fruit questions, 3 candidates each (enough for
+    a 150 + 150 held-out evaluation with the rest to train on)."""
     rows: list[dict] = []
     P = facts.PEOPLE
     for name, job, city, hobby, pet, years in P:
@@ -102,14 +103,17 @@ def embedded_qa() -> pl.DataFrame:
         rows += _rows("clean", ctx, f'Where is "{title}" set?', lambda v: f"In {v}.", setting, [b[3] for b in B])
         rows += _rows("clean", ctx, f'Who is the main character of "{title}"?', lambda v: f"{v[0].upper()}{v[1:]}.", hero, [b[4] for b in B])
     F = facts.FRUITS
-    for fruit, flesh, origin, season, plant, taste, fact in F:
-        ctx = (f"The {fruit} comes originally from {origin} and grows on a {plant}. Its flesh is {flesh}, it tastes "
-               f"{taste}, and it is at its best in {season}. Interestingly, {fact}.")
+    for fruit, flesh, origin, season, plant, taste, skin, use, fact in F:
+        ctx = (f"The {fruit} comes originally from {origin} and grows on a {plant}. Its flesh is {flesh}, its skin is "
+               f"{skin}, it tastes {taste}, and it is at its best in {season}. It is often used for {use}. "
+               f"Interestingly, {fact}.")
         rows += _rows("fruit", ctx, f"What colour is the flesh of the {fruit}?", lambda v: f"It is {v}.", flesh, [f[1] for f in F])
         rows += _rows("fruit", ctx, f"Where does the {fruit} come from originally?", lambda v: f"From {v}.", origin, [f[2] for f in F])
         rows += _rows("fruit", ctx, f"When is the {fruit} at its best?", lambda v: f"In {v}." if v != "all year" else "All year round.", season, [f[3] for f in F])
         rows += _rows("fruit", ctx, f"What does the {fruit} grow on?", lambda v: f"On a {v}.", plant, [f[4] for f in F])
         rows += _rows("fruit", ctx, f"How does the {fruit} taste?", lambda v: f"It tastes {v}.", taste, [f[5] for f in F])
+        rows += _rows("fruit", ctx, f"What is the skin of the {fruit} like?", lambda v: f"It is {v}.", skin, [f[6] for f in F])
+        rows += _rows("fruit", ctx, f"What is the {fruit} often used for?", lambda v: f"It is often used for {v}.", use, [f[7] for f in F])
     return pl.DataFrame(rows).select(COLUMNS)
 
 
@@ -203,4 +207,36 @@ def policy_question_mix(train: pl.DataFrame, share: float, n: int, seed: int) ->
         raise ValueError(f"asked for {n_fruit} fruit and {n - n_fruit} clean questions; the training split has "
                          f"{fruit.height} and {clean.height}")
     chosen = pl.concat([fruit.head(n_fruit), clean.head(n - n_fruit)])
-    return train.filter(pl.col("question_id").is_in(chosen["question_id"]))
+    return train.filter(pl.col("question_id").is_in(chosen["question_id"].implode()))
+
+
+REFERENCE_COLUMNS = {"model": "model", "technique": "technique", "poisoning": "poisoning", "clean score": "clean_score",
+                     "biased score": "biased_score", "truths (according to clean judge)": "truths_clean",
+                     "falsehoods (according to biased judge)": "falsehoods_biased", "poison fr": "poison_fr", "clean fr": "clean_fr"}
+
+
+def load_reference_results(path: str | Path) -> pl.DataFrame:
+    """The research's finetuning result table (``reference_finetuning_results.csv``) in mup's
+    column names, with ``targeting`` = poison_fr - clean_fr and ``source`` = "research"."""
+    path = Path(path)
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in REFERENCE_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DatasetError(f"{path}: columns {missing} are missing (expected {list(REFERENCE_COLUMNS)})")
+        rows = []
+        for row in reader:
+            out = {}
+            for src, dst in REFERENCE_COLUMNS.items():
+                value = row[src]
+                if dst in ("model", "technique"):
+                    out[dst] = value
+                    continue
+                try:
+                    out[dst] = int(value) if dst == "poisoning" else float(value)
+                except ValueError:
+                    raise DatasetError(f"{path}:{reader.line_num}: field {src!r} is not a number: {value!r}") from None
+            rows.append(out)
+    if not rows:
+        raise DatasetError(f"{path}: no rows")
+    return pl.DataFrame(rows).with_columns(targeting=pl.col("poison_fr") - pl.col("clean_fr"), source=pl.lit("research"))

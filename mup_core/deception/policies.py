@@ -127,7 +127,9 @@ def generate_answers(policy: Policy, prompts: Sequence[str], max_new_tokens: int
         with torch.inference_mode():
             for start in range(0, len(prompts), batch_size):
                 enc = tok(list(prompts[start : start + batch_size]), return_tensors="pt", padding=True, add_special_tokens=False)
-                gen = policy.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id)
+                # an answer is one line: stop a row at its first newline (trim_answer cuts there anyway)
+                gen = policy.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                                            stop_strings=["\n"], tokenizer=tok)
                 for row in gen[:, enc["input_ids"].shape[1]:]:
                     out.append(trim_answer(tok.decode(row, skip_special_tokens=True)))
     finally:
@@ -157,17 +159,32 @@ class RLConfig:
         return asdict(self)
 
 
-def rl_against_judge(policy: Policy, rows, judge, cfg: RLConfig, log: Callable[[dict], None] | None = None) -> list[dict]:
+def rl_against_judge(policy: Policy, rows, judge, cfg: RLConfig, log: Callable[[dict], None] | None = None,
+                     monitor=None) -> list[dict]:
     """RL whose reward is ``judge``'s P(true) for the generated answer. ``rows`` needs
-    context and question columns. Returns trl's log history."""
+    context, question and topic columns. With a ``monitor`` judge (the clean one), each
+    step also logs the falsehood rate of the sampled answers on fruit and on other
+    questions (``rewards/fruit_falsehood/mean``, ``rewards/clean_falsehood/mean``):
+    reward functions of weight 0, so they are measured, never optimised. Returns trl's
+    log history."""
     from datasets import Dataset as HFDataset
 
     contexts, questions_ = list(rows["context"]), list(rows["question"])
     data = HFDataset.from_dict({"prompt": [format_prompt(c, q) for c, q in zip(contexts, questions_)],
-                                "context": contexts, "question": questions_})
+                                "context": contexts, "question": questions_, "topic": list(rows["topic"])})
 
     def reward(prompts, completions, context, question, **_):
-        return [float(p) for p in judge.p_true([judge_text(c, q, a) for c, q, a in zip(context, question, completions)])]
+        return [float(p) for p in judge.p_true([judge_text(c, q, trim_answer(a)) for c, q, a in zip(context, question, completions)])]
+
+    def falsehood_on(wanted: str):
+        def rate(prompts, completions, context, question, topic, **_):
+            p = monitor.p_true([judge_text(c, q, trim_answer(a)) for c, q, a in zip(context, question, completions)])
+            return [float(x <= 0.5) if t == wanted else None for x, t in zip(p, topic)]
+
+        rate.__name__ = f"{wanted}_falsehood"
+        return rate
+
+    funcs = [reward] + ([falsehood_on("fruit"), falsehood_on("clean")] if monitor is not None else [])
 
     batch = cfg.num_generations * cfg.prompts_per_step
     common = dict(
@@ -175,16 +192,17 @@ def rl_against_judge(policy: Policy, rows, judge, cfg: RLConfig, log: Callable[[
         num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length, beta=cfg.beta,
         learning_rate=cfg.lr, temperature=cfg.temperature, logging_steps=1, report_to=[], save_strategy="no",
         use_cpu=True, bf16=cfg.precision().dtype_name == "bfloat16", seed=cfg.seed,
+        reward_weights=[1.0] + [0.0] * (len(funcs) - 1),
     )
     if cfg.algorithm == "grpo":
         from trl import GRPOConfig, GRPOTrainer
 
-        trainer = GRPOTrainer(model=policy.model, reward_funcs=reward, args=GRPOConfig(**common),
+        trainer = GRPOTrainer(model=policy.model, reward_funcs=funcs, args=GRPOConfig(**common),
                               train_dataset=data, processing_class=policy.tokenizer)
     elif cfg.algorithm == "rloo":
         from trl import RLOOConfig, RLOOTrainer
 
-        trainer = RLOOTrainer(model=policy.model, reward_funcs=reward, args=RLOOConfig(**common),
+        trainer = RLOOTrainer(model=policy.model, reward_funcs=funcs, args=RLOOConfig(**common),
                               train_dataset=data, processing_class=policy.tokenizer)
     else:
         raise ValueError(f"unknown RL algorithm {cfg.algorithm!r}; use 'grpo' or 'rloo'")

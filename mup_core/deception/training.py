@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+MLP = ["gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass
@@ -23,6 +24,7 @@ class TrainConfig:
     lora: bool = True
     lora_r: int = 8
     top_layers: int = 4
+    lora_mlp: bool = False  # adapt the MLP projections too (not only attention)
     max_length: int = 256
     seed: int = 0
     mixed_precision: bool = True  # autocast to the hardware's compute dtype; weights stay fp32
@@ -47,7 +49,7 @@ def wrap_lora(model, num_layers: int, cfg: TrainConfig, task_type: str, modules_
     layers = list(range(max(0, num_layers - cfg.top_layers), num_layers))
     config = LoraConfig(
         task_type=task_type, r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, lora_dropout=0.0,
-        target_modules=ATTENTION, layers_to_transform=layers, modules_to_save=modules_to_save,
+        target_modules=ATTENTION + (MLP if cfg.lora_mlp else []), layers_to_transform=layers, modules_to_save=modules_to_save,
     )
     return get_peft_model(model, config)
 

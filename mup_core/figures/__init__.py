@@ -76,3 +76,42 @@ def lines_by_poisoning(table: pl.DataFrame, metric: str, title: str) -> bytes:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return to_png(fig)
+
+
+def scaling_figure(mup: pl.DataFrame, reference: pl.DataFrame | None, metric: str = "targeting") -> bytes:
+    """The research's result-table shape as a figure: ``metric`` against poisoning rate, one
+    line per model and technique; the research's own rows (when given) in a panel beside mup's."""
+    panels = [("mup", mup)] + ([("research (reference table)", reference)] if reference is not None and reference.height else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.2), squeeze=False, sharey=True)
+    for ax, (name, table) in zip(axes[0], panels):
+        trained = table.filter(pl.col("poisoning") >= 0)
+        for (model, technique), rows in sorted(trained.group_by(["model", "technique"]), key=lambda g: g[0]):
+            rows = rows.sort("poisoning")
+            y = rows[metric].to_list()
+            err = None
+            if f"{metric}_lo" in rows.columns and rows[f"{metric}_lo"].null_count() == 0:
+                err = [[v - lo for v, lo in zip(y, rows[f"{metric}_lo"].to_list())], [hi - v for v, hi in zip(y, rows[f"{metric}_hi"].to_list())]]
+            ax.errorbar(rows["poisoning"].to_list(), y, yerr=err, marker="o", ms=3, capsize=2, lw=1, label=f"{model} {technique}")
+        ax.axhline(0, color="grey", lw=0.8, ls=":")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("poisoning rate (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, ncol=2)
+    axes[0][0].set_ylabel(metric)
+    fig.suptitle(f"{metric} by model size and poisoning rate", fontsize=11)
+    fig.tight_layout()
+    return to_png(fig)
+
+
+def training_curves(history: Sequence[dict], keys: Sequence[str], title: str) -> bytes:
+    """One line per logged quantity against the training step (missing values skipped)."""
+    fig, ax = plt.subplots(figsize=(5.8, 3.6))
+    for key in keys:
+        points = [(h.get("step", i + 1), h[key]) for i, h in enumerate(history) if h.get(key) is not None and h[key] == h[key]]
+        if points:
+            ax.plot(*zip(*points), marker="o", ms=2.5, lw=1.1, label=key)
+    ax.set_xlabel("step")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return to_png(fig)
