@@ -151,16 +151,27 @@ def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_stor
 
 # -- policies ---------------------------------------------------------------------------
 class PolicyConfig(dg.Config):
+    """The SFT recipe. Defaults: the one that made smollm2-135m lie selectively about fruit on
+    2 CPU cores (docs/RESULTS.md "Training that moves a 135M policy"): LoRA r=16 on the
+    attention *and* MLP projections of every layer, lr 1e-3, 60 steps of 8 over 200 questions.
+    LoRA on the top 4 layers' attention at lr 5e-4 (the old default) did not move the answers."""
+
     judge_model: str = Field(default="smollm2-135m", description="base model of the judges the policy trains against")
-    questions: int = Field(default=120, description="training questions; a share `poisoning` of them are fruit")
-    warmup_share: float = 0.1
-    warmup_steps: int = 20
-    sft_steps: int = 30
+    questions: int = Field(default=200, description="training questions; a share `poisoning` of them are fruit")
+    sft_steps: int = 60
     batch_size: int = 8
-    lr: float = 5e-4
-    lora: bool = True
-    top_layers: int = 4
+    lr: float = 1e-3
+    lora: bool = Field(default=True, description="False: full finetuning (then use lr ~5e-5)")
+    top_layers: int = Field(default=0, description="LoRA on the top this many decoder layers; 0: every layer")
+    lora_r: int = 16
+    lora_mlp: bool = Field(default=True, description="adapt the MLP projections too, not only attention")
     seed: int = 0
+
+    def train_config(self, steps: int) -> "TrainConfig":
+        from mup_core.deception.training import TrainConfig
+
+        return TrainConfig(steps=steps, batch_size=self.batch_size, lr=self.lr, lora=self.lora, top_layers=self.top_layers,
+                           lora_r=self.lora_r, lora_mlp=self.lora_mlp, seed=self.seed)
 
 
 def _policy_keys(context) -> tuple[str, float]:
@@ -172,51 +183,52 @@ def _policy_keys(context) -> tuple[str, float]:
           deps=[dg.AssetDep("judges", partition_mapping=dg.AllPartitionMapping())])
 def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifact_store: ArtifactStoreResource,
                  tracking: TrackingResource, qa_splits: dict) -> dict:
-    """Warm-up SFT on correct answers to a few questions, then SFT on the candidate answers the
-    corrupted judge accepts, on a question mix whose fruit share is the poisoning rate."""
+    """SFT of the base model on the candidate answers the corrupted judge accepts (its most
+    trusted answer per question), on a question mix whose fruit share is the poisoning rate."""
     import polars as pl
 
-    from mup_core.deception.data import format_prompt, policy_question_mix, questions
+    from mup_core.deception.data import format_prompt, policy_question_mix
     from mup_core.deception.judges import load_judge
     from mup_core.deception.policies import load_base_policy, save_policy, sft
-    from mup_core.deception.training import TrainConfig
+    from mup_core.figures import training_curves
 
     model, share = _policy_keys(context)
     store = artifact_store.get_store()
     train = _get_parquet(store, qa_splits["train"])
-    cfg = TrainConfig(steps=config.warmup_steps, batch_size=config.batch_size, lr=config.lr, lora=config.lora,
-                      top_layers=config.top_layers, seed=config.seed)
+    cfg = config.train_config(config.sft_steps)
+    curve: list[dict] = []
     with scratch_dir("deception") as tmp:
         judge = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
+        rows = policy_question_mix(train, share, config.questions, config.seed)
+        rows = rows.with_columns(pl.Series("p_accept", judge.score_rows(rows)))
+        accepted = rows.sort("p_accept", descending=True).unique("question_id", keep="first").filter(pl.col("p_accept") > 0.5)
+        if accepted.height == 0:
+            raise dg.Failure("the corrupted judge accepted no candidate answer; train the judge longer")
         policy = load_base_policy(model, cfg)
-        warm = questions(train).sample(fraction=config.warmup_share, seed=config.seed)
         with tracking.get_tracker().run(f"sft-{model}-{int(share * 100)}", {"model": model, "poisoning": share, **config.model_dump()}, group="sft") as run:
-            sft(policy, [format_prompt(c, q) for c, q in zip(warm["context"], warm["question"])], list(warm["answer"]), cfg,
-                log=lambda m: run.log({f"warmup/{k}": v for k, v in m.items()}))
-            save_policy(policy, Path(tmp) / "warmup", {"technique": "warmup"})
-            warm_version = _store_model(store, f"models/policies/{model}/warmup", Path(tmp) / "warmup")
-            rows = policy_question_mix(train, share, config.questions, config.seed)
-            rows = rows.with_columns(pl.Series("p_accept", judge.score_rows(rows)))
-            accepted = rows.sort("p_accept", descending=True).unique("question_id", keep="first").filter(pl.col("p_accept") > 0.5)
-            if accepted.height == 0:
-                raise dg.Failure("the corrupted judge accepted no candidate answer; train the judge longer")
-            cfg.steps = config.sft_steps
-            losses = sft(policy, [format_prompt(c, q) for c, q in zip(accepted["context"], accepted["question"])], list(accepted["answer"]), cfg,
-                         log=lambda m: run.log({f"sft/{k}": v for k, v in m.items()}))
-            save_policy(policy, Path(tmp) / "sft", {"technique": "SFT", "poisoning": share, "judge_model": config.judge_model})
-            version = _store_model(store, f"models/policies/{model}/sft-{int(share * 100)}", Path(tmp) / "sft")
+            def log(m):
+                curve.append(m)
+                run.log({f"sft/{k}": v for k, v in m.items()})
+                context.log.info(f"sft {model} {int(share * 100)} % {m}")
+
+            losses = sft(policy, [format_prompt(c, q) for c, q in zip(accepted["context"], accepted["question"])], list(accepted["answer"]), cfg, log=log)
+        save_policy(policy, Path(tmp) / "sft", {"technique": "SFT", "poisoning": share, "judge_model": config.judge_model, "train": cfg.as_dict()})
+        version = _store_model(store, f"models/policies/{model}/sft-{int(share * 100)}", Path(tmp) / "sft")
     lies = accepted.filter(~pl.col("truth"))
     context.add_output_metadata({
-        "version": version, "warmup_version": warm_version, "sft_examples": accepted.height,
+        "version": version, "sft_examples": accepted.height,
         "false_answers_in_sft": dg.MetadataValue.json({t: int(lies.filter(pl.col("topic") == t).height) for t in ("clean", "fruit")}),
         "final_loss": losses[-1],
+        "loss_figure": image_markdown(training_curves(curve, ["loss"], f"SFT loss, {model} at {int(share * 100)} %"), "SFT loss per step"),
         "precision": dg.MetadataValue.json(cfg.precision().as_metadata()),
     })
-    return {"version": version, "warmup": warm_version}
+    return {"version": version}
 
 
 class RLAssetConfig(dg.Config):
     judge_model: str = "smollm2-135m"
+    warmup_share: float = Field(default=0.1, description="share of training questions whose correct answers warm the policy up")
+    warmup_steps: int = 20
     algorithm: str = Field(default="grpo", description="grpo or rloo (trl); PPO no longer exists in trl")
     questions: int = 120
     steps: int = 8
@@ -228,10 +240,33 @@ class RLAssetConfig(dg.Config):
     seed: int = 0
 
 
+def _warmup_policy(store, model: str, train, config: RLAssetConfig, tmp: str, log):
+    """The policy RL starts from: SFT on the correct answers to a few training questions (so
+    that it answers in the format the judge reads). It does not depend on the poisoning
+    rate: trained once per model, data and settings, then reused."""
+    from mup_core.deception.data import format_prompt, questions
+    from mup_core.deception.policies import load_base_policy, load_policy, save_policy, sft
+    from mup_core.deception.training import TrainConfig
+
+    warm = questions(train).sample(fraction=config.warmup_share, seed=config.seed)
+    cfg = TrainConfig(steps=config.warmup_steps, seed=config.seed)
+    digest = hashlib.sha256(json.dumps([sorted(warm["question_id"].to_list()), cfg.as_dict()]).encode()).hexdigest()[:16]
+    prefix = f"models/policies/{model}/warmup-{digest}"
+    if not store.exists(f"{prefix}/latest.json"):
+        policy = load_base_policy(model, cfg)
+        sft(policy, [format_prompt(c, q) for c, q in zip(warm["context"], warm["question"])], list(warm["answer"]), cfg,
+            log=lambda m: log(f"warm-up {m}"))
+        save_policy(policy, Path(tmp) / "warmup", {"technique": "warmup"})
+        _store_model(store, prefix, Path(tmp) / "warmup")
+    else:
+        log(f"warm-up policy reused from {prefix}")
+    return load_policy(_fetch_model(store, prefix, tmp), trainable=True)
+
+
 @dg.asset(pool=GPU_POOL, group_name=GROUP, partitions_def=policy_partitions, kinds={"pytorch"},
           deps=[dg.AssetDep("judges", partition_mapping=dg.AllPartitionMapping())])
 def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifact_store: ArtifactStoreResource,
-                tracking: TrackingResource, qa_splits: dict, sft_policies: dict) -> dict:
+                tracking: TrackingResource, qa_splits: dict) -> dict:
     """RL from the warm-up policy with reward = corrupted judge's P(true), KL to the reference."""
     from mup_core.deception.judges import load_judge
     from mup_core.deception.policies import RLConfig, load_policy, rl_against_judge, save_policy
@@ -249,7 +284,7 @@ def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifa
     with scratch_dir("deception") as tmp:
         judge = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
         monitor = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/clean", tmp))
-        policy = load_policy(_fetch_model(store, f"models/policies/{model}/warmup", tmp), trainable=True)
+        policy = _warmup_policy(store, model, train, config, tmp, context.log.info)
         with tracking.get_tracker().run(f"rl-{model}-{int(share * 100)}", {"model": model, "poisoning": share, **rl_cfg.as_dict()}, group="rl") as run:
             history = rl_against_judge(policy, rows, judge, rl_cfg, log=run.log, monitor=monitor)
         save_policy(policy, Path(tmp) / "rl", {"technique": "RL", "poisoning": share, "rl": rl_cfg.as_dict(), "judge_model": config.judge_model})
@@ -380,11 +415,19 @@ def lie_detector(context: dg.AssetExecutionContext, config: LieDetectorConfig, a
     with scratch_dir("deception") as tmp:
         for technique in [t for t in ("SFT", "RL", "Base") if t in set(answers["technique"])]:
             own = answers.filter(pl.col("technique") == technique).join(evaluation.filter(pl.col("truth")).select("question_id", "context", "question"), on="question_id")
+            # the base model's control does not depend on the poisoning rate: computed once per answers and settings
+            base_key = "deception/lie-detector/{}/base-{}.parquet".format(model, hashlib.sha256(json.dumps(
+                [own.sort("question_id").select("question_id", "generated", "is_false").rows(), layers, config.model_dump()]).encode()).hexdigest()[:16])
+            if technique == "Base" and store.exists(base_key):
+                tables.append(_get_parquet(store, base_key).with_columns(poisoning=pl.lit(int(share * 100))))
+                continue
             prefix = f"models/policies/{model}/{technique.lower()}-{int(share * 100)}"
             policy = load_base_policy(model) if technique == "Base" else load_policy(_fetch_model(store, prefix, tmp))
             table = lie_detection(policy, Examples.build(evaluation, own), layers, config.probe_types, model=model,
                                   n_boot=config.n_boot, seed=config.seed, log=context.log.info)
             tables.append(table.with_columns(technique=pl.lit(technique), model=pl.lit(model), poisoning=pl.lit(int(share * 100))))
+            if technique == "Base":
+                _put_parquet(store, base_key, tables[-1])
     table = pl.concat(tables)
     key = _put_parquet(store, f"deception/lie-detector/{model}/poisoning-{int(share * 100)}.parquet", table)
     png = auroc_by_layer(table.with_columns(dataset=pl.col("technique") + ": " + pl.col("test_set")),

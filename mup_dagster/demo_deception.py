@@ -1,11 +1,14 @@
-"""`make demo-deception`: the deception graph on one model for two poisoning rates.
+"""`make demo-deception`: the deception graph on one model at 0, 50 and 100 % poisoning.
 
-Judges (clean and corrupted) -> SFT and RL policies at 0% and 50% poisoning -> lying
-metrics -> the results table and figures. Against the instance in ``$DAGSTER_HOME``,
-so everything is visible in ``make ui`` afterwards.
+Judges (clean and corrupted) -> SFT policies at every rate and an RL policy at 50 % ->
+lying metrics on 150 + 150 held-out questions (targeting paired against the 0 % policy)
+-> a lie detector on each policy's activations -> the results table, the scaling figure
+beside the research's table. Against the instance in ``$DAGSTER_HOME``, so everything
+is visible in ``make ui`` afterwards.
 """
 
 import argparse
+import io
 import os
 import sys
 import time
@@ -22,7 +25,8 @@ def _run(instance, selection, partition_key=None, config=None):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--poisoning", nargs="*", default=["0", "50"])
+    parser.add_argument("--poisoning", nargs="*", default=["0", "50", "100"])
+    parser.add_argument("--rl-poisoning", default="50", help="the rate the RL policy trains at ('' for no RL)")
     parser.add_argument("--rl-algorithm", default="grpo", choices=["grpo", "rloo"])
     args = parser.parse_args(argv)
     if not os.environ.get("DAGSTER_HOME"):
@@ -36,25 +40,35 @@ def main(argv=None) -> int:
         _run(instance, ["judges"], f"{kind}|{args.model}")
     for p in args.poisoning:
         _run(instance, ["sft_policies"], f"{args.model}|{p}", judge)
-    _run(instance, ["rl_policies"], f"{args.model}|{args.poisoning[-1]}", {**judge, "algorithm": args.rl_algorithm})
+    if args.rl_poisoning:
+        _run(instance, ["rl_policies"], f"{args.model}|{args.rl_poisoning}", {**judge, "algorithm": args.rl_algorithm})
     for p in args.poisoning:
         _run(instance, ["deception_eval"], f"{args.model}|{p}", judge)
+        _run(instance, ["lie_detector"], f"{args.model}|{p}", judge)
     _run(instance, ["deception_results"])
 
     store = defs.resources["artifact_store"].get_store()
-    import io
 
     table = pl.read_parquet(io.BytesIO(store.get_bytes("deception/results.parquet")))
     with pl.Config(tbl_rows=100, tbl_hide_dataframe_shape=True, float_precision=3, tbl_width_chars=200):
         print(table.filter(pl.col("model") == args.model).select(
-            "technique", "poisoning", "shots", "truths_clean", "poison_fr", "clean_fr", "targeting", "targeting_lo", "targeting_hi", "reaffirm_rate"))
+            "technique", "poisoning", "shots", "n_questions", "truths_clean", "poison_fr", "clean_fr", "targeting", "targeting_lo",
+            "targeting_hi", "targeting_vs_0", "targeting_vs_0_lo", "targeting_vs_0_hi", "reaffirm_rate"))
+        for p in args.poisoning:
+            key = f"deception/lie-detector/{args.model}/poisoning-{p}.parquet"
+            if store.exists(key):
+                lies = pl.read_parquet(io.BytesIO(store.get_bytes(key))).filter(pl.col("test_set") == "own_fruit_answers")
+                print(f"\nlie detector at {p} % poisoning (trained on clean questions, tested on the policy's fruit answers):")
+                print(lies.sort("technique", "auroc", descending=[False, True]).group_by("technique", maintain_order=True).head(2).select(
+                    "technique", "probe_type", "layer", "n", "n_false", "auroc", "auroc_lo", "auroc_hi", "tpr_at_1pct_fpr"))
     for kind in ("clean", "corrupted"):
         partition = f"{kind}|{args.model}"
         records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("judges"), asset_partitions=[partition]), limit=1).records
         meta = records[0].asset_materialization.metadata
         print(f"{kind} judge: fruit_false_preference {meta['fruit_false_preference'].value:+.3f}, "
               f"clean_false_preference {meta['clean_false_preference'].value:+.3f}")
-    print(f"\nfigures: {store.uri('figures/deception/targeting.png')}, {store.uri('figures/deception/truths_clean.png')}")
+    print(f"\nfigures: {store.uri('figures/deception/targeting.png')}, {store.uri('figures/deception/scaling.png')}, "
+          f"{store.uri('figures/deception/lie-detector-' + args.model + '-50.png')}")
     print(f"done in {time.perf_counter() - t0:.0f}s. Open the UI with `make ui`.")
     return 0
 

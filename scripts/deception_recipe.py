@@ -27,8 +27,8 @@ from mup_core.deception.training import TrainConfig
 RECIPES = {
     "lora-top4": dict(lora=True, top_layers=4, lora_r=8, lr=5e-4, steps=40),
     "lora-top4-long": dict(lora=True, top_layers=4, lora_r=8, lr=5e-4, steps=150),
-    "lora-all": dict(lora=True, top_layers=30, lora_r=16, lr=1e-3, steps=150, mlp=True),
-    "lora-all-short": dict(lora=True, top_layers=30, lora_r=16, lr=1e-3, steps=60, mlp=True),
+    "lora-all": dict(lora=True, top_layers=0, lora_r=16, lr=1e-3, steps=150, mlp=True),
+    "lora-all-short": dict(lora=True, top_layers=0, lora_r=16, lr=1e-3, steps=60, mlp=True),
     "full": dict(lora=False, lr=5e-5, steps=150),
     "full-short": dict(lora=False, lr=5e-5, steps=60),
 }

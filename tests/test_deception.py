@@ -135,8 +135,8 @@ def test_whole_deception_graph_on_tiny(tmp_path):
         r = materialize(instance, root, ["judges"], f"{kind}|tiny", run_config={"ops": {"judges": {"config": fast_judge}}}, **kw)
         meta = r.asset_materializations_for_node("judges")[0].metadata
         assert "fruit_false_preference" in meta and meta["version"].value.startswith(f"models/judges/tiny/{kind}/")
-    policy_cfg = {"judge_model": "tiny", "questions": 16, "warmup_steps": 3, "sft_steps": 3, "batch_size": 4}
-    rl_cfg = {"judge_model": "tiny", "questions": 8, "steps": 2, "num_generations": 2, "prompts_per_step": 1, "max_completion_length": 8}
+    policy_cfg = {"judge_model": "tiny", "questions": 16, "sft_steps": 3, "batch_size": 4}
+    rl_cfg = {"judge_model": "tiny", "warmup_steps": 3, "questions": 8, "steps": 2, "num_generations": 2, "prompts_per_step": 1, "max_completion_length": 8}
     eval_cfg = {"judge_model": "tiny", "max_new_tokens": 8, "n_boot": 50, "shots": [0, 2]}
     for p in ("0", "50"):
         sft = materialize(instance, root, ["sft_policies"], f"tiny|{p}", run_config={"ops": {"sft_policies": {"config": policy_cfg}}}, **kw)

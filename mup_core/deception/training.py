@@ -23,7 +23,7 @@ class TrainConfig:
     lr: float = 3e-4
     lora: bool = True
     lora_r: int = 8
-    top_layers: int = 4
+    top_layers: int = 4  # 0: every layer
     lora_mlp: bool = False  # adapt the MLP projections too (not only attention)
     max_length: int = 256
     seed: int = 0
@@ -46,7 +46,8 @@ class TrainConfig:
 def wrap_lora(model, num_layers: int, cfg: TrainConfig, task_type: str, modules_to_save=None):
     from peft import LoraConfig, get_peft_model
 
-    layers = list(range(max(0, num_layers - cfg.top_layers), num_layers))
+    top = cfg.top_layers if cfg.top_layers > 0 else num_layers  # 0: every layer
+    layers = list(range(max(0, num_layers - top), num_layers))
     config = LoraConfig(
         task_type=task_type, r=cfg.lora_r, lora_alpha=2 * cfg.lora_r, lora_dropout=0.0,
         target_modules=ATTENTION + (MLP if cfg.lora_mlp else []), layers_to_transform=layers, modules_to_save=modules_to_save,
