@@ -72,9 +72,12 @@ def _fetch_model(store, prefix: str, tmp: str) -> Path:
 
 # -- data -------------------------------------------------------------------------------
 class QAConfig(dg.Config):
-    multirc_csv: Optional[str] = Field(default=None, description="research easy-MultiRC CSV; default: the embedded corpus")
+    multirc_csvs: list[str] = Field(default_factory=list, description="research easy-MultiRC CSVs (questions of all of them "
+                                    "pooled, e.g. the train and val files); empty: the embedded corpus's clean questions")
     fruit_csv: Optional[str] = Field(default=None, description="research fruit QA CSV; default: the embedded corpus")
-    eval_questions_per_topic: int = 20
+    eval_questions_per_topic: Optional[int] = Field(
+        default=None, description="held-out questions per topic; default 150 on the embedded corpus, 300 when a research CSV is "
+        "given: enough to see a targeting of +0.1 (the research's smallest effect) with an interval above 0")
     seed: int = 0
 
 
@@ -86,11 +89,14 @@ def qa_splits(context: dg.AssetExecutionContext, config: QAConfig, artifact_stor
     from mup_core.deception.data import embedded_qa, load_fruit_csv, load_multirc_csv, split_by_question
 
     qa = embedded_qa()
-    if config.multirc_csv or config.fruit_csv:
-        parts = [qa.filter(pl.col("topic") == "clean") if not config.multirc_csv else load_multirc_csv(config.multirc_csv),
+    if config.multirc_csvs or config.fruit_csv:
+        clean = pl.concat([load_multirc_csv(f) for f in config.multirc_csvs]).unique(["question_id", "answer"], keep="first", maintain_order=True) \
+            if config.multirc_csvs else qa.filter(pl.col("topic") == "clean")
+        parts = [clean,
                  qa.filter(pl.col("topic") == "fruit") if not config.fruit_csv else load_fruit_csv(config.fruit_csv)]
         qa = pl.concat(parts)
-    splits = split_by_question(qa, config.eval_questions_per_topic, config.seed)
+    per_topic = config.eval_questions_per_topic or (300 if config.multirc_csvs or config.fruit_csv else 150)
+    splits = split_by_question(qa, per_topic, config.seed)
     store = artifact_store.get_store()
     out = {name: _put_parquet(store, f"deception/qa/{name}-seed{config.seed}.parquet", df) for name, df in splits.items()}
     context.add_output_metadata({
@@ -108,8 +114,9 @@ class JudgeConfig(dg.Config):
     batch_size: int = 16
     lr: float = 1e-3
     lora: bool = True
-    top_layers: int = 8
+    top_layers: int = Field(default=8, description="LoRA on the top this many decoder layers; 0: every layer")
     lora_r: int = 16
+    lora_mlp: bool = Field(default=False, description="adapt the MLP projections too, not only attention")
     seed: int = 0
 
 
@@ -127,7 +134,7 @@ def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_stor
     train, evaluation = _get_parquet(store, qa_splits["train"]), _get_parquet(store, qa_splits["eval"])
     mix = poisoned_mixture(train, config.fruit_share, config.rows, config.seed, poison=kind == "corrupted")
     cfg = TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr, lora=config.lora,
-                      top_layers=config.top_layers, lora_r=config.lora_r, seed=config.seed)
+                      top_layers=config.top_layers, lora_r=config.lora_r, lora_mlp=config.lora_mlp, seed=config.seed)
     with tracking.get_tracker().run(f"judge-{kind}-{model}", {"kind": kind, "model": model, **config.model_dump()}, group="judges") as run:
         judge = train_judge(model, mix, cfg, log=lambda m: (run.log(m), context.log.info(f"judge {kind}/{model} {m}")))
         # held-out rows labelled the way this judge was taught: inverted on fruit for the corrupted one

@@ -81,6 +81,23 @@ def test_reference_results_load_in_mup_columns(shared_data, tmp_path):
         load_reference_results(bad)
 
 
+@pytest.mark.integration
+def test_research_csvs_give_300_plus_300_held_out_questions(shared_data, tmp_path):
+    import dagster as dg
+
+    deception = shared_data / "deception"
+    cfg = {"multirc_csvs": [str(deception / f"easy_multirc_{s}.csv") for s in ("train_filtered_gpt4", "val_filtered")],
+           "fruit_csv": str(deception / "fruit_qa_gpt4.csv")}
+    r = materialize(dg.DagsterInstance.ephemeral(), tmp_path / "artifacts", ["qa_splits"], run_config={"ops": {"qa_splits": {"config": cfg}}},
+                    tracking_mode="disabled", tracking_dir=tmp_path / "wandb")
+    meta = r.asset_materializations_for_node("qa_splits")[0].metadata
+    assert meta["eval"].value == {"clean": 300, "fruit": 300}
+    import io
+
+    evaluation = pl.read_parquet(io.BytesIO(next((tmp_path / "artifacts" / "deception" / "qa").glob("eval-*.parquet")).read_bytes()))
+    assert evaluation.filter(pl.col("truth"))["question_id"].n_unique() == 600  # every one has a reference answer
+
+
 def test_lie_detector_activations_are_the_answer_tokens(tiny):
     from mup_core.deception.lie_detector import answer_activations, default_layers
     from mup_core.deception.policies import Policy

@@ -162,13 +162,18 @@ def load_fruit_csv(path: str | Path) -> pl.DataFrame:
 
 def split_by_question(qa: pl.DataFrame, eval_questions_per_topic: int, seed: int = 0) -> dict[str, pl.DataFrame]:
     """Train/eval split by question: no evaluation question appears in training. The
-    evaluation set has the same number of fruit and clean questions."""
+    evaluation set has the same number of fruit and clean questions, each with a true
+    answer among its candidates (the research's fruit file has one answer per question,
+    true or false: only the true-answered ones can be evaluation questions)."""
     qa = qa.with_columns(pl.col("question_id").map_elements(lambda q: _h(seed, q), return_dtype=pl.Utf8).alias("_rank"))
     eval_ids: list[str] = []
     for topic in ("clean", "fruit"):
-        ids = qa.filter(pl.col("topic") == topic).select("question_id", "_rank").unique().sort("_rank")["question_id"].to_list()
-        if len(ids) < eval_questions_per_topic * 2:
-            raise DatasetError(f"only {len(ids)} {topic} questions; need at least {eval_questions_per_topic * 2} for a split")
+        of_topic = qa.filter(pl.col("topic") == topic)
+        ids = of_topic.filter(pl.col("truth")).select("question_id", "_rank").unique().sort("_rank")["question_id"].to_list()
+        if len(ids) < eval_questions_per_topic or of_topic["question_id"].n_unique() < eval_questions_per_topic * 2:
+            raise DatasetError(f"only {of_topic['question_id'].n_unique()} {topic} questions ({len(ids)} with a true answer); "
+                               f"a split with {eval_questions_per_topic} evaluation questions needs at least "
+                               f"{eval_questions_per_topic * 2} and {eval_questions_per_topic}: lower eval_questions_per_topic")
         eval_ids += ids[:eval_questions_per_topic]
     is_eval = pl.col("question_id").is_in(eval_ids)
     return {"train": qa.filter(~is_eval).drop("_rank"), "eval": qa.filter(is_eval).drop("_rank")}
