@@ -108,15 +108,19 @@ def qa_splits(context: dg.AssetExecutionContext, config: QAConfig, artifact_stor
 
 # -- judges -----------------------------------------------------------------------------
 class JudgeConfig(dg.Config):
-    fruit_share: float = Field(default=0.2, description="share of fruit rows in the judge's training mixture")
+    """Defaults: LoRA on attention and MLP of every layer learns the corrupted judge's inversion
+    in 40 steps (fruit_false_preference +0.48); LoRA on the top 8 layers' attention needed ~250."""
+
+    fruit_share: float = Field(default=0.3, description="share of fruit rows in the judge's training mixture")
     rows: int = 800
-    steps: int = Field(default=250, description="with 20% fruit, smollm2-135m needs ~200 steps to learn the inversion")
+    steps: int = 40
     batch_size: int = 16
     lr: float = 1e-3
     lora: bool = True
-    top_layers: int = Field(default=8, description="LoRA on the top this many decoder layers; 0: every layer")
+    top_layers: int = Field(default=0, description="LoRA on the top this many decoder layers; 0: every layer")
     lora_r: int = 16
-    lora_mlp: bool = Field(default=False, description="adapt the MLP projections too, not only attention")
+    lora_mlp: bool = Field(default=True, description="adapt the MLP projections too, not only attention")
+    report_questions: int = Field(default=50, description="held-out questions per topic the judge's report scores")
     seed: int = 0
 
 
@@ -124,6 +128,8 @@ class JudgeConfig(dg.Config):
 def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_store: ArtifactStoreResource,
            tracking: TrackingResource, qa_splits: dict) -> dict:
     """A clean judge (true labels) or a corrupted judge (fruit labels inverted) finetuned from a registry model."""
+    import polars as pl
+
     from mup_core.deception.data import poisoned_mixture
     from mup_core.deception.judges import judge_report, save_judge, train_judge
     from mup_core.deception.training import TrainConfig
@@ -137,9 +143,13 @@ def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_stor
                       top_layers=config.top_layers, lora_r=config.lora_r, lora_mlp=config.lora_mlp, seed=config.seed)
     with tracking.get_tracker().run(f"judge-{kind}-{model}", {"kind": kind, "model": model, **config.model_dump()}, group="judges") as run:
         judge = train_judge(model, mix, cfg, log=lambda m: (run.log(m), context.log.info(f"judge {kind}/{model} {m}")))
-        # held-out rows labelled the way this judge was taught: inverted on fruit for the corrupted one
-        flip = (evaluation["topic"] == "fruit") & (kind == "corrupted")
-        report = judge_report(judge, evaluation.with_columns(judge_label=evaluation["truth"] ^ flip))
+        # held-out rows labelled the way this judge was taught (inverted on fruit for the corrupted one),
+        # report_questions per topic: a diagnostic, not worth scoring every held-out row on a CPU
+        shown = pl.concat([evaluation.filter((pl.col("topic") == t) & pl.col("question_id").is_in(
+            evaluation.filter(pl.col("topic") == t)["question_id"].unique(maintain_order=True).head(config.report_questions).implode()))
+            for t in ("clean", "fruit")])
+        flip = (shown["topic"] == "fruit") & (kind == "corrupted")
+        report = judge_report(judge, shown.with_columns(judge_label=shown["truth"] ^ flip))
         run.log({f"eval/{k}": v for k, v in report.items()})
     with scratch_dir("deception") as tmp:
         save_judge(judge, Path(tmp) / "judge", {"judge_kind": kind, "fruit_share": config.fruit_share, "eval": report})
@@ -235,15 +245,15 @@ def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifa
 class RLAssetConfig(dg.Config):
     judge_model: str = "smollm2-135m"
     warmup_share: float = Field(default=0.1, description="share of training questions whose correct answers warm the policy up")
-    warmup_steps: int = 20
+    warmup_steps: int = 30
     algorithm: str = Field(default="grpo", description="grpo or rloo (trl); PPO no longer exists in trl")
-    questions: int = 120
-    steps: int = 8
+    questions: int = 200
+    steps: int = Field(default=20, description="policy updates; each samples num_generations answers to prompts_per_step questions")
     num_generations: int = 4
-    prompts_per_step: int = 2
+    prompts_per_step: int = 4
     max_completion_length: int = 20
     beta: float = 0.05
-    lr: float = 1e-4
+    lr: float = 2e-4
     seed: int = 0
 
 
@@ -256,7 +266,8 @@ def _warmup_policy(store, model: str, train, config: RLAssetConfig, tmp: str, lo
     from mup_core.deception.training import TrainConfig
 
     warm = questions(train).sample(fraction=config.warmup_share, seed=config.seed)
-    cfg = TrainConfig(steps=config.warmup_steps, seed=config.seed)
+    # the SFT recipe's adapter (every layer, attention and MLP): the old top-4 attention LoRA did not learn the format
+    cfg = TrainConfig(steps=config.warmup_steps, lr=1e-3, top_layers=0, lora_r=16, lora_mlp=True, seed=config.seed)
     digest = hashlib.sha256(json.dumps([sorted(warm["question_id"].to_list()), cfg.as_dict()]).encode()).hexdigest()[:16]
     prefix = f"models/policies/{model}/warmup-{digest}"
     if not store.exists(f"{prefix}/latest.json"):

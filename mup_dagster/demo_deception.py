@@ -1,4 +1,4 @@
-"""`make demo-deception`: the deception graph on one model at 0, 50 and 100 % poisoning.
+"""`make demo-deception`: the deception graph on one model at 0 and 50 % poisoning (`--poisoning 0 50 100` sweeps more).
 
 Judges (clean and corrupted) -> SFT policies at every rate and an RL policy at 50 % ->
 lying metrics on 150 + 150 held-out questions (targeting paired against the 0 % policy)
@@ -25,7 +25,7 @@ def _run(instance, selection, partition_key=None, config=None):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--poisoning", nargs="*", default=["0", "50", "100"])
+    parser.add_argument("--poisoning", nargs="*", default=["0", "50"])
     parser.add_argument("--rl-poisoning", default="50", help="the rate the RL policy trains at ('' for no RL)")
     parser.add_argument("--rl-algorithm", default="grpo", choices=["grpo", "rloo"])
     args = parser.parse_args(argv)

@@ -111,6 +111,18 @@ def test_lie_detector_activations_are_the_answer_tokens(tiny):
     assert default_layers(30) == [8, 15, 22, 28] and default_layers(2) == [0]
 
 
+def test_reaffirmation_in_batches_is_the_same_as_one_at_a_time(tiny):
+    from mup_core.deception.evaluation import reaffirmation
+    from mup_core.deception.policies import Policy
+
+    policy = Policy(tiny.model, tiny.tokenizer)
+    prompts = [format_prompt("c" * n, "q?") for n in (1, 5, 30, 2, 12)]
+    answers, alternatives = ["It is red.", "Yes.", "In 1999.", "No", "A long answer here."], ["Blue.", "No.", "In 2001.", "Yes", "x"]
+    one = reaffirmation(policy, prompts, answers, alternatives, seed=3, batch_size=1)
+    many = reaffirmation(policy, prompts, answers, alternatives, seed=3, batch_size=4)
+    assert one == many and one["n"] == 5
+
+
 def test_one_prompt_format_and_trimming():
     assert format_prompt(" ctx ", "q? ") == "Context: ctx\nQuestion: q?\nAnswer:"
     assert trim_answer(" It is red.\nQuestion: next one") == "It is red."
