@@ -1,8 +1,9 @@
 """`make demo-deception`: the deception graph on one model at 0 and 50 % poisoning (`--poisoning 0 50 100` sweeps more).
 
-Judges (clean and corrupted) -> SFT policies at every rate and an RL policy at 50 % ->
+Judges (clean and corrupted) -> SFT policies at every rate (and a GRPO policy with `--rl-poisoning 50`) ->
 lying metrics on 150 + 150 held-out questions (targeting paired against the 0 % policy)
--> a lie detector on each policy's activations -> the results table, the scaling figure
+-> a lie detector on each poisoned policy's activations (and the base model's, the control)
+-> the results table, the scaling figure
 beside the research's table. Against the instance in ``$DAGSTER_HOME``, so everything
 is visible in ``make ui`` afterwards.
 """
@@ -26,7 +27,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--poisoning", nargs="*", default=["0", "50"])
-    parser.add_argument("--rl-poisoning", default="50", help="the rate the RL policy trains at ('' for no RL)")
+    parser.add_argument("--rl-poisoning", default="", help="also train and evaluate a GRPO policy at this rate (e.g. 50): "
+                        "about 8 more minutes per 20 steps on 2 CPU cores, and 20 steps do not move the policy (docs/RESULTS.md)")
     parser.add_argument("--rl-algorithm", default="grpo", choices=["grpo", "rloo"])
     args = parser.parse_args(argv)
     if not os.environ.get("DAGSTER_HOME"):
@@ -44,7 +46,9 @@ def main(argv=None) -> int:
         _run(instance, ["rl_policies"], f"{args.model}|{args.rl_poisoning}", {**judge, "algorithm": args.rl_algorithm})
     for p in args.poisoning:
         _run(instance, ["deception_eval"], f"{args.model}|{p}", judge)
-        _run(instance, ["lie_detector"], f"{args.model}|{p}", judge)
+    for p in args.poisoning:
+        if p != "0":  # a 0 % policy has (next to) no fruit lies to detect: the base model's control runs with the first
+            _run(instance, ["lie_detector"], f"{args.model}|{p}", judge)
     _run(instance, ["deception_results"])
 
     store = defs.resources["artifact_store"].get_store()

@@ -176,9 +176,18 @@ def rl_against_judge(policy: Policy, rows, judge, cfg: RLConfig, log: Callable[[
     def reward(prompts, completions, context, question, **_):
         return [float(p) for p in judge.p_true([judge_text(c, q, trim_answer(a)) for c, q, a in zip(context, question, completions)])]
 
+    seen: dict = {}
+
+    def monitored(context, question, completions):
+        """The clean judge's P(true) of a batch, scored once for both falsehood rates."""
+        texts = tuple(judge_text(c, q, trim_answer(a)) for c, q, a in zip(context, question, completions))
+        if seen.get("texts") != texts:
+            seen.update(texts=texts, p=monitor.p_true(list(texts)))
+        return seen["p"]
+
     def falsehood_on(wanted: str):
         def rate(prompts, completions, context, question, topic, **_):
-            p = monitor.p_true([judge_text(c, q, trim_answer(a)) for c, q, a in zip(context, question, completions)])
+            p = monitored(context, question, completions)
             return [float(x <= 0.5) if t == wanted else None for x, t in zip(p, topic)]
 
         rate.__name__ = f"{wanted}_falsehood"
