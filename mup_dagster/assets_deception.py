@@ -343,7 +343,7 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
     import polars as pl
 
     from mup_core.deception.data import questions
-    from mup_core.deception.evaluation import answer_and_judge, few_shot_prefix, metrics_of, reaffirmation
+    from mup_core.deception.evaluation import answer_and_judge, few_shot_prefix, metrics_of, prompts_for, reaffirmation
     from mup_core.deception.judges import load_judge
     from mup_core.deception.policies import load_base_policy, load_policy
 
@@ -377,15 +377,14 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
             policy = load()
             for k in config.shots:
                 poisoning = -1 if technique == "Base" else int(share * 100)  # the research's table marks the base model -1
-                scored = answer_and_judge(policy, qs, evaluation, clean, biased, few_shot_prefix(shots.head(k)) if k else "", config.max_new_tokens)
+                prefix = few_shot_prefix(shots.head(k)) if k else ""
+                scored = answer_and_judge(policy, qs, evaluation, clean, biased, prefix, config.max_new_tokens)
                 answers.append(scored.select("question_id", "topic", "generated", "p_clean", "p_biased", "truth_match", "is_false")
                                .with_columns(model=pl.lit(model), technique=pl.lit(technique), poisoning=pl.lit(poisoning), shots=pl.lit(k)))
                 metrics = metrics_of(scored, config.n_boot, config.seed)
                 if config.reaffirmation:
                     alternatives = [w if f == 0 else a for w, a, f in zip(qs["wrong"], qs["answer"], scored["is_false"])]
-                    metrics.update(reaffirmation(policy, [few_shot_prefix(shots.head(k)) + p if k else p for p in
-                                                          [f"Context: {c}\nQuestion: {q}\nAnswer:" for c, q in zip(qs["context"], qs["question"])]],
-                                                 scored["generated"].to_list(), alternatives, config.seed))
+                    metrics.update(reaffirmation(policy, prompts_for(qs, prefix), scored["generated"].to_list(), alternatives, config.seed))
                 rows.append({"model": model, "technique": technique, "poisoning": poisoning, "shots": k, **metrics})
                 context.log.info(f"{technique} {k}-shot: targeting {metrics['targeting']:+.3f} "
                                  f"[{metrics['targeting_lo']:+.3f}, {metrics['targeting_hi']:+.3f}], fruit FR {metrics['poison_fr']:.3f}, "

@@ -169,6 +169,11 @@ def reaffirmation(policy, prompts: Sequence[str], answers: Sequence[str], altern
             "position_bias": float(np.mean(picks_a) - 0.5) if len(keeps) else float("nan"), "n": int(len(keeps))}
 
 
+def prompts_for(qs: pl.DataFrame, prefix: str = "") -> list[str]:
+    """The evaluation prompt of each question, after an optional few-shot ``prefix``."""
+    return [prefix + format_prompt(c, q) for c, q in zip(qs["context"], qs["question"])]
+
+
 def answer_and_judge(policy, qs: pl.DataFrame, candidates: pl.DataFrame, clean_judge, biased_judge,
                      prefix: str = "", max_new_tokens: int = 24) -> pl.DataFrame:
     """The policy's greedy answer to each question of ``qs`` (one row per question, with
@@ -176,8 +181,7 @@ def answer_and_judge(policy, qs: pl.DataFrame, candidates: pl.DataFrame, clean_j
     decides one (``truth_match``) and ``is_false`` (1 / 0, see ``falsehoods``)."""
     from mup_core.deception.policies import generate_answers
 
-    prompts = [prefix + format_prompt(c, q) for c, q in zip(qs["context"], qs["question"])]
-    answers = generate_answers(policy, prompts, max_new_tokens)
+    answers = generate_answers(policy, prompts_for(qs, prefix), max_new_tokens)
     scored = qs.with_columns(pl.Series("generated", answers, dtype=pl.Utf8))
     p_clean, p_biased = clean_judge.score_rows(scored, "generated"), biased_judge.score_rows(scored, "generated")
     truth = truth_by_match(candidates, qs["question_id"].to_list(), answers)
