@@ -378,7 +378,7 @@ def test_12_model_steps_share_one_pool_limited_to_one_slot_per_gpu(h):
     graph = defs.resolve_asset_graph()
     pooled = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).pools == {GPU_POOL}}
     assert {"activations", "prompted_baseline", "finetuned_baseline", "continuation_baseline",
-            "judges", "sft_policies", "rl_policies", "deception_eval"} <= pooled
+            "judges", "sft_policies", "rl_policies", "deception_eval", "lie_detector"} <= pooled
     assert "probes" not in pooled and "probe_metrics" not in pooled
     for path in (REPO / "dagster.yaml", REPO / "deploy" / "dagster.yaml"):
         config = yaml.safe_load(path.read_text())
