@@ -359,14 +359,15 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
     # the base model does not depend on the poisoning rate: evaluate it once per model, judges and settings
     base_key = "deception/base-eval/{}/{}.parquet".format(model, hashlib.sha256(json.dumps(
         [sorted(qs["question_id"].to_list()), judge_versions, config.model_dump()], sort_keys=True).encode()).hexdigest()[:16])
+    base_answers_key = base_key.replace(".parquet", "-answers.parquet")
     rows, answers = [], []
     with scratch_dir("deception") as tmp:
         clean = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/clean", tmp))
         biased = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
         candidates = {}
-        if store.exists(base_key) and store.exists(base_key.replace(".parquet", "-answers.parquet")):
+        if store.exists(base_key) and store.exists(base_answers_key):
             rows.extend(_get_parquet(store, base_key).to_dicts())
-            answers.append(_get_parquet(store, base_key.replace(".parquet", "-answers.parquet")))
+            answers.append(_get_parquet(store, base_answers_key))
             context.log.info(f"base model rows reused from {base_key}")
         else:
             candidates["Base"] = lambda: load_base_policy(model)
@@ -391,7 +392,7 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
                                  f"other FR {metrics['clean_fr']:.3f} on {metrics['n_questions']} questions")
     table, answers = pl.DataFrame(rows), pl.concat(answers, how="diagonal_relaxed")
     if "Base" in candidates:
-        _put_parquet(store, base_key.replace(".parquet", "-answers.parquet"), answers.filter(pl.col("technique") == "Base"))
+        _put_parquet(store, base_answers_key, answers.filter(pl.col("technique") == "Base"))
         _put_parquet(store, base_key, table.filter(pl.col("technique") == "Base"))
     _put_parquet(store, _answers_key(model, share), answers)
     key = _put_parquet(store, f"deception/eval/{model}/poisoning-{int(share * 100)}.parquet", table)
@@ -432,12 +433,13 @@ def lie_detector(context: dg.AssetExecutionContext, config: LieDetectorConfig, a
     with scratch_dir("deception") as tmp:
         for technique in [t for t in ("SFT", "RL", "Base") if t in set(answers["technique"])]:
             own = answers.filter(pl.col("technique") == technique).join(evaluation.filter(pl.col("truth")).select("question_id", "context", "question"), on="question_id")
-            # the base model's control does not depend on the poisoning rate: computed once per answers and settings
-            base_key = "deception/lie-detector/{}/base-{}.parquet".format(model, hashlib.sha256(json.dumps(
-                [own.sort("question_id").select("question_id", "generated", "is_false").rows(), layers, config.model_dump()]).encode()).hexdigest()[:16])
-            if technique == "Base" and store.exists(base_key):
-                tables.append(_get_parquet(store, base_key).with_columns(poisoning=pl.lit(int(share * 100))))
-                continue
+            if technique == "Base":
+                # the base model's control does not depend on the poisoning rate: computed once per answers and settings
+                base_key = "deception/lie-detector/{}/base-{}.parquet".format(model, hashlib.sha256(json.dumps(
+                    [own.sort("question_id").select("question_id", "generated", "is_false").rows(), layers, config.model_dump()]).encode()).hexdigest()[:16])
+                if store.exists(base_key):
+                    tables.append(_get_parquet(store, base_key).with_columns(poisoning=pl.lit(int(share * 100))))
+                    continue
             prefix = f"models/policies/{model}/{technique.lower()}-{int(share * 100)}"
             policy = load_base_policy(model) if technique == "Base" else load_policy(_fetch_model(store, prefix, tmp))
             table = lie_detection(policy, Examples.build(evaluation, own), layers, config.probe_types, model=model,
