@@ -10,7 +10,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 export MUP_HOME ?= $(CURDIR)/.mup
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo demo-study demo-deception test test-fast ui monitor bench validate clean-artifacts
+.PHONY: install demo demo-study demo-deception test test-fast ui up down monitor bench validate clean-artifacts
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ test-fast: install
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+# production-like on this machine: PostgreSQL instance, SeaweedFS bucket, 2 Celery workers
+# on RabbitMQ, webserver + daemon (deploy/README.md); `make down` stops exactly what it started
+up: install
+	$(PY) -m mup_dagster.stack up
+
+down:
+	$(PY) -m mup_dagster.stack down
 
 # the probe `make demo` chose, watching conversations live: page and API on 127.0.0.1:8100
 monitor: install

@@ -325,7 +325,18 @@ def store_from_env(root: str | os.PathLike | None = None) -> ArtifactStore:
     s3 = None if root else s3_settings_from_env()
     if s3 is None:
         return LocalStore(root or artifact_root())
-    import boto3
+    return S3Store(s3_client(s3["endpoint_url"]), s3["bucket"], s3["prefix"])
 
-    client = boto3.client("s3", endpoint_url=s3["endpoint_url"])
-    return S3Store(client, s3["bucket"], s3["prefix"])
+
+def s3_client(endpoint_url: str | None = None, region_name: str | None = None):
+    """The one boto3 S3 client of mup (the CLI, the Dagster resource, the IO manager).
+    Credentials the AWS way (environment, profile, instance role), never in config. A
+    request that fails to connect, times out or gets a 5xx / throttling answer is retried
+    with exponential backoff (``MUP_S3_MAX_ATTEMPTS``, default 10: about a minute), so a
+    store that restarts for a few seconds costs a wait, not a run."""
+    import boto3
+    from botocore.config import Config
+
+    attempts = int(os.environ.get("MUP_S3_MAX_ATTEMPTS", "10"))
+    config = Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5, read_timeout=120)
+    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region_name, config=config)

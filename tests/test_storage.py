@@ -1,4 +1,4 @@
-"""The artifact store, locally and against a real S3-compatible server on 127.0.0.1 (moto)."""
+"""The artifact store, locally and against a real S3-compatible server on 127.0.0.1 (SeaweedFS)."""
 
 import pytest
 import torch
@@ -56,3 +56,43 @@ def test_s3_large_files_go_up_in_parts(s3_store, tmp_path):
     assert head["ContentLength"] == big.stat().st_size
     assert head["ETag"].strip('"').endswith("-5")  # five 8 MB parts
     assert s3_store.local_path("big/one.bin").read_bytes() == big.read_bytes()
+
+
+def test_s3_writes_wait_out_an_object_server_outage(s3_store, s3_server, tmp_path):
+    """The object server goes away for a few seconds in the middle of a run: a write made
+    meanwhile is retried with backoff and lands whole; what was stored before survives."""
+    import threading
+
+    import numpy as np
+
+    s3_store.put_bytes("before/kept.bin", b"stored before the outage")
+    payload = np.random.default_rng(0).bytes(3 * 2**20)
+    big = tmp_path / "big.bin"
+    big.write_bytes(payload)
+    s3_server.stop()
+    restart = threading.Timer(4.0, s3_server.start)
+    restart.start()
+    try:
+        s3_store.put_bytes("during/small.bin", b"written while the server was down")
+        s3_store.put_file("during/big.bin", big)
+    finally:
+        restart.join()
+    assert s3_store.get_bytes("during/small.bin") == b"written while the server was down"
+    assert s3_store.get_bytes("during/big.bin") == payload
+    assert s3_store.get_bytes("before/kept.bin") == b"stored before the outage"
+
+
+def test_s3_outage_longer_than_the_retries_fails_clearly_and_writes_nothing(s3_store, s3_server, monkeypatch):
+    from botocore.exceptions import EndpointConnectionError
+
+    from mup_core.storage import S3Store, s3_client
+
+    monkeypatch.setenv("MUP_S3_MAX_ATTEMPTS", "2")
+    impatient = S3Store(s3_client(s3_server.endpoint, "us-east-1"), s3_store.bucket, "runs")
+    s3_server.stop()
+    try:
+        with pytest.raises(EndpointConnectionError, match=f"127.0.0.1:{s3_server.port}"):
+            impatient.put_bytes("never/there.bin", b"x")
+    finally:
+        s3_server.start()
+    assert not s3_store.exists("never/there.bin")

