@@ -339,4 +339,5 @@ def s3_client(endpoint_url: str | None = None, region_name: str | None = None):
 
     attempts = int(os.environ.get("MUP_S3_MAX_ATTEMPTS", "10"))
     config = Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5, read_timeout=120)
-    return boto3.client("s3", endpoint_url=endpoint_url, region_name=region_name, config=config)
+    # a session of its own: boto3's default session caches the first credentials it found
+    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region_name, config=config)

@@ -116,26 +116,29 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def stop_process(entry: dict, timeout: float = 20.0) -> None:
-    """SIGTERM to the process, its session and its descendants; SIGKILL what is left
-    after ``timeout``. Only while the recorded start time still matches."""
-    if not _alive(entry):
-        return
-    pid = entry["pid"]
-    family = [pid, *_descendants(pid)]
-    starts = {p: _start_time(p) for p in family}
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for p in family:
-            if starts[p] is not None and _start_time(p) == starts[p]:
+def stop_processes(entries: list[dict], timeout: float = 20.0) -> None:
+    """SIGTERM to each process and its descendants, all at once; SIGKILL what is left after
+    ``timeout``. A process is signalled only while its recorded start time still matches."""
+    family: dict[int, str] = {}
+    for entry in entries:
+        if _alive(entry):
+            for pid in [entry["pid"], *_descendants(entry["pid"])]:
+                family[pid] = _start_time(pid)
+    family = {pid: start for pid, start in family.items() if start is not None}
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        for pid, start in family.items():
+            if _start_time(pid) == start:
                 try:
-                    os.kill(p, sig)
+                    os.kill(pid, sig)
                 except ProcessLookupError:
                     pass
-        deadline = time.time() + (timeout if sig == signal.SIGTERM else 5)
-        while time.time() < deadline and any(_start_time(p) == starts[p] for p in family if starts[p]):
-            _reap(pid)
-            time.sleep(0.2)
-    _reap(pid)
+        deadline = time.time() + wait
+        while time.time() < deadline and any(_start_time(p) == s for p, s in family.items()):
+            for entry in entries:
+                _reap(entry["pid"])
+            time.sleep(0.1)
+    for entry in entries:
+        _reap(entry["pid"])
 
 
 def _reap(pid: int) -> None:
@@ -311,7 +314,8 @@ def up(cfg: StackConfig | None = None, echo=print) -> list[dict]:
         raise StackError(f"the stack in {cfg.root} is already up ({', '.join(e['name'] for e in running)}); "
                          "`make down` first")
     for port, what in [(cfg.webserver_port, "webserver (MUP_STACK_PORT)"),
-                       *[(cfg.s3_port + i, "object server (MUP_STACK_S3_PORT)") for i in range(5)]]:
+                       *[(cfg.s3_port + i + grpc, "object server (MUP_STACK_S3_PORT)")
+                         for i in range(5) for grpc in (0, 10000)]]:
         if not _port_free(port):
             raise StackError(f"port {port} for the {what} is taken on 127.0.0.1; stop what uses it or choose another")
     env = stack_env(cfg)
@@ -344,8 +348,7 @@ def up(cfg: StackConfig | None = None, echo=print) -> list[dict]:
             if not _alive(entry):
                 raise StackError(f"{entry['name']} exited; its log:\n{_log_tail(cfg, entry['name'])}")
     except BaseException:
-        for entry in reversed(entries):
-            stop_process(entry)
+        stop_processes(entries)
         cfg.pid_file.unlink(missing_ok=True)
         raise
     echo(f"Dagster: {cfg.webserver_url} (daemon running; runs and events in PostgreSQL) — up in "
@@ -382,12 +385,11 @@ def down(cfg: StackConfig | None = None, echo=print) -> int:
     cfg = cfg or StackConfig()
     entries = read_pids(cfg)
     stopped = 0
-    # the webserver and daemon first (no new runs), the workers, then the object server
-    for entry in reversed(entries):
-        if _alive(entry):
-            stop_process(entry)
-            stopped += 1
-            echo(f"stopped {entry['name']} (pid {entry['pid']})")
+    running = [e for e in entries if _alive(e)]
+    stop_processes(running)
+    for entry in running:
+        stopped += 1
+        echo(f"stopped {entry['name']} (pid {entry['pid']})")
     cfg.pid_file.unlink(missing_ok=True)
     if not entries:
         echo(f"nothing to stop: no stack recorded in {cfg.pid_file}")

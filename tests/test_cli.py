@@ -30,7 +30,9 @@ def test_dagster_asset_materialize_cli(tmp_path):
 
     run("--select", "stakes_corpus,corpus_splits,imported_datasets,eval_datasets,dataset_texts")
     run("--select", "activations", "--partition", "tiny")
-    run("--select", "probes,probe_metrics", "--partition", "2|tiny")
+    # two probe types (a linear and a torch one) keep it quick; every type is trained in test_dagster_graph
+    run("--select", "probes,probe_metrics", "--partition", "2|tiny",
+        "--config-json", '{"ops": {"probes": {"config": {"probe_types": ["logistic_regression", "attention"]}}}}')
 
     # generate and label a small synthetic dataset with the local backend
     run("--select", "synthetic_situations,synthetic_prompts,synthetic_labelled",

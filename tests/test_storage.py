@@ -70,7 +70,7 @@ def test_s3_writes_wait_out_an_object_server_outage(s3_store, s3_server, tmp_pat
     big = tmp_path / "big.bin"
     big.write_bytes(payload)
     s3_server.stop()
-    restart = threading.Timer(4.0, s3_server.start)
+    restart = threading.Timer(2.0, s3_server.start)
     restart.start()
     try:
         s3_store.put_bytes("during/small.bin", b"written while the server was down")
