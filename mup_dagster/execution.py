@@ -5,6 +5,8 @@
 - ``multiprocess`` (default, a laptop, CI): steps run in subprocesses of the run, one at a
   time unless ``MUP_MAX_CONCURRENT_STEPS`` says more (nearly every step is a torch job that
   already uses every core);
+- ``in_process``: every step in the run's own process (no subprocess start per step: the
+  quickest for small models and short steps; a crash of one step ends the run);
 - ``celery``: each step is a task on a Celery queue, run by whichever worker takes it
   (``make up`` starts two; ``mup_dagster.celery_app`` is the workers' app). Broker and result
   backend come from ``MUP_CELERY_BROKER`` / ``MUP_CELERY_BACKEND`` at run time, so a password
@@ -64,6 +66,8 @@ def default_executor() -> dg.ExecutorDefinition:
     kind = os.environ.get("MUP_EXECUTOR", "multiprocess")
     if kind == "multiprocess":
         return dg.multiprocess_executor.configured({"max_concurrent": int(os.environ.get("MUP_MAX_CONCURRENT_STEPS", "1"))})
+    if kind == "in_process":
+        return dg.in_process_executor
     if kind == "celery":
         from dagster_celery import celery_executor
 
@@ -72,4 +76,4 @@ def default_executor() -> dg.ExecutorDefinition:
         from dagster_k8s import k8s_job_executor
 
         return k8s_job_executor.configured(k8s_executor_config())
-    raise ValueError(f"MUP_EXECUTOR={kind!r}: use multiprocess (default), celery or k8s")
+    raise ValueError(f"MUP_EXECUTOR={kind!r}: use multiprocess (default), in_process, celery or k8s")

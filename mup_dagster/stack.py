@@ -417,7 +417,7 @@ def backfill_layers(cfg: StackConfig, assets: list[str], model: str, echo=print)
     partitions = [f"{layer}|{model}" for layer in get_spec(model).default_layers]
     backfill_id = launch_backfill(cfg, assets, partitions)
     echo(f"backfill {backfill_id}: {', '.join(assets)} x {partitions}; watch it at {cfg.webserver_url}/runs/b/{backfill_id}")
-    runs = wait_for_backfill(backfill_id, echo=echo)
+    runs = wait_for_backfill(backfill_id, echo=echo, expected=len(partitions))
     for run in runs:
         for step, names in sorted(step_workers(run.run_id).items()):
             echo(f"  {run.tags.get('dagster/partition', '')} {step}: {' then '.join(names)}")
@@ -446,21 +446,80 @@ def launch_backfill(cfg: StackConfig, assets: list[str], partitions: list[str], 
               "title": title or f"{','.join(assets)} x {len(partitions)} partitions"}
     if run_config:
         params["runConfigData"] = run_config
-    body = json.dumps({"query": BACKFILL_MUTATION, "variables": {"params": params}}).encode()
-    request = urllib.request.Request(f"{cfg.webserver_url}/graphql", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=60) as response:
-        answer = json.loads(response.read())
-    if "errors" in answer:
-        raise StackError(f"backfill refused: {answer['errors'][0].get('message')}")
-    result = answer["data"]["launchPartitionBackfill"]
+    result = _graphql(cfg, BACKFILL_MUTATION, {"params": params})["launchPartitionBackfill"]
     if result["__typename"] != "LaunchBackfillSuccess":
         raise StackError(f"backfill refused ({result['__typename']}): {result.get('message', '')}")
     return result["backfillId"]
 
 
-def wait_for_backfill(backfill_id: str, timeout: float = 900, echo=print) -> list:
+LAUNCH_RUN_MUTATION = """
+mutation Launch($params: ExecutionParams!) {
+  launchRun(executionParams: $params) {
+    __typename
+    ... on LaunchRunSuccess { run { runId } }
+    ... on PythonError { message }
+    ... on InvalidSubsetError { message }
+    ... on RunConfigValidationInvalid { errors { message } }
+    ... on PipelineNotFoundError { message }
+    ... on UnauthorizedError { message }
+  }
+}
+"""
+
+
+def _graphql(cfg: StackConfig, query: str, variables: dict) -> dict:
+    body = json.dumps({"query": query, "variables": variables}).encode()
+    request = urllib.request.Request(f"{cfg.webserver_url}/graphql", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.loads(response.read())
+    if "errors" in answer:
+        raise StackError(f"the webserver refused: {answer['errors'][0].get('message')}")
+    return answer["data"]
+
+
+def _partition_tags(partition: str | None) -> list[dict]:
+    """The run tags of one partition, as the UI writes them: a LAYER|MODEL key also carries
+    one tag per dimension (dimension names sort: layer, model)."""
+    if not partition:
+        return []
+    tags = [{"key": "dagster/partition", "value": partition}]
+    if "|" in partition:
+        layer, model = partition.split("|", 1)
+        tags += [{"key": "dagster/partition/layer", "value": layer}, {"key": "dagster/partition/model", "value": model}]
+    return tags
+
+
+def launch_run(cfg: StackConfig, assets: list[str], partition: str | None = None, run_config: dict | None = None) -> str:
+    """Launch one run of ``assets`` (one partition) through the webserver, as the UI's
+    *Materialize* button does: it is queued and started by the daemon within seconds."""
+    params = {"selector": {"repositoryLocationName": "mup", "repositoryName": "__repository__", "jobName": "__ASSET_JOB",
+                           "assetSelection": [{"path": a.split("/")} for a in assets]},
+              "runConfigData": run_config or {},
+              "executionMetadata": {"tags": _partition_tags(partition)}}
+    result = _graphql(cfg, LAUNCH_RUN_MUTATION, {"params": params})["launchRun"]
+    if result["__typename"] != "LaunchRunSuccess":
+        detail = result.get("message") or "; ".join(e["message"] for e in result.get("errors", []))
+        raise StackError(f"run refused ({result['__typename']}): {detail}")
+    return result["run"]["runId"]
+
+
+def wait_for_run(run_id: str, timeout: float = 600):
+    import dagster as dg
+
+    deadline = time.time() + timeout
+    with dg.DagsterInstance.get() as instance:
+        while time.time() < deadline:
+            run = instance.get_run_by_id(run_id)
+            if run.is_finished:
+                return run
+            time.sleep(1)
+    raise StackError(f"run {run_id} did not finish in {timeout:.0f}s")
+
+
+def wait_for_backfill(backfill_id: str, timeout: float = 900, echo=print, expected: int | None = None) -> list:
     """Wait (in a process with the stack's environment) until every run of the backfill has
-    finished; return the runs. Prints each run's outcome as it finishes."""
+    finished (``expected`` runs, or the daemon has marked the backfill done); return the
+    runs. Prints each run's outcome as it finishes."""
     import dagster as dg
 
     done = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
@@ -476,7 +535,9 @@ def wait_for_backfill(backfill_id: str, timeout: float = 900, echo=print) -> lis
                     echo(f"  run {run.run_id[:8]} {run.tags.get('dagster/partition', '')}: {run.status.value}")
                     if run.status != dg.DagsterRunStatus.SUCCESS:
                         echo("\n".join(f"    {e}" for e in run_errors(run.run_id)))
-            if backfill is not None and backfill.status.value != "REQUESTED" and runs and all(r.status in done for r in runs):
+            finished = runs and all(r.status in done for r in runs)
+            if finished and ((expected is not None and len(runs) >= expected)
+                             or (backfill is not None and backfill.status.value != "REQUESTED")):
                 return runs
             time.sleep(2)
     raise StackError(f"backfill {backfill_id} did not finish in {timeout:.0f}s")

@@ -18,7 +18,10 @@ def test_dagster_asset_materialize_cli(tmp_path):
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "dagster.yaml").read_text())
     env = {**os.environ, "DAGSTER_HOME": str(home), "MUP_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
-           "MUP_HOME": str(tmp_path / "mup_home"), "MUP_LLM_BACKEND": "local", "MUP_LLM_MODEL": "tiny"}
+           "MUP_HOME": str(tmp_path / "mup_home"), "MUP_LLM_BACKEND": "local", "MUP_LLM_MODEL": "tiny",
+           # steps in the CLI's process: the engine is configuration (the multiprocess default is what
+           # test_reliability's kill -9 of the CLI runs)
+           "MUP_EXECUTOR": "in_process"}
 
     def run(*args):
         proc = subprocess.run(

@@ -108,11 +108,12 @@ def test_a_backfill_of_every_tiny_layer_runs_on_two_workers_into_the_bucket_and_
 
     cfg, entries, env = stack
     _materialize(env, "stakes_corpus,corpus_splits,imported_datasets,eval_datasets,dataset_texts")
-    _materialize(env, "activations", "tiny")
+    activations = st.wait_for_run(st.launch_run(cfg, ["activations"], "tiny"))  # as the UI's Materialize button
+    assert activations.status == dg.DagsterRunStatus.SUCCESS, st.run_errors(activations.run_id)
     # with a run config as the UI's launchpad gives one: a single probe type, to stay quick
     backfill_id = st.launch_backfill(cfg, ["probes", "probe_metrics"], ["1|tiny", "2|tiny", "3|tiny"],
                                      run_config=PROBES_CONFIG)
-    runs = st.wait_for_backfill(backfill_id, timeout=600, echo=lambda *_: None)
+    runs = st.wait_for_backfill(backfill_id, timeout=600, echo=lambda *_: None, expected=3)
     assert sorted(r.tags["dagster/partition"] for r in runs) == ["1|tiny", "2|tiny", "3|tiny"]
     assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs), [st.run_errors(r.run_id) for r in runs]
 
@@ -155,23 +156,18 @@ def test_a_step_whose_worker_is_killed_runs_again_on_the_other_worker(stack):
     cfg, entries, env = stack
     by_name = {f"mup-{e['name']}@{st.socket.gethostname()}": e for e in entries if e["name"].startswith("worker-")}
     before = {k for k in _bucket_keys(cfg, env) if k.startswith("mup/probes/")}
-    backfill_id = st.launch_backfill(cfg, ["probes"], ["2|tiny"], title="kill a worker")
+    run_id = st.launch_run(cfg, ["probes"], "2|tiny")  # every probe type: a step of several seconds
     victim = None
     deadline = time.time() + 300
-    with dg.DagsterInstance.get() as instance:
-        while victim is None and time.time() < deadline:
-            runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
-            for run in runs:
-                names = st.step_workers(run.run_id).get("probes", [])
-                if names:
-                    victim = by_name[names[0]]
-            time.sleep(0.3)
+    while victim is None and time.time() < deadline:
+        names = st.step_workers(run_id).get("probes", [])
+        victim = by_name[names[0]] if names else None
+        time.sleep(0.2)
     assert victim is not None, "the probes step never started on a worker"
     # SIGKILL the worker (its main process and its pool process), by PID
     for pid in [victim["pid"], *st._descendants(victim["pid"])]:
         os.kill(pid, signal.SIGKILL)
-    runs = st.wait_for_backfill(backfill_id, timeout=600, echo=lambda *_: None)
-    (run,) = runs
+    run = st.wait_for_run(run_id)
     assert run.status == dg.DagsterRunStatus.SUCCESS, st.run_errors(run.run_id)
     names = st.step_workers(run.run_id)["probes"]
     survivor = next(n for n in by_name if by_name[n] is not victim)
