@@ -128,6 +128,22 @@ class ActivationRef:
         return cls(**{**d, "layers": tuple(d["layers"])})
 
 
+def plan_pieces(sizes: Mapping[str, int], pieces: int) -> list[list[str]]:
+    """Split datasets (name -> rows) into at most ``pieces`` groups of about equal size, each
+    computed by one step (a worker or a GPU of its own); ``pieces <= 0``: one per dataset.
+    Largest first onto the lightest group; names keep their order inside a group."""
+    names = sorted(sizes)
+    if pieces <= 0 or pieces >= len(names):
+        return [[n] for n in names]
+    groups: list[list[str]] = [[] for _ in range(pieces)]
+    load = [0] * pieces
+    for name in sorted(names, key=lambda n: (-sizes[n], n)):
+        lightest = min(range(pieces), key=lambda i: (load[i], i))
+        groups[lightest].append(name)
+        load[lightest] += sizes[name]
+    return [sorted(g) for g in groups if g]
+
+
 def activations_for_datasets(
     store: ArtifactStore,
     lm,

@@ -248,24 +248,46 @@ class ActivationsConfig(dg.Config):
     )
 
 
-@dg.asset(
-    pool=GPU_POOL,
-    group_name=GROUP,
-    partitions_def=model_partitions,
-    kinds={"pytorch", "safetensors"},
-    automation_condition=on_upstream_version_change,
-)
-def activations(
-    context: dg.AssetExecutionContext,
+def _default_pieces() -> int:
+    """``MUP_ACTIVATION_PIECES``; else one step for every dataset on one machine, one per
+    dataset where steps go to workers or pods of their own (celery, k8s)."""
+    value = os.environ.get("MUP_ACTIVATION_PIECES")
+    if value:
+        return int(value)
+    return 0 if os.environ.get("MUP_EXECUTOR", "multiprocess") in ("celery", "k8s") else 1
+
+
+class ActivationPiecesConfig(dg.Config):
+    pieces: int = Field(default_factory=_default_pieces, description=(
+        "steps the forward passes fan out to (groups of datasets of about equal size, each on a worker or GPU of "
+        "its own); 0 = one per dataset. Default: MUP_ACTIVATION_PIECES, else 1 (multiprocess/in_process) or 0 "
+        "(celery/k8s)"))
+
+
+@dg.op(out=dg.DynamicOut(list))
+def activation_pieces(context: dg.OpExecutionContext, config: ActivationPiecesConfig, dataset_texts: dict):
+    """The fan-out: which datasets each forward-pass step computes."""
+    import re
+
+    from mup_core.workflows import plan_pieces
+
+    groups = plan_pieces({n: int(r["rows"]) for n, r in dataset_texts.items()}, config.pieces)
+    for i, names in enumerate(groups):
+        context.log.info(f"piece {i}: {', '.join(names)}")
+        yield dg.DynamicOutput(names, mapping_key=re.sub(r"[^A-Za-z0-9_]", "_", "__".join(names))[:80] or f"piece_{i}")
+
+
+@dg.op(pool=GPU_POOL)
+def activation_piece(
+    context: dg.OpExecutionContext,
     config: ActivationsConfig,
     artifact_store: ArtifactStoreResource,
     dataset_texts: dict,
-) -> dg.Output[dict]:
-    """Residual-stream activations of one model at its probe layers, for every dataset.
-
-    One forward pass per batch serves all layers; stored unpadded in safetensors, one
-    file per layer; reused when model, input text and layers are unchanged.
-    """
+    names: list,
+) -> dict:
+    """Forward passes of one model over some datasets: residual-stream activations at its
+    probe layers, one pass per batch serving all layers, stored unpadded in safetensors
+    shards; reused when model, input text and layers are unchanged."""
     from mup_core.activations import OverlongInputs
     from mup_core.models.loading import load_model
     from mup_core.workflows import activations_for_datasets, load_stored_dataset
@@ -274,7 +296,7 @@ def activations(
     spec = get_spec(slug)
     layers = sorted(config.layers or spec.default_layers)
     store = artifact_store.get_store()
-    loaded = {name: load_stored_dataset(store, ref).with_name(name) for name, ref in dataset_texts.items()}
+    loaded = {name: load_stored_dataset(store, dataset_texts[name]).with_name(name) for name in names}
     context.log.info(f"loading {slug} ({spec.source})")
     lm = load_model(slug)
     context.log.info(f"{slug} on {lm.device}, computing in {lm.precision.dtype_name} ({lm.precision.reason}); layers {layers}")
@@ -299,18 +321,33 @@ def activations(
                 f"{name}: {s['truncated_examples']} of {len(loaded[name])} inputs are longer than {spec.max_length} "
                 f"tokens; kept their {kept} {spec.max_length} (config overlong={config.overlong!r}; 'refuse' fails instead)"
             )
+    return {"refs": {n: r.as_dict() for n, r in refs.items()}, "stats": stats, "layers": layers,
+            "precision": lm.precision.as_metadata(), "config": config.model_dump()}
+
+
+@dg.op
+def activation_sets(context: dg.OpExecutionContext, artifact_store: ArtifactStoreResource, pieces: list) -> dg.Output[dict]:
+    """The fan-in: every piece's sets as the one ``activations`` value probes read."""
+    from mup_core.workflows import ActivationRef
+
+    slug = context.partition_key
+    spec = get_spec(slug)
+    store = artifact_store.get_store()
+    refs = {n: ActivationRef.from_dict(r) for piece in pieces for n, r in piece["refs"].items()}
+    stats = {n: s for piece in pieces for n, s in piece["stats"].items()}
+    layers, config = pieces[0]["layers"], pieces[0]["config"]
     bytes_stored = sum(store.size(k) for ref in refs.values() for k in store.list(ref.prefix + "/"))
-    tokens = sum(r.tokens for r in refs.values())
     return dg.Output(
-        {name: ref.as_dict() for name, ref in refs.items()},
+        {name: ref.as_dict() for name, ref in sorted(refs.items())},
         data_version=_version(*(ref.prefix for _, ref in sorted(refs.items()))),
         metadata={
             "model": slug,
             # where the safetensors are (the IO manager's "path" would be its small reference pickle)
             "path": dg.MetadataValue.path(store.uri(f"activations/{slug}")),
             "layers": dg.MetadataValue.json(layers),
-            "tokens": dg.MetadataValue.int(tokens),
+            "tokens": dg.MetadataValue.int(sum(r.tokens for r in refs.values())),
             "bytes": dg.MetadataValue.int(bytes_stored),
+            "pieces": dg.MetadataValue.json([sorted(piece["refs"]) for piece in pieces]),
             "datasets": dg.MetadataValue.json(
                 {
                     n: {
@@ -321,17 +358,34 @@ def activations(
                         "padding_efficiency": round(stats[n].get("padding_efficiency", 1.0), 3),
                         "truncated": stats[n].get("truncated_examples", 0),
                     }
-                    for n, r in refs.items()
+                    for n, r in sorted(refs.items())
                 }
             ),
             "reused": dg.MetadataValue.bool(all(r.reused for r in refs.values())),
-            "precision": dg.MetadataValue.json(lm.precision.as_metadata()),
-            "storage_dtype": config.storage_dtype,
+            "precision": dg.MetadataValue.json(pieces[0]["precision"]),
+            "storage_dtype": config["storage_dtype"],
             "truncated_examples": dg.MetadataValue.int(sum(s.get("truncated_examples", 0) for s in stats.values())),
-            "overlong": config.overlong,
+            "overlong": config["overlong"],
             "max_length": dg.MetadataValue.int(spec.max_length),
         },
     )
+
+
+@dg.graph_asset(
+    group_name=GROUP,
+    partitions_def=model_partitions,
+    kinds={"pytorch", "safetensors"},
+    automation_condition=on_upstream_version_change,
+)
+def activations(dataset_texts: dict):
+    """Residual-stream activations of one model at its probe layers, for every dataset.
+
+    The forward passes fan out: ``activation_pieces`` splits the datasets into groups, one
+    ``activation_piece`` step each (in the GPU pool: a worker or GPU of its own on a
+    cluster), and ``activation_sets`` gathers them into the value probes read.
+    """
+    pieces = activation_pieces(dataset_texts)
+    return activation_sets(pieces.map(lambda names: activation_piece(dataset_texts, names)).collect())
 
 
 def _layer_and_model(context: dg.AssetExecutionContext) -> tuple[int, str]:

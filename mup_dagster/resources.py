@@ -155,8 +155,8 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
     @staticmethod
     def _keys(context, asset_key, partitions) -> dict:
         """Store key per partition key (None for an unpartitioned asset or a plain op output)."""
-        if asset_key is None:
-            return {None: f"dagster/runs/{context.run_id}/{context.step_key}/{context.name}.pkl"}
+        if asset_key is None:  # an op inside a graph asset: per run, step and (dynamic) mapping key
+            return {None: "dagster/runs/" + "/".join(context.get_identifier()) + ".pkl"}
         base = "dagster/" + "/".join(asset_key.path)
         if not partitions:
             return {None: f"{base}.pkl"}
@@ -183,7 +183,7 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         asset_key = context.asset_key if context.has_asset_key else None
         partitions = list(context.asset_partition_keys) if asset_key is not None and context.has_asset_partitions else []
         if asset_key is None:
-            keys = {None: f"dagster/runs/{upstream.run_id}/{upstream.step_key}/{upstream.name}.pkl"}
+            keys = {None: "dagster/runs/" + "/".join(upstream.get_identifier()) + ".pkl"}
         else:
             keys = self._keys(context, asset_key, partitions)
         store = self.artifact_store.get_store()

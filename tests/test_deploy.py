@@ -62,7 +62,9 @@ def test_every_step_that_runs_a_model_requests_a_gpu_and_no_other_does():
     from mup_dagster.automation import GPU_POOL
     from mup_dagster.definitions import ASSETS
 
-    gpu_steps = {a.node_def.name for a in ASSETS if hasattr(a, "node_def") and a.node_def.pool == GPU_POOL}
+    ops = [op for a in ASSETS if hasattr(a, "node_def") for op in a.node_def.iterate_op_defs()]
+    gpu_steps = {op.name for op in ops if op.pool == GPU_POOL}
+    assert "activation_piece" in gpu_steps and "activation_sets" not in gpu_steps
     per_step = EXECUTOR["per_step_k8s_config"]
     assert gpu_steps == set(per_step), f"GPU-pool steps of the code vs deploy/k8s_executor.yaml: {gpu_steps ^ set(per_step)}"
     for step, config in per_step.items():

@@ -231,11 +231,11 @@ def test_8_overlong_inputs_are_counted_shown_and_refusable(tmp_path):
     warnings = [r.user_message for r in instance.all_logs(result.run_id) if r.level >= 30]
     assert any("long: 1 of 2 inputs are longer than 512 tokens; kept their first 512" in w for w in warnings), warnings
 
-    refuse = {"ops": {"activations": {"config": {"overlong": "refuse"}}}}
+    refuse = {"ops": {"activations": {"ops": {"activation_piece": {"config": {"overlong": "refuse"}}}}}}
     result = materialize(instance, root, ["activations"], "tiny", run_config=refuse, raise_on_error=False)
     assert "dataset long: 1 inputs are longer than tiny's 512 tokens (ids 'essay' (" in failure_text(result)
 
-    keep_end = {"ops": {"activations": {"config": {"overlong": "keep_end"}}}}
+    keep_end = {"ops": {"activations": {"ops": {"activation_piece": {"config": {"overlong": "keep_end"}}}}}}
     result = materialize(instance, root, ["activations"], "tiny", run_config=keep_end)
     assert result.asset_materializations_for_node("activations")[0].metadata["truncated_examples"].value == 1
 

@@ -108,8 +108,14 @@ def test_a_backfill_of_every_tiny_layer_runs_on_two_workers_into_the_bucket_and_
 
     cfg, entries, env = stack
     _materialize(env, "stakes_corpus,corpus_splits,imported_datasets,eval_datasets,dataset_texts")
+    # two GPUs' worth of slots: the forward passes fan out, one step per dataset, over both workers
+    with dg.DagsterInstance.get() as instance:
+        instance.event_log_storage.set_concurrency_slots("mup-gpu", 2)
     activations = st.wait_for_run(st.launch_run(cfg, ["activations"], "tiny"))  # as the UI's Materialize button
     assert activations.status == dg.DagsterRunStatus.SUCCESS, st.run_errors(activations.run_id)
+    pieces = {k: v for k, v in st.step_workers(activations.run_id).items() if k.startswith("activations.activation_piece[")}
+    assert len(pieces) == 3, pieces  # train, val, corpus-test
+    assert {w for names in pieces.values() for w in names} == set(st.worker_names(cfg)), pieces
     # with a run config as the UI's launchpad gives one: a single probe type, to stay quick
     backfill_id = st.launch_backfill(cfg, ["probes", "probe_metrics"], ["1|tiny", "2|tiny", "3|tiny"],
                                      run_config=PROBES_CONFIG)
