@@ -191,3 +191,38 @@ def test_a_step_whose_worker_is_killed_runs_again_on_the_other_worker(stack):
     store = store_from_env()
     for probe_type, key in record.asset_materialization.metadata["keys"].value.items():
         assert load_probe(store.local_path(key)).info.layer == 2, probe_type
+
+
+def test_a_run_waits_out_an_object_server_restart(stack):
+    """SeaweedFS stops (SIGTERM, by PID) before a run and comes back 3 s after its step began: the run's
+    step reads and writes the bucket through the outage (retries with backoff) and succeeds."""
+    import dagster as dg
+
+    from mup_dagster import stack as st
+
+    cfg, entries, env = stack
+    pids = st.read_pids(cfg)
+    weed = next(e for e in pids if e["name"] == "seaweedfs")
+    st.stop_processes([weed])
+    down_since = time.time()
+    run_id = st.launch_run(cfg, ["probes"], "1|tiny", run_config=PROBES_CONFIG)
+    deadline = time.time() + 120
+    while not st.step_workers(run_id) and time.time() < deadline:  # down until the step has begun
+        time.sleep(0.3)
+    time.sleep(3)
+    back = st._spawn("seaweedfs", st.seaweed_command(cfg.root / "s3", cfg.s3_port, cfg.bucket), env, cfg)
+    st._write_pids(cfg, [back if e is weed else e for e in pids])
+    back_at = time.time()
+    run = st.wait_for_run(run_id)
+    assert run.status == dg.DagsterRunStatus.SUCCESS, st.run_errors(run_id)
+    with dg.DagsterInstance.get() as instance:
+        (start,) = instance.all_logs(run_id, of_type=dg.DagsterEventType.STEP_START)
+        record = instance.fetch_materializations(dg.AssetRecordsFilter(
+            asset_key=dg.AssetKey("probes"), asset_partitions=["1|tiny"]), limit=1).records[0]
+    assert down_since < start.timestamp < back_at, "the step did not start while the object server was down"
+    assert record.run_id == run_id
+    from mup_core.probes import load_probe
+    from mup_core.storage import store_from_env
+
+    (key,) = record.asset_materialization.metadata["keys"].value.values()
+    assert load_probe(store_from_env().local_path(key)).info.layer == 1
