@@ -46,6 +46,19 @@ def test_run_launcher_values_validate_with_dagster_k8s_schema():
     _validate(dagster_k8s.K8sRunLauncher.config_type(), _launcher_config_as_the_chart_renders_it(VALUES))
 
 
+def test_compute_log_values_validate_with_dagster_aws_schema():
+    from dagster_aws.s3 import S3ComputeLogManager
+
+    manager = VALUES["computeLogManager"]
+    assert manager["type"] == "S3ComputeLogManager"
+    snake = {"bucket": "bucket", "prefix": "prefix", "localDir": "local_dir", "useSsl": "use_ssl", "verify": "verify",
+             "verifyCertPath": "verify_cert_path", "endpointUrl": "endpoint_url", "skipEmptyFiles": "skip_empty_files"}
+    config = manager["config"]["s3ComputeLogManager"]
+    _validate(S3ComputeLogManager.config_type(), {snake[k]: v for k, v in config.items()})
+    env = {e["name"]: e["value"] for e in VALUES["dagster-user-deployments"]["deployments"][0]["env"]}
+    assert config["bucket"] == env["MUP_S3_BUCKET"]  # the artifacts' bucket
+
+
 def test_executor_config_validates_and_is_what_the_code_loads(monkeypatch):
     _validate(dagster_k8s.k8s_job_executor.config_schema.config_type, EXECUTOR)
     from mup_dagster.execution import default_executor, k8s_executor_config
