@@ -328,16 +328,23 @@ def store_from_env(root: str | os.PathLike | None = None) -> ArtifactStore:
     return S3Store(s3_client(s3["endpoint_url"]), s3["bucket"], s3["prefix"])
 
 
-def s3_client(endpoint_url: str | None = None, region_name: str | None = None):
-    """The one boto3 S3 client of mup (the CLI, the Dagster resource, the IO manager).
-    Credentials the AWS way (environment, profile, instance role), never in config. A
-    request that fails to connect, times out or gets a 5xx / throttling answer is retried
-    with exponential backoff (``MUP_S3_MAX_ATTEMPTS``, default 10: about a minute), so a
-    store that restarts for a few seconds costs a wait, not a run."""
+def s3_client(endpoint_url: str | None = None, region_name: str | None = None, *,
+              credentials: dict | None = None, max_attempts: int | None = None):
+    """The one boto3 S3 client of mup (the CLI, the Dagster resource, the IO manager, data
+    sources, the local stack). Credentials the AWS way (environment, profile, instance role)
+    unless given, never in config. A request that fails to connect, times out or gets a
+    5xx / throttling answer is retried with exponential backoff and jitter: ``max_attempts``
+    (default ``MUP_S3_MAX_ATTEMPTS``, 10) attempts in all, waits of up to 1, 2, 4, 8, 16, 20 … s,
+    so an object server that restarts for a few seconds costs a wait, not a run; one that
+    refuses connections for longer than about a minute (expected, with the jitter) fails the
+    step with its endpoint in the error. A server that accepts connections but never answers
+    costs the 60 s read timeout per attempt."""
     import boto3
     from botocore.config import Config
 
-    attempts = int(os.environ.get("MUP_S3_MAX_ATTEMPTS", "10"))
-    config = Config(retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=5, read_timeout=120)
+    attempts = max_attempts or int(os.environ.get("MUP_S3_MAX_ATTEMPTS", "10"))
+    config = Config(retries={"total_max_attempts": attempts, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+    keys = {"aws_access_key_id": credentials["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": credentials["AWS_SECRET_ACCESS_KEY"]} if credentials else {}
     # a session of its own: boto3's default session caches the first credentials it found
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=region_name, config=config)
+    return boto3.session.Session(**keys).client("s3", endpoint_url=endpoint_url, region_name=region_name, config=config)

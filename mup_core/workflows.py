@@ -212,7 +212,7 @@ def load_activations(store: ArtifactStore, ref: ActivationRef | Mapping, layer: 
     if layer not in ref.layers:
         raise KeyError(
             f"layer {layer} of {ref.model} was not extracted for {ref.dataset} (have {list(ref.layers)}); "
-            "add it to the activations asset's `layers` config and re-materialise it"
+            "add it to the activations asset's `layers` config (ops: activations: ops: activation_piece: config: layers) and re-materialise it"
         )
     return load_layer(store, ref.prefix, layer)
 

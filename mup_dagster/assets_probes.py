@@ -271,10 +271,13 @@ def activation_pieces(context: dg.OpExecutionContext, config: ActivationPiecesCo
 
     from mup_core.workflows import plan_pieces
 
+    if not dataset_texts:
+        raise dg.Failure("activations: dataset_texts lists no datasets; re-materialise the dataset assets")
     groups = plan_pieces({n: int(r["rows"]) for n, r in dataset_texts.items()}, config.pieces)
     for i, names in enumerate(groups):
         context.log.info(f"piece {i}: {', '.join(names)}")
-        yield dg.DynamicOutput(names, mapping_key=re.sub(r"[^A-Za-z0-9_]", "_", "__".join(names))[:80] or f"piece_{i}")
+        # the index keeps keys unique where names differ only in punctuation
+        yield dg.DynamicOutput(names, mapping_key=f"p{i}_" + re.sub(r"[^A-Za-z0-9_]", "_", "__".join(names))[:60])
 
 
 @dg.op(pool=GPU_POOL)

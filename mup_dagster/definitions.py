@@ -5,7 +5,6 @@ configuration: ``MUP_EXECUTOR`` (mup_dagster.execution). Where artifacts and the
 passed between steps live is configuration too: ``MUP_S3_BUCKET`` (mup_dagster.resources).
 """
 
-import os
 import time
 
 import dagster as dg

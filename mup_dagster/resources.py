@@ -200,7 +200,13 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
     def _missing(context, asset_key, keys, uri) -> dg.Failure:
         import os
 
-        upstream = asset_key.to_user_string() if asset_key is not None else context.upstream_output.name
+        if asset_key is None:  # the value of an op inside a graph asset, written by an earlier step of this run
+            step = context.upstream_output.step_key
+            return dg.Failure(description=(
+                f"input {context.name!r} needs the output of step {step!r} of this run, which is not in this process's "
+                f"artifact store ({uri}). Every process of a deployment must use the same store (MUP_S3_BUCKET / "
+                f"artifact_store); re-run the asset {step.split('.')[0]!r}"))
+        upstream = asset_key.to_user_string()
         where = f" for partition {', '.join(map(str, keys[:3]))}{' ...' if len(keys) > 3 else ''}" if keys else ""
         partition = f" --partition '{keys[0]}'" if len(keys) == 1 else ""
         command = f"dagster asset materialize -m mup_dagster.definitions --select {upstream}{partition}"

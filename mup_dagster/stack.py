@@ -40,6 +40,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mup_dagster.execution import DEFAULT_BACKEND, DEFAULT_BROKER
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -59,7 +61,7 @@ class StackConfig:
     pg_port: str = field(default_factory=lambda: os.environ.get("MUP_PG_PORT", "5432"))
     pg_user: str = field(default_factory=lambda: os.environ.get("MUP_PG_USER", "postgres"))
     pg_db: str = field(default_factory=lambda: os.environ.get("MUP_PG_DB", "mup"))
-    broker: str = field(default_factory=lambda: os.environ.get("MUP_CELERY_BROKER", "pyamqp://guest:guest@127.0.0.1:5672//"))
+    broker: str = field(default_factory=lambda: os.environ.get("MUP_CELERY_BROKER", DEFAULT_BROKER))
     mup_home: Path = field(default_factory=lambda: Path(os.environ.get("MUP_HOME", REPO / ".mup")).resolve())
     extra_env: dict = field(default_factory=dict)
 
@@ -87,27 +89,34 @@ class StackConfig:
 # --- processes ---------------------------------------------------------------------------
 
 def _start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (field 22 of /proc/PID/stat): a recorded PID is
-    ours only while this matches, so a recycled PID is never signalled."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    """The kernel's start time of a *live* ``pid`` (a zombie counts as gone): a recorded PID
+    is ours only while this matches, so a recycled PID is never signalled."""
+    from mup_core.storage import pid_alive
+    from mup_dagster.orphans import process_start_time
+
+    return (process_start_time(pid) or None) if pid_alive(pid) else None
 
 
 def _alive(entry: dict) -> bool:
-    return _start_time(entry["pid"]) == entry["start"]
+    return entry.get("start") is not None and _start_time(entry["pid"]) == entry["start"]
+
+
+def _processes() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, session id) of every process."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            rest = stat.read_text().rsplit(")", 1)[1].split()
+            table[int(stat.parent.name)] = (int(rest[1]), int(rest[3]))
+        except (OSError, IndexError, ValueError):
+            continue
+    return table
 
 
 def _descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            rest = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(rest[1]), []).append(int(stat.parent.name))
+    for child, (parent, _) in _processes().items():
+        children.setdefault(parent, []).append(child)
     found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -116,16 +125,26 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
+def _family(entries: list[dict]) -> dict[int, str]:
+    """Every live process of the stack: the recorded ones, their descendants, and anything in
+    their sessions (each was started as a session leader, so a code server or run worker whose
+    parent died, re-parented to init, is still found). pid -> start time."""
+    sessions = {e["pid"] for e in entries}
+    alive = {e["pid"] for e in entries if _alive(e)}
+    table = _processes()
+    pids = {pid for pid, (_, sid) in table.items() if sid in sessions} | alive
+    for pid in alive:
+        pids.update(_descendants(pid))
+    pids.discard(os.getpid())
+    return {pid: start for pid in pids if (start := _start_time(pid)) is not None}
+
+
 def stop_processes(entries: list[dict], timeout: float = 20.0) -> None:
-    """SIGTERM to each process and its descendants, all at once; SIGKILL what is left after
-    ``timeout``. A process is signalled only while its recorded start time still matches."""
-    family: dict[int, str] = {}
-    for entry in entries:
-        if _alive(entry):
-            for pid in [entry["pid"], *_descendants(entry["pid"])]:
-                family[pid] = _start_time(pid)
-    family = {pid: start for pid, start in family.items() if start is not None}
+    """SIGTERM to every process of ``entries`` (see ``_family``) at once; SIGKILL, after
+    ``timeout``, to what is left — the family is looked up again before each signal, so a
+    process forked meanwhile is not missed. Only processes whose start time still matches."""
     for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        family = _family(entries)
         for pid, start in family.items():
             if _start_time(pid) == start:
                 try:
@@ -133,7 +152,7 @@ def stop_processes(entries: list[dict], timeout: float = 20.0) -> None:
                 except ProcessLookupError:
                     pass
         deadline = time.time() + wait
-        while time.time() < deadline and any(_start_time(p) == s for p, s in family.items()):
+        while time.time() < deadline and _family(entries):
             for entry in entries:
                 _reap(entry["pid"])
             time.sleep(0.1)
@@ -173,19 +192,24 @@ def _port_free(port: int) -> bool:
             return False
 
 
-def _wait(what: str, ready, timeout: float, entry: dict | None, cfg: StackConfig) -> None:
+def _wait(what: str, ready, timeout: float, entry: dict | None, cfg: StackConfig, logs: list[str] = ()) -> None:
     deadline = time.time() + timeout
-    while time.time() < deadline:
+    while True:
         if entry is not None and not _alive(entry):
             raise StackError(f"{what} exited while starting; its log ({cfg.logs / (entry['name'] + '.log')}):\n"
                              f"{_log_tail(cfg, entry['name'])}")
         try:
             if ready():
                 return
+        except StackError:
+            raise
         except Exception:
             pass
+        if time.time() >= deadline:
+            break
         time.sleep(0.5)
-    tail = f"; its log:\n{_log_tail(cfg, entry['name'])}" if entry else ""
+    names = [entry["name"]] if entry else list(logs)
+    tail = "".join(f"; log of {n}:\n{_log_tail(cfg, n)}" for n in names)
     raise StackError(f"{what} was not ready after {timeout:.0f}s{tail}")
 
 
@@ -214,13 +238,10 @@ def seaweed_command(data_dir: Path, port: int, bucket: str) -> list[str]:
 
 
 def s3_ready(endpoint: str, bucket: str, env: dict) -> bool:
-    import boto3
-    from botocore.config import Config
+    from mup_core.storage import s3_client
 
-    client = boto3.client("s3", endpoint_url=endpoint, region_name=env.get("AWS_DEFAULT_REGION", "us-east-1"),
-                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                          config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=3))
-    client.head_bucket(Bucket=bucket)
+    credentials = {k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    s3_client(endpoint, env.get("AWS_DEFAULT_REGION", "us-east-1"), credentials=credentials, max_attempts=1).head_bucket(Bucket=bucket)
     return True
 
 
@@ -242,7 +263,9 @@ def ensure_database(cfg: StackConfig, password: str = "") -> bool:
             cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (cfg.pg_db,))
             if cur.fetchone():
                 return False
-            cur.execute(f'CREATE DATABASE "{cfg.pg_db}"')
+            from psycopg2 import sql
+
+            cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(cfg.pg_db)))
             return True
     finally:
         admin.close()
@@ -251,10 +274,12 @@ def ensure_database(cfg: StackConfig, password: str = "") -> bool:
 # --- the stack -------------------------------------------------------------------------------
 
 def credentials(cfg: StackConfig) -> dict:
-    """S3 credentials: the environment's, else the stack's own (generated once, mode 0600)."""
-    if os.environ.get("AWS_ACCESS_KEY_ID") and os.environ.get("AWS_SECRET_ACCESS_KEY"):
-        return {"AWS_ACCESS_KEY_ID": os.environ["AWS_ACCESS_KEY_ID"],
-                "AWS_SECRET_ACCESS_KEY": os.environ["AWS_SECRET_ACCESS_KEY"]}
+    """The local object server's credentials: ``MUP_STACK_AWS_ACCESS_KEY_ID`` /
+    ``MUP_STACK_AWS_SECRET_ACCESS_KEY``, else the stack's own (generated once, mode 0600).
+    Never the shell's ``AWS_*``: real cloud keys must not become a local server's admin keys."""
+    if os.environ.get("MUP_STACK_AWS_ACCESS_KEY_ID") and os.environ.get("MUP_STACK_AWS_SECRET_ACCESS_KEY"):
+        return {"AWS_ACCESS_KEY_ID": os.environ["MUP_STACK_AWS_ACCESS_KEY_ID"],
+                "AWS_SECRET_ACCESS_KEY": os.environ["MUP_STACK_AWS_SECRET_ACCESS_KEY"]}
     path = cfg.root / "credentials.json"
     if not path.exists():
         cfg.root.mkdir(parents=True, exist_ok=True)
@@ -275,7 +300,7 @@ def stack_env(cfg: StackConfig) -> dict:
         "MUP_HOME": str(cfg.mup_home),
         "MUP_EXECUTOR": "celery",
         "MUP_CELERY_BROKER": cfg.broker,
-        "MUP_CELERY_BACKEND": os.environ.get("MUP_CELERY_BACKEND", "rpc://"),
+        "MUP_CELERY_BACKEND": os.environ.get("MUP_CELERY_BACKEND", DEFAULT_BACKEND),
         "MUP_S3_BUCKET": cfg.bucket,
         "MUP_S3_ENDPOINT_URL": cfg.s3_endpoint,
         "MUP_S3_PREFIX": os.environ.get("MUP_S3_PREFIX", "mup"),
@@ -320,6 +345,14 @@ def up(cfg: StackConfig | None = None, echo=print) -> list[dict]:
             raise StackError(f"port {port} for the {what} is taken on 127.0.0.1; stop what uses it or choose another")
     env = stack_env(cfg)
     created = ensure_database(cfg, env["MUP_PG_PASSWORD"])
+    check_broker(cfg.broker)
+    already = set(worker_names(cfg)) & set(ping_workers(cfg.broker))
+    if already:
+        raise StackError(f"Celery workers named {sorted(already)} already answer on the broker (a stack started "
+                         "elsewhere?); stop them, or use another broker vhost (MUP_CELERY_BROKER)")
+    purged = purge_stale_tasks(cfg.broker)
+    if purged:
+        echo(f"dropped {purged} step tasks a stopped stack left in the queue")
     echo(f"PostgreSQL: database {cfg.pg_db!r} on {cfg.pg_host}:{cfg.pg_port} ({'created' if created else 'exists'})")
     cfg.home.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "deploy" / "dagster.yaml", cfg.home / "dagster.yaml")
@@ -340,10 +373,17 @@ def up(cfg: StackConfig | None = None, echo=print) -> list[dict]:
         _write_pids(cfg, entries)
         _wait("SeaweedFS", lambda: s3_ready(cfg.s3_endpoint, cfg.bucket, env), 60, weed, cfg)
         echo(f"object server: {cfg.s3_endpoint} bucket {cfg.bucket!r} ({time.perf_counter() - started:.0f}s)")
-        _wait("the Celery workers", lambda: len(ping_workers(cfg.broker)) >= cfg.workers, 90, None, cfg)
+        workers = [e for e in entries if e["name"].startswith("worker-")]
+
+        def workers_ready() -> bool:
+            for entry in workers:  # a worker that died at start says why
+                if not _alive(entry):
+                    raise StackError(f"Celery {entry['name']} exited while starting; its log:\n{_log_tail(cfg, entry['name'])}")
+            return set(worker_names(cfg)) <= set(ping_workers(cfg.broker))
+
+        _wait("the Celery workers", workers_ready, 90, None, cfg, logs=[e["name"] for e in workers])
         echo(f"Celery workers: {', '.join(sorted(ping_workers(cfg.broker)))} ({time.perf_counter() - started:.0f}s)")
-        _wait("the Dagster webserver", lambda: urllib.request.urlopen(f"{cfg.webserver_url}/server_info", timeout=2).status == 200,
-              120, web, cfg)
+        _wait("the Dagster webserver", lambda: _http_ok(f"{cfg.webserver_url}/server_info"), 120, web, cfg)
         for entry in entries:
             if not _alive(entry):
                 raise StackError(f"{entry['name']} exited; its log:\n{_log_tail(cfg, entry['name'])}")
@@ -355,6 +395,35 @@ def up(cfg: StackConfig | None = None, echo=print) -> list[dict]:
          f"{time.perf_counter() - started:.0f}s")
     echo(f"Drive it from a shell: source {cfg.root / 'env.sh'}   Stop it: make down")
     return entries
+
+
+def check_broker(broker: str) -> None:
+    """Fail now, clearly, when the broker cannot be reached (rather than after a wait)."""
+    from kombu import Connection
+
+    try:
+        with Connection(broker, connect_timeout=5) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:
+        raise StackError(f"no Celery broker at {Connection(broker).as_uri()} (MUP_CELERY_BROKER): {exc}") from None
+
+
+def purge_stale_tasks(broker: str) -> int:
+    """Drop the step tasks a stopped stack left in the queue: a worker stopped mid-step gives
+    its unacknowledged task back, and its run is over (marked failed); the next workers must not
+    run it."""
+    from kombu import Connection
+
+    try:
+        with Connection(broker, connect_timeout=5) as conn:
+            return conn.default_channel.queue_purge("dagster") or 0
+    except Exception:  # no such queue yet
+        return 0
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return response.status == 200
 
 
 def ping_workers(broker: str) -> list[str]:
@@ -370,11 +439,14 @@ def ping_workers(broker: str) -> list[str]:
 
 
 def _write_env_file(cfg: StackConfig, env: dict) -> None:
-    keys = ["DAGSTER_HOME", "MUP_HOME", "MUP_EXECUTOR", "MUP_CELERY_BROKER", "MUP_CELERY_BACKEND", "MUP_S3_BUCKET",
+    env = {**env, "MUP_STACK_DIR": str(cfg.root), "MUP_STACK_PORT": str(cfg.webserver_port),
+           "MUP_STACK_S3_PORT": str(cfg.s3_port)}
+    keys = ["MUP_STACK_DIR", "MUP_STACK_PORT", "MUP_STACK_S3_PORT", "DAGSTER_HOME", "MUP_HOME", "MUP_EXECUTOR", "MUP_CELERY_BROKER", "MUP_CELERY_BACKEND", "MUP_S3_BUCKET",
             "MUP_S3_ENDPOINT_URL", "MUP_S3_PREFIX", "MUP_PG_HOST", "MUP_PG_PORT", "MUP_PG_USER", "MUP_PG_PASSWORD",
             "MUP_PG_DB", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"]
     path = cfg.root / "env.sh"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # also when the file was there before
     with os.fdopen(fd, "w") as fh:
         fh.write("# the stack's environment (secrets included: mode 0600, never commit)\n")
         fh.writelines(f"export {k}={shlex.quote(env[k])}\n" for k in keys)
@@ -409,8 +481,7 @@ def status(cfg: StackConfig | None = None, echo=print) -> bool:
 
 def backfill_layers(cfg: StackConfig, assets: list[str], model: str, echo=print) -> list:
     """Backfill ``assets`` over every probe layer of ``model`` on the running stack and
-    report which worker ran each step. Needs the model's activations (materialised first
-    if missing, on the workers too)."""
+    report which worker ran each step. The model's activations must be materialised."""
     from mup_core.models.registry import get_spec
 
     os.environ.update({k: v for k, v in stack_env(cfg).items() if k.startswith(("MUP_", "DAGSTER_", "AWS_"))})
@@ -477,16 +548,23 @@ def _graphql(cfg: StackConfig, query: str, variables: dict) -> dict:
     return answer["data"]
 
 
-def _partition_tags(partition: str | None) -> list[dict]:
-    """The run tags of one partition, as the UI writes them: a LAYER|MODEL key also carries
-    one tag per dimension (dimension names sort: layer, model)."""
+def _partition_tags(asset: str, partition: str | None) -> list[dict]:
+    """The run tags of one partition of ``asset``, as the UI writes them (a multi-partition
+    key also carries one tag per dimension)."""
+    import dagster as dg
+    from dagster._core.storage.tags import get_multidimensional_partition_tag
+
+    from mup_dagster.definitions import defs
+
     if not partition:
         return []
-    tags = [{"key": "dagster/partition", "value": partition}]
-    if "|" in partition:
-        layer, model = partition.split("|", 1)
-        tags += [{"key": "dagster/partition/layer", "value": layer}, {"key": "dagster/partition/model", "value": model}]
-    return tags
+    tags = {"dagster/partition": partition}
+    partitions_def = defs.resolve_asset_graph().get(dg.AssetKey(asset.split("/"))).partitions_def
+    if isinstance(partitions_def, dg.MultiPartitionsDefinition):
+        key = partitions_def.get_partition_key_from_str(partition)
+        for dimension, value in key.keys_by_dimension.items():
+            tags[get_multidimensional_partition_tag(dimension)] = value
+    return [{"key": k, "value": v} for k, v in tags.items()]
 
 
 def launch_run(cfg: StackConfig, assets: list[str], partition: str | None = None, run_config: dict | None = None) -> str:
@@ -495,7 +573,7 @@ def launch_run(cfg: StackConfig, assets: list[str], partition: str | None = None
     params = {"selector": {"repositoryLocationName": "mup", "repositoryName": "__repository__", "jobName": "__ASSET_JOB",
                            "assetSelection": [{"path": a.split("/")} for a in assets]},
               "runConfigData": run_config or {},
-              "executionMetadata": {"tags": _partition_tags(partition)}}
+              "executionMetadata": {"tags": _partition_tags(assets[0], partition)}}
     result = _graphql(cfg, LAUNCH_RUN_MUTATION, {"params": params})["launchRun"]
     if result["__typename"] != "LaunchRunSuccess":
         detail = result.get("message") or "; ".join(e["message"] for e in result.get("errors", []))
@@ -535,6 +613,8 @@ def wait_for_backfill(backfill_id: str, timeout: float = 900, echo=print, expect
                     echo(f"  run {run.run_id[:8]} {run.tags.get('dagster/partition', '')}: {run.status.value}")
                     if run.status != dg.DagsterRunStatus.SUCCESS:
                         echo("\n".join(f"    {e}" for e in run_errors(run.run_id)))
+            if backfill is not None and backfill.status.value not in ("REQUESTED",) and not runs:
+                return []  # failed or cancelled before it started a run
             finished = runs and all(r.status in done for r in runs)
             if finished and ((expected is not None and len(runs) >= expected)
                              or (backfill is not None and backfill.status.value != "REQUESTED")):
@@ -566,7 +646,10 @@ def run_errors(run_id: str) -> list[str]:
         for record in instance.all_logs(run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}):
             event = record.dagster_event
             if event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data.error:
-                errors.append(f"{event.step_key}: {event.step_failure_data.error.message.strip()}")
+                error = event.step_failure_data.error
+                while error.cause is not None:  # the root cause says what happened
+                    error = error.cause
+                errors.append(f"{event.step_key}: {error.message.strip()}")
             else:
                 errors.append(record.message or str(event.event_type_value))
     return errors

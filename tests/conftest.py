@@ -19,6 +19,10 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 os.environ.setdefault("MUP_MODEL_CACHE", str(REPO / ".mup" / "models"))
 os.environ["HF_HUB_OFFLINE"] = "1"  # never wait on a hub from tests
+# a shell that sourced .stack/env.sh (make up) must not send the suite's runs to the stack
+for _var in ("MUP_EXECUTOR", "MUP_S3_BUCKET", "MUP_S3_ENDPOINT_URL", "MUP_S3_PREFIX", "MUP_ACTIVATION_PIECES",
+             "MUP_CELERY_BROKER", "MUP_CELERY_BACKEND"):
+    os.environ.pop(_var, None)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -65,11 +69,20 @@ def _free_port():
         return s.getsockname()[1]
 
 
+_TAKEN: set[int] = set()
+
+
 def free_port_block(size: int) -> int:
-    """A port ``p`` with ``p .. p+size-1`` and their +10000 gRPC twins free on 127.0.0.1."""
-    for _ in range(50):
-        base = _free_port()
-        if base + size + 10000 >= 65535:
+    """A port ``p`` with ``p .. p+size-1`` and their +10000 gRPC twins free on 127.0.0.1, all
+    below the kernel's ephemeral range: a server restarted in a test must find its ports
+    free again, and an outgoing connection's source port is drawn from that range."""
+    import random
+
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0]) if os.path.exists(
+        "/proc/sys/net/ipv4/ip_local_port_range") else 32768
+    for _ in range(200):
+        base = random.randrange(10000, max(10001, low - 10000 - size))
+        if _TAKEN & set(range(base, base + size)):
             continue
         ports = [base + i for i in range(size)] + [base + 10000 + i for i in range(size)]
         try:
@@ -83,6 +96,7 @@ def free_port_block(size: int) -> int:
         finally:
             for sock in socks:
                 sock.close()
+        _TAKEN.update(range(base, base + size))
         return base
     pytest.skip("no block of free ports on 127.0.0.1")
 

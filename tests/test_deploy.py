@@ -57,6 +57,8 @@ def test_compute_log_values_validate_with_dagster_aws_schema():
     _validate(S3ComputeLogManager.config_type(), {snake[k]: v for k, v in config.items()})
     env = {e["name"]: e["value"] for e in VALUES["dagster-user-deployments"]["deployments"][0]["env"]}
     assert config["bucket"] == env["MUP_S3_BUCKET"]  # the artifacts' bucket
+    for reader in ("dagsterWebserver", "dagsterDaemon"):  # they read the logs (and sensors the bucket)
+        assert {"name": "mup-s3-credentials"} in VALUES[reader]["envSecrets"], reader
 
 
 def test_executor_config_validates_and_is_what_the_code_loads(monkeypatch):

@@ -36,46 +36,57 @@ def _rabbitmq_vhost(name: str) -> str:
     return name
 
 
+def _postgres(cfg):
+    import psycopg2
+
+    return psycopg2.connect(host=cfg.pg_host, port=cfg.pg_port, user=cfg.pg_user, dbname="postgres",
+                            password=os.environ.get("MUP_PG_PASSWORD", ""), connect_timeout=3)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
-    pytest.importorskip("psycopg2")
+    psycopg2 = pytest.importorskip("psycopg2")
     pytest.importorskip("dagster_celery")
     from mup_dagster import stack as st
 
-    vhost = _rabbitmq_vhost(f"mup_test_{uuid.uuid4().hex[:8]}")
     cfg = st.StackConfig(
         root=tmp_path_factory.mktemp("stack"), webserver_port=free_port_block(1), s3_port=free_port_block(5),
-        bucket="mup-stack-test", pg_db=f"mup_stack_{uuid.uuid4().hex[:8]}",
-        broker=f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}", mup_home=REPO / ".mup",
+        bucket="mup-stack-test", pg_db=f"mup_stack_{uuid.uuid4().hex[:8]}", mup_home=REPO / ".mup",
         extra_env={"AWS_ACCESS_KEY_ID": "mupstack", "AWS_SECRET_ACCESS_KEY": SECRET, "MUP_WANDB_MODE": "disabled",
                    "MUP_MODEL_CACHE": os.environ.get("MUP_MODEL_CACHE", str(REPO / ".mup" / "models"))},
     )
+    # what the machine must offer; anything else that keeps the stack from starting is a failure
+    try:
+        _postgres(cfg).close()
+    except psycopg2.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {cfg.pg_host}:{cfg.pg_port}: {exc}")
+    vhost = _rabbitmq_vhost(f"mup_test_{uuid.uuid4().hex[:8]}")
+    cfg.broker = f"pyamqp://guest:guest@127.0.0.1:5672/{vhost}"
+    saved = dict(os.environ)
+    entries = []
     try:
         entries = st.up(cfg, echo=lambda *_: None)
-    except st.StackError as exc:
-        st.down(cfg, echo=lambda *_: None)
-        pytest.skip(f"the stack could not start here: {exc}")
-    env = st.stack_env(cfg)
-    saved = dict(os.environ)
-    os.environ.update({k: v for k, v in env.items() if k.startswith(("MUP_", "DAGSTER_", "AWS_"))})
-    try:
+        env = st.stack_env(cfg)
+        os.environ.update({k: v for k, v in env.items() if k.startswith(("MUP_", "DAGSTER_", "AWS_"))})
         yield cfg, entries, env
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        recorded = st.read_pids(cfg) or entries
         st.down(cfg, echo=lambda *_: None)
         subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
         _drop_database(cfg)
-    assert not any(st._alive(e) for e in entries), "make down left a process of the stack running"
+    left = st._family(recorded)
+    assert not left, f"make down left processes of the stack running: {left}"
 
 
 def _drop_database(cfg):
-    import psycopg2
+    from psycopg2 import sql
 
-    admin = psycopg2.connect(host=cfg.pg_host, port=cfg.pg_port, user=cfg.pg_user, dbname="postgres")
+    admin = _postgres(cfg)
     admin.autocommit = True
     with admin.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{cfg.pg_db}" WITH (FORCE)')
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(cfg.pg_db)))
     admin.close()
 
 
@@ -136,7 +147,8 @@ def test_a_backfill_of_every_tiny_layer_runs_on_two_workers_into_the_bucket_and_
             probe_keys = record.asset_materialization.metadata["keys"].value
             assert set(probe_keys) == {"logistic_regression"} and all(f"mup/{k}" in keys for k in probe_keys.values())
 
-    with psycopg2.connect(host=cfg.pg_host, port=cfg.pg_port, user=cfg.pg_user, dbname=cfg.pg_db) as conn:
+    with psycopg2.connect(host=cfg.pg_host, port=cfg.pg_port, user=cfg.pg_user, dbname=cfg.pg_db,
+                          password=os.environ.get("MUP_PG_PASSWORD", "")) as conn:
         with conn.cursor() as cur:
             cur.execute("SELECT run_id, status FROM runs WHERE run_id = ANY(%s)", ([r.run_id for r in runs],))
             stored = dict(cur.fetchall())
@@ -213,6 +225,7 @@ def test_a_run_waits_out_an_object_server_restart(stack):
     back = st._spawn("seaweedfs", st.seaweed_command(cfg.root / "s3", cfg.s3_port, cfg.bucket), env, cfg)
     st._write_pids(cfg, [back if e is weed else e for e in pids])
     back_at = time.time()
+    st._wait("SeaweedFS, restarted", lambda: st.s3_ready(cfg.s3_endpoint, cfg.bucket, env), 60, back, cfg)
     run = st.wait_for_run(run_id)
     assert run.status == dg.DagsterRunStatus.SUCCESS, st.run_errors(run_id)
     with dg.DagsterInstance.get() as instance:

@@ -1,5 +1,7 @@
 """The artifact store, locally and against a real S3-compatible server on 127.0.0.1 (SeaweedFS)."""
 
+import time
+
 import pytest
 import torch
 
@@ -70,13 +72,23 @@ def test_s3_writes_wait_out_an_object_server_outage(s3_store, s3_server, tmp_pat
     big = tmp_path / "big.bin"
     big.write_bytes(payload)
     s3_server.stop()
-    restart = threading.Timer(2.0, s3_server.start)
-    restart.start()
-    try:
-        s3_store.put_bytes("during/small.bin", b"written while the server was down")
-        s3_store.put_file("during/big.bin", big)
-    finally:
-        restart.join()
+    written: list = []
+
+    def write() -> None:  # in a thread, while this one brings the server back
+        try:
+            s3_store.put_bytes("during/small.bin", b"written while the server was down")
+            s3_store.put_file("during/big.bin", big)
+            written.append("ok")
+        except Exception as exc:
+            written.append(exc)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    time.sleep(2.0)
+    assert writer.is_alive(), f"the write did not wait for the server: {written}"
+    s3_server.start()
+    writer.join(120)
+    assert written == ["ok"], written
     assert s3_store.get_bytes("during/small.bin") == b"written while the server was down"
     assert s3_store.get_bytes("during/big.bin") == payload
     assert s3_store.get_bytes("before/kept.bin") == b"stored before the outage"

@@ -30,7 +30,6 @@ def fetch(uri: str, cache_dir: str | os.PathLike | None = None) -> Path:
 
 
 def _fetch_s3(uri: str, cache: Path) -> Path:
-    import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
     from mup_core.storage import S3Store
@@ -38,7 +37,9 @@ def _fetch_s3(uri: str, cache: Path) -> Path:
     bucket, _, key = uri[5:].partition("/")
     if not bucket or not key:
         raise DatasetError(f"{uri}: expected s3://BUCKET/KEY")
-    client = boto3.client("s3", endpoint_url=os.environ.get("MUP_S3_ENDPOINT_URL") or None)
+    from mup_core.storage import s3_client
+
+    client = s3_client(os.environ.get("MUP_S3_ENDPOINT_URL") or None)
     try:
         return S3Store(client, bucket, cache_dir=cache).local_path(key)
     except (ClientError, BotoCoreError) as exc:
