@@ -147,7 +147,10 @@ def test_the_daemon_started_as_make_ui_does_reruns_probes_after_a_relabel(tmp_pa
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
     env = {**os.environ, "DAGSTER_HOME": str(home), "MUP_HOME": str(tmp_path / "mup"), "MUP_CORPUS_PATH": str(corpus_file),
-           "MUP_SOURCES_CRON": "* * * * *", "MUP_AUTOMATION_INTERVAL": "5", "MUP_LLM_MODEL": "tiny"}
+           "MUP_SOURCES_CRON": "* * * * *", "MUP_AUTOMATION_INTERVAL": "5", "MUP_LLM_MODEL": "tiny",
+           # the launched runs' steps in their run process (no subprocess start per step): the engine is
+           # configuration, what is tested here is that the daemon sees the relabel and re-runs the probes
+           "MUP_EXECUTOR": "in_process"}
     root = tmp_path / "mup" / "artifacts"
     instance = dg.DagsterInstance.from_config(str(home))
     kw = {"corpus_path": corpus_file}
