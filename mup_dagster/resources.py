@@ -153,10 +153,13 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
     artifact_store: dg.ResourceDependency[ArtifactStoreResource]
 
     @staticmethod
-    def _keys(context, asset_key, partitions) -> dict:
-        """Store key per partition key (None for an unpartitioned asset or a plain op output)."""
-        if asset_key is None:  # an op inside a graph asset: per run, step and (dynamic) mapping key
-            return {None: "dagster/runs/" + "/".join(context.get_identifier()) + ".pkl"}
+    def _op_key(output: dg.OutputContext) -> str:
+        """Where an op inside a graph asset keeps its output: per run, step and (dynamic) mapping key."""
+        return "dagster/runs/" + "/".join(output.get_identifier()) + ".pkl"
+
+    @staticmethod
+    def _keys(asset_key, partitions) -> dict:
+        """Store key per partition key (None for an unpartitioned asset)."""
         base = "dagster/" + "/".join(asset_key.path)
         if not partitions:
             return {None: f"{base}.pkl"}
@@ -169,7 +172,7 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         if len(partitions) > 1:
             raise dg.Failure(f"{context.asset_key.to_user_string()}: one partition per run, got {len(partitions)}; "
                              "launch backfills with one run per partition")
-        (key,) = self._keys(context, context.asset_key if context.has_asset_key else None, partitions).values()
+        key = self._op_key(context) if not context.has_asset_key else next(iter(self._keys(context.asset_key, partitions).values()))
         store = self.artifact_store.get_store()
         store.put_bytes(key, pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
         if obj is not None:
@@ -182,10 +185,7 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         upstream = context.upstream_output
         asset_key = context.asset_key if context.has_asset_key else None
         partitions = list(context.asset_partition_keys) if asset_key is not None and context.has_asset_partitions else []
-        if asset_key is None:
-            keys = {None: "dagster/runs/" + "/".join(upstream.get_identifier()) + ".pkl"}
-        else:
-            keys = self._keys(context, asset_key, partitions)
+        keys = {None: self._op_key(upstream)} if asset_key is None else self._keys(asset_key, partitions)
         store = self.artifact_store.get_store()
         values = {}
         for partition, key in keys.items():
@@ -210,13 +210,11 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         where = f" for partition {', '.join(map(str, keys[:3]))}{' ...' if len(keys) > 3 else ''}" if keys else ""
         partition = f" --partition '{keys[0]}'" if len(keys) == 1 else ""
         command = f"dagster asset materialize -m mup_dagster.definitions --select {upstream}{partition}"
-        recorded = None
         try:
-            if asset_key is not None:
-                found = context.instance.fetch_materializations(
-                    dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=keys or None), limit=1
-                ).records
-                recorded = found[0] if found else None
+            found = context.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=keys or None), limit=1
+            ).records
+            recorded = found[0] if found else None
         except Exception:  # only to choose the wording
             recorded = None
         if recorded is not None:

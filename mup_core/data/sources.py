@@ -32,13 +32,11 @@ def fetch(uri: str, cache_dir: str | os.PathLike | None = None) -> Path:
 def _fetch_s3(uri: str, cache: Path) -> Path:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from mup_core.storage import S3Store
+    from mup_core.storage import S3Store, s3_client
 
     bucket, _, key = uri[5:].partition("/")
     if not bucket or not key:
         raise DatasetError(f"{uri}: expected s3://BUCKET/KEY")
-    from mup_core.storage import s3_client
-
     client = s3_client(os.environ.get("MUP_S3_ENDPOINT_URL") or None)
     try:
         return S3Store(client, bucket, cache_dir=cache).local_path(key)
