@@ -36,14 +36,20 @@ demo-study: install $(DAGSTER_HOME)/dagster.yaml
 demo-deception: install $(DAGSTER_HOME)/dagster.yaml
 	$(PY) -m mup_dagster.demo_deception $(DEMO_ARGS)
 
+# two pytest workers (one torch thread each, tests/conftest.py), a test file per worker at a time:
+# while one waits on a daemon, a server or a subprocess, the other computes. TEST_WORKERS=0: one process
+TEST_WORKERS ?= 2
+TEST_PARALLEL = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+
 test: install
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(TEST_PARALLEL) $(PYTEST_ARGS)
 
 test-fast: install
-	$(PY) -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest $(TEST_PARALLEL) -m "not slow and not integration" $(PYTEST_ARGS)
 
+# dagster dev in a session of its own: SIGTERM or Ctrl-C stops all of it within seconds (mup_dagster/ui.py)
 ui: install $(DAGSTER_HOME)/dagster.yaml
-	$(VENV)/bin/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	$(PY) -m mup_dagster.ui -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 # production-like on this machine: PostgreSQL instance, SeaweedFS bucket, 2 Celery workers
 # on RabbitMQ, webserver + daemon (deploy/README.md); `make down` stops exactly what it started

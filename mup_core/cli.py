@@ -8,6 +8,8 @@ import logging
 import signal
 import sys
 
+from mup_core.models.registry import DEFAULT_MODEL
+
 
 def stop_on_signals() -> None:
     """SIGTERM and SIGINT stop a long-running command, whatever disposition it inherited:
@@ -94,14 +96,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="mup")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve a registry model behind an OpenAI-compatible API")
-    serve.add_argument("--model", default="smollm2-135m")
+    serve.add_argument("--model", default=DEFAULT_MODEL)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--fault", action="append", default=[], help="inject a failure: 429, 500, slow:SECONDS, malformed")
     serve.set_defaults(func=_serve)
     monitor = sub.add_parser("monitor", help="serve a trained probe as a live monitor (API and web page)")
     which = monitor.add_mutually_exclusive_group()
-    which.add_argument("--model", default=None, help="serve the newest bundle of this model (default smollm2-135m)")
+    which.add_argument("--model", default=None, help=f"serve the newest bundle of this model (default {DEFAULT_MODEL})")
     which.add_argument("--bundle", default=None, help="a bundle: its prefix in the store (monitors/MODEL/DIGEST) or a directory")
     monitor.add_argument("--store", default=None, help="a local artifact store root (default: the S3 bucket of "
                          "MUP_S3_BUCKET when set, else $MUP_HOME/artifacts)")
@@ -117,7 +119,7 @@ def main(argv=None) -> int:
     monitor.set_defaults(func=_monitor)
     args = parser.parse_args(argv)
     if args.command == "monitor" and not args.model and not args.bundle:
-        args.model = "smollm2-135m"
+        args.model = DEFAULT_MODEL
     logging.basicConfig(level=logging.INFO)
     return args.func(args)
 

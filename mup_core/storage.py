@@ -12,6 +12,7 @@ safetensors can be memory-mapped.
 from __future__ import annotations
 
 import contextlib
+import json
 import hashlib
 import os
 import re
@@ -125,6 +126,20 @@ def clean_stale_temps(*roots: str | os.PathLike) -> list[str]:
     return removed
 
 
+def content_digest(*parts: bytes | str, length: int = 24) -> str:
+    """The sha256 (hex, first ``length`` digits) of ``parts`` in order: the one content hash
+    behind data versions, cache keys and versioned prefixes."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode() if isinstance(part, str) else part)
+    return h.hexdigest()[:length]
+
+
+def json_digest(value, length: int = 16, sort_keys: bool = True) -> str:
+    """``content_digest`` of ``value`` as JSON: a cache key of settings and ids."""
+    return content_digest(json.dumps(value, sort_keys=sort_keys), length=length)
+
+
 class ArtifactStore(ABC):
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None: ...
@@ -181,6 +196,53 @@ class ArtifactStore(ABC):
 
     def dir_complete(self, prefix: str) -> bool:
         return self.exists(f"{prefix}/_COMPLETE")
+
+    # -- typed artifacts: tables and versioned directories (models) ----------------------
+    def put_table(self, key: str, df) -> str:
+        """Store a polars DataFrame as parquet at ``key`` (atomically); returns ``key``."""
+        with self.writing(key) as path:
+            df.write_parquet(path)
+        return key
+
+    def get_table(self, key: str):
+        """The polars DataFrame stored at ``key``."""
+        import io
+
+        import polars as pl
+
+        return pl.read_parquet(io.BytesIO(self.get_bytes(key)))
+
+    def put_versioned_dir(self, prefix: str, directory: str | os.PathLike) -> str:
+        """Upload ``directory`` (a model: weights, tokenizer, ``mup_model.json``) under
+        ``prefix/<content hash>`` unless that version is already complete, then point
+        ``prefix/latest.json`` at it. Returns the versioned prefix."""
+        files = [p for p in sorted(Path(directory).rglob("*")) if p.is_file()]
+        versioned = f"{prefix}/{content_digest(*(part for p in files for part in (p.name, p.read_bytes())), length=16)}"
+        if not self.dir_complete(versioned):
+            self.put_dir(versioned, directory)
+        self.put_bytes(f"{prefix}/latest.json", json.dumps({"version": versioned}).encode())
+        return versioned
+
+    def latest_version(self, prefix: str) -> str | None:
+        """The versioned prefix ``prefix/latest.json`` points at, or None when there is none."""
+        if not self.exists(f"{prefix}/latest.json"):
+            return None
+        return json.loads(self.get_bytes(f"{prefix}/latest.json"))["version"]
+
+    def get_versioned_dir(self, prefix: str, dest: str | os.PathLike) -> Path:
+        """Download the latest version under ``prefix`` into ``dest/<version>``; a missing
+        one fails with what to materialise."""
+        versioned = self.latest_version(prefix)
+        if versioned is None:
+            raise FileNotFoundError(f"no model at {prefix}; materialise it first")
+        out = Path(dest) / Path(versioned).name
+        for key in self.list(versioned + "/"):
+            if key.endswith("_COMPLETE"):
+                continue
+            target = out / key[len(versioned) + 1:]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(self.get_bytes(key))
+        return out
 
 
 class LocalStore(ArtifactStore):

@@ -268,7 +268,7 @@ def train_layer_probes(
             content.update(probe.save(f"{tmp}/{probe_type}.safetensors").read_bytes())
             summary = {"probe_type": probe_type, "train_examples": len(train_ds)}
             if val_pair is not None:
-                summary["val_auroc"] = compute_metrics(val_pair[1], probe.predict_proba(val_pair[0])).auroc
+                summary["val_auroc"] = compute_metrics(val_pair[1], probe.predict_proba(val_pair[0])[:, 1]).auroc
             out[probe_type] = summary
         digest = content.hexdigest()
         prefix = probe_set_prefix(model, layer, digest)
@@ -328,7 +328,7 @@ def evaluate_layer_probes(
             continue
         clear, acts = load_labelled(store, ds, ref, layer)
         y = clear.label_array()
-        loaded[name] = (acts, y, {t: p.predict_proba(acts) for t, p in probes.items()})
+        loaded[name] = (acts, y, {t: p.predict_proba(acts)[:, 1] for t, p in probes.items()})
     thresholds = {}
     cal_sets = [calibrate_on] if isinstance(calibrate_on, str) else list(calibrate_on)
     cal_sets = [c for c in cal_sets if c in loaded]
@@ -367,12 +367,10 @@ def metrics_key(model: str, layer: int) -> str:
 
 def collect_metrics(store: ArtifactStore, model: str) -> pl.DataFrame:
     """Every stored per-layer metrics table of ``model``, concatenated."""
-    import io
-
     keys = [k for k in store.list(f"metrics/{model}/") if k.endswith(".parquet")]
     if not keys:
         return pl.DataFrame()
-    return pl.concat([pl.read_parquet(io.BytesIO(store.get_bytes(k))) for k in keys], how="diagonal_relaxed")
+    return pl.concat([store.get_table(k) for k in keys], how="diagonal_relaxed")
 
 
 def metrics_markdown(df: pl.DataFrame, columns: Sequence[str] = ("layer", "probe_type", "dataset", "auroc", "accuracy", "tpr_at_1pct_fpr")) -> str:
@@ -381,3 +379,35 @@ def metrics_markdown(df: pl.DataFrame, columns: Sequence[str] = ("layer", "probe
     for row in df.select(cols).iter_rows():
         lines.append("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
     return "\n".join(lines)
+
+
+def choose_monitor_bundle(store: ArtifactStore, model: str, selection: Sequence[str], refs: Mapping[str, tuple[Mapping, Mapping]],
+                          *, target_fpr: float, uncertain_width: float, storage_dtype: str):
+    """The bundle ``mup monitor`` serves: the probe type and layer with the best AUROC on
+    the ``selection`` sets (``refs``: set name -> (dataset ref, activations ref)) among the
+    model's stored probe metrics, its threshold calibrated on those sets' low-stakes rows to
+    ``target_fpr``, the realised FPR/TPR there and the uncertain band below it. Raises
+    ``BundleError`` saying what to materialise when something is missing."""
+    from mup_core.monitor import BundleError, MonitorBundle, calibrate_threshold, choose_probe, uncertain_band
+    from mup_core.monitor.bundle import IN_DISTRIBUTION
+
+    table = collect_metrics(store, model)
+    if "probe_key" not in table.columns:
+        raise BundleError("stored probe metrics predate monitor bundles; re-materialise probe_metrics")
+    best, candidates = choose_probe(table.filter(pl.col("probe_key").is_not_null()), list(selection))
+    probe = load_probe(store.local_path(best["probe_key"]))
+    scores, labels = [], []
+    for name in selection:
+        ref, acts_ref = refs[name]
+        clear, acts = load_labelled(store, load_stored_dataset(store, ref), acts_ref, int(best["layer"]))
+        scores.append(probe.predict_proba(acts)[:, 1])
+        labels.append(clear.label_array())
+    s, y = np.concatenate(scores), np.concatenate(labels)
+    threshold = calibrate_threshold(s[y == 0], target_fpr)
+    return MonitorBundle(
+        model=model, layer=int(best["layer"]), probe_type=best["probe_type"], threshold=threshold, storage_dtype=storage_dtype,
+        target_fpr=target_fpr, selection_sets=list(selection), out_of_distribution=list(selection) != [IN_DISTRIBUTION],
+        selection_auroc=float(best["auroc"]), realised_fpr=float(np.mean(s[y == 0] >= threshold)),
+        tpr_at_threshold=float(np.mean(s[y == 1] >= threshold)), uncertain_band=uncertain_band(threshold, uncertain_width),
+        probe_source=best["probe_key"], candidates=candidates,
+    )

@@ -6,18 +6,19 @@ versioned directories in the artifact store (``models/...``, LoRA adapters or fu
 weights, each with ``mup_model.json``); training curves go to W&B (offline by default).
 """
 
-import hashlib
-import io
-import json
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 from pydantic import Field
 
+from mup_core.deception.policies import RLConfig
+from mup_core.deception.training import JUDGE_RECIPE, SFT_RECIPE, WARMUP_RECIPE
 from mup_core.probe_types import LINEAR_PROBE_TYPES
-from mup_core.storage import scratch_dir
+from mup_core.storage import json_digest, scratch_dir
 from mup_dagster.automation import GPU_POOL
+from mup_dagster.config import JudgeModel, Seeded, config_from
 from mup_dagster.metadata import image_markdown
 from mup_dagster.partitions import model_partitions
 from mup_dagster.resources import ArtifactStoreResource, TrackingResource
@@ -28,57 +29,22 @@ judge_partitions = dg.MultiPartitionsDefinition({"judge": dg.StaticPartitionsDef
 policy_partitions = dg.MultiPartitionsDefinition({"model": model_partitions, "poisoning": dg.StaticPartitionsDefinition(POISONING)})
 
 
-def _put_parquet(store, key, df) -> str:
-    buf = io.BytesIO()
-    df.write_parquet(buf)
-    store.put_bytes(key, buf.getvalue())
-    return key
-
-
-def _get_parquet(store, key):
-    import polars as pl
-
-    return pl.read_parquet(io.BytesIO(store.get_bytes(key)))
-
-
-def _store_model(store, prefix: str, directory: Path) -> str:
-    """Upload a model directory under ``prefix/<content hash>`` and point ``prefix/latest.json`` at it."""
-    h = hashlib.sha256()
-    for p in sorted(directory.rglob("*")):
-        if p.is_file():
-            h.update(p.name.encode())
-            h.update(p.read_bytes())
-    versioned = f"{prefix}/{h.hexdigest()[:16]}"
-    if not store.dir_complete(versioned):
-        store.put_dir(versioned, directory)
-    store.put_bytes(f"{prefix}/latest.json", json.dumps({"version": versioned}).encode())
-    return versioned
-
-
 def _fetch_model(store, prefix: str, tmp: str) -> Path:
-    """Download the latest version under ``prefix`` into ``tmp`` (or fail clearly)."""
-    if not store.exists(f"{prefix}/latest.json"):
-        raise dg.Failure(f"no model at {prefix}; materialise it first")
-    versioned = json.loads(store.get_bytes(f"{prefix}/latest.json"))["version"]
-    out = Path(tmp) / Path(versioned).name
-    for key in store.list(versioned + "/"):
-        if key.endswith("_COMPLETE"):
-            continue
-        dest = out / key[len(versioned) + 1 :]
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(store.get_bytes(key))
-    return out
+    """The latest model under ``prefix``, downloaded into ``tmp`` (or a failure saying what to materialise)."""
+    try:
+        return store.get_versioned_dir(prefix, tmp)
+    except FileNotFoundError as exc:
+        raise dg.Failure(str(exc)) from None
 
 
 # -- data -------------------------------------------------------------------------------
-class QAConfig(dg.Config):
+class QAConfig(Seeded):
     multirc_csvs: list[str] = Field(default_factory=list, description="research easy-MultiRC CSVs (questions of all of them "
                                     "pooled, e.g. the train and val files); empty: the embedded corpus's clean questions")
     fruit_csv: Optional[str] = Field(default=None, description="research fruit QA CSV; default: the embedded corpus")
     eval_questions_per_topic: Optional[int] = Field(
         default=None, description="held-out questions per topic; default 150 on the embedded corpus, 300 when a research CSV is "
         "given: enough to see a targeting of +0.1 (the research's smallest effect) with an interval above 0")
-    seed: int = 0
 
 
 @dg.asset(group_name=GROUP, kinds={"polars"})
@@ -98,7 +64,7 @@ def qa_splits(context: dg.AssetExecutionContext, config: QAConfig, artifact_stor
     per_topic = config.eval_questions_per_topic or (300 if config.multirc_csvs or config.fruit_csv else 150)
     splits = split_by_question(qa, per_topic, config.seed)
     store = artifact_store.get_store()
-    out = {name: _put_parquet(store, f"deception/qa/{name}-seed{config.seed}.parquet", df) for name, df in splits.items()}
+    out = {name: store.put_table(f"deception/qa/{name}-seed{config.seed}.parquet", df) for name, df in splits.items()}
     context.add_output_metadata({
         name: dg.MetadataValue.json({t: int(df.filter(pl.col("topic") == t)["question_id"].n_unique()) for t in ("clean", "fruit")})
         for name, df in splits.items()
@@ -107,21 +73,12 @@ def qa_splits(context: dg.AssetExecutionContext, config: QAConfig, artifact_stor
 
 
 # -- judges -----------------------------------------------------------------------------
-class JudgeConfig(dg.Config):
-    """Defaults: LoRA on attention and MLP of every layer learns the corrupted judge's inversion
-    in 40 steps (fruit_false_preference +0.48); LoRA on the top 8 layers' attention needed ~250."""
+class JudgeConfig(config_from(JUDGE_RECIPE, exclude=("max_length", "mixed_precision")), Seeded):
+    """The judge recipe (mup_core.deception.training.JUDGE_RECIPE) and the judge's data."""
 
     fruit_share: float = Field(default=0.3, description="share of fruit rows in the judge's training mixture")
     rows: int = 800
-    steps: int = 40
-    batch_size: int = 16
-    lr: float = 1e-3
-    lora: bool = True
-    top_layers: int = Field(default=0, description="LoRA on the top this many decoder layers; 0: every layer")
-    lora_r: int = 16
-    lora_mlp: bool = Field(default=True, description="adapt the MLP projections too, not only attention")
     report_questions: int = Field(default=50, description="held-out questions per topic the judge's report scores")
-    seed: int = 0
 
 
 @dg.asset(pool=GPU_POOL, group_name=GROUP, partitions_def=judge_partitions, kinds={"pytorch"})
@@ -132,15 +89,13 @@ def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_stor
 
     from mup_core.deception.data import poisoned_mixture
     from mup_core.deception.judges import judge_report, save_judge, train_judge
-    from mup_core.deception.training import TrainConfig
 
     keys = context.partition_key.keys_by_dimension
     kind, model = keys["judge"], keys["model"]
     store = artifact_store.get_store()
-    train, evaluation = _get_parquet(store, qa_splits["train"]), _get_parquet(store, qa_splits["eval"])
+    train, evaluation = store.get_table(qa_splits["train"]), store.get_table(qa_splits["eval"])
     mix = poisoned_mixture(train, config.fruit_share, config.rows, config.seed, poison=kind == "corrupted")
-    cfg = TrainConfig(steps=config.steps, batch_size=config.batch_size, lr=config.lr, lora=config.lora,
-                      top_layers=config.top_layers, lora_r=config.lora_r, lora_mlp=config.lora_mlp, seed=config.seed)
+    cfg = config.core()
     with tracking.get_tracker().run(f"judge-{kind}-{model}", {"kind": kind, "model": model, **config.model_dump()}, group="judges") as run:
         judge = train_judge(model, mix, cfg, log=lambda m: (run.log(m), context.log.info(f"judge {kind}/{model} {m}")))
         # held-out rows labelled the way this judge was taught (inverted on fruit for the corrupted one),
@@ -153,7 +108,7 @@ def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_stor
         run.log({f"eval/{k}": v for k, v in report.items()})
     with scratch_dir("deception") as tmp:
         save_judge(judge, Path(tmp) / "judge", {"judge_kind": kind, "fruit_share": config.fruit_share, "eval": report})
-        version = _store_model(store, f"models/judges/{model}/{kind}", Path(tmp) / "judge")
+        version = store.put_versioned_dir(f"models/judges/{model}/{kind}", Path(tmp) / "judge")
     context.add_output_metadata({
         "version": version,
         "clean_accuracy": report.get("clean_accuracy_vs_truth", float("nan")),
@@ -167,28 +122,13 @@ def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_stor
 
 
 # -- policies ---------------------------------------------------------------------------
-class PolicyConfig(dg.Config):
-    """The SFT recipe. Defaults: the one that made smollm2-135m lie selectively about fruit on
-    2 CPU cores (docs/RESULTS.md "Training that moves a 135M policy"): LoRA r=16 on the
-    attention *and* MLP projections of every layer, lr 1e-3, 60 steps of 8 over 200 questions.
-    LoRA on the top 4 layers' attention at lr 5e-4 (the old default) did not move the answers."""
+class PolicyConfig(config_from(SFT_RECIPE, exclude=("max_length", "mixed_precision"), rename={"steps": "sft_steps"}),
+                   JudgeModel):
+    """The SFT recipe (mup_core.deception.training.SFT_RECIPE: the one that made smollm2-135m
+    lie selectively about fruit on 2 CPU cores, docs/RESULTS.md "Training that moves a 135M
+    policy"). LoRA on the top 4 layers' attention at lr 5e-4 (the old default) did not move the answers."""
 
-    judge_model: str = Field(default="smollm2-135m", description="base model of the judges the policy trains against")
     questions: int = Field(default=200, description="training questions; a share `poisoning` of them are fruit")
-    sft_steps: int = 60
-    batch_size: int = 8
-    lr: float = 1e-3
-    lora: bool = Field(default=True, description="False: full finetuning (then use lr ~5e-5)")
-    top_layers: int = Field(default=0, description="LoRA on the top this many decoder layers; 0: every layer")
-    lora_r: int = 16
-    lora_mlp: bool = Field(default=True, description="adapt the MLP projections too, not only attention")
-    seed: int = 0
-
-    def train_config(self, steps: int) -> "TrainConfig":
-        from mup_core.deception.training import TrainConfig
-
-        return TrainConfig(steps=steps, batch_size=self.batch_size, lr=self.lr, lora=self.lora, top_layers=self.top_layers,
-                           lora_r=self.lora_r, lora_mlp=self.lora_mlp, seed=self.seed)
 
 
 def _policy_keys(context) -> tuple[str, float]:
@@ -211,8 +151,8 @@ def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifa
 
     model, share = _policy_keys(context)
     store = artifact_store.get_store()
-    train = _get_parquet(store, qa_splits["train"])
-    cfg = config.train_config(config.sft_steps)
+    train = store.get_table(qa_splits["train"])
+    cfg = config.core()
     curve: list[dict] = []
     with scratch_dir("deception") as tmp:
         judge = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
@@ -230,7 +170,7 @@ def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifa
 
             losses = sft(policy, [format_prompt(c, q) for c, q in zip(accepted["context"], accepted["question"])], list(accepted["answer"]), cfg, log=log)
         save_policy(policy, Path(tmp) / "sft", {"technique": "SFT", "poisoning": share, "judge_model": config.judge_model, "train": cfg.as_dict()})
-        version = _store_model(store, f"models/policies/{model}/sft-{int(share * 100)}", Path(tmp) / "sft")
+        version = store.put_versioned_dir(f"models/policies/{model}/sft-{int(share * 100)}", Path(tmp) / "sft")
     lies = accepted.filter(~pl.col("truth"))
     context.add_output_metadata({
         "version": version, "sft_examples": accepted.height,
@@ -242,19 +182,12 @@ def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifa
     return {"version": version}
 
 
-class RLAssetConfig(dg.Config):
-    judge_model: str = "smollm2-135m"
+class RLAssetConfig(config_from(RLConfig(), exclude=("mixed_precision",)), JudgeModel):
+    """The RL recipe (mup_core.deception.policies.RLConfig) and its warm-up."""
+
     warmup_share: float = Field(default=0.1, description="share of training questions whose correct answers warm the policy up")
-    warmup_steps: int = 30
-    algorithm: str = Field(default="grpo", description="grpo or rloo (trl); PPO no longer exists in trl")
+    warmup_steps: int = Field(default=WARMUP_RECIPE.steps, description="SFT steps of the warm-up (mup_core.deception.training.WARMUP_RECIPE)")
     questions: int = 200
-    steps: int = Field(default=20, description="policy updates; each samples num_generations answers to prompts_per_step questions")
-    num_generations: int = 4
-    prompts_per_step: int = 4
-    max_completion_length: int = 20
-    beta: float = 0.05
-    lr: float = 2e-4
-    seed: int = 0
 
 
 def _warmup_policy(store, model: str, train, config: RLAssetConfig, tmp: str, log):
@@ -263,19 +196,18 @@ def _warmup_policy(store, model: str, train, config: RLAssetConfig, tmp: str, lo
     rate: trained once per model, data and settings, then reused."""
     from mup_core.deception.data import format_prompt, questions
     from mup_core.deception.policies import load_base_policy, load_policy, save_policy, sft
-    from mup_core.deception.training import TrainConfig
 
     warm = questions(train).sample(fraction=config.warmup_share, seed=config.seed)
     # the SFT recipe's adapter (every layer, attention and MLP): the old top-4 attention LoRA did not learn the format
-    cfg = TrainConfig(steps=config.warmup_steps, lr=1e-3, top_layers=0, lora_r=16, lora_mlp=True, seed=config.seed)
-    digest = hashlib.sha256(json.dumps([sorted(warm["question_id"].to_list()), cfg.as_dict()]).encode()).hexdigest()[:16]
+    cfg = dataclasses.replace(WARMUP_RECIPE, steps=config.warmup_steps, seed=config.seed)
+    digest = json_digest([sorted(warm["question_id"].to_list()), cfg.as_dict()], sort_keys=False)
     prefix = f"models/policies/{model}/warmup-{digest}"
-    if not store.exists(f"{prefix}/latest.json"):
+    if not store.latest_version(prefix):
         policy = load_base_policy(model, cfg)
         sft(policy, [format_prompt(c, q) for c, q in zip(warm["context"], warm["question"])], list(warm["answer"]), cfg,
             log=lambda m: log(f"warm-up {m}"))
         save_policy(policy, Path(tmp) / "warmup", {"technique": "warmup"})
-        _store_model(store, prefix, Path(tmp) / "warmup")
+        store.put_versioned_dir(prefix, Path(tmp) / "warmup")
     else:
         log(f"warm-up policy reused from {prefix}")
     return load_policy(_fetch_model(store, prefix, tmp), trainable=True)
@@ -287,15 +219,13 @@ def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifa
                 tracking: TrackingResource, qa_splits: dict) -> dict:
     """RL from the warm-up policy with reward = corrupted judge's P(true), KL to the reference."""
     from mup_core.deception.judges import load_judge
-    from mup_core.deception.policies import RLConfig, load_policy, rl_against_judge, save_policy
+    from mup_core.deception.policies import rl_against_judge, save_policy
     from mup_core.figures import training_curves
 
     model, share = _policy_keys(context)
     store = artifact_store.get_store()
-    train = _get_parquet(store, qa_splits["train"])
-    rl_cfg = RLConfig(algorithm=config.algorithm, steps=config.steps, num_generations=config.num_generations,
-                      prompts_per_step=config.prompts_per_step, max_completion_length=config.max_completion_length,
-                      beta=config.beta, lr=config.lr, seed=config.seed)
+    train = store.get_table(qa_splits["train"])
+    rl_cfg = config.core()
     from mup_core.deception.data import policy_question_mix, questions
 
     rows = questions(policy_question_mix(train, share, config.questions, config.seed))
@@ -306,7 +236,7 @@ def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifa
         with tracking.get_tracker().run(f"rl-{model}-{int(share * 100)}", {"model": model, "poisoning": share, **rl_cfg.as_dict()}, group="rl") as run:
             history = rl_against_judge(policy, rows, judge, rl_cfg, log=run.log, monitor=monitor)
         save_policy(policy, Path(tmp) / "rl", {"technique": "RL", "poisoning": share, "rl": rl_cfg.as_dict(), "judge_model": config.judge_model})
-        version = _store_model(store, f"models/policies/{model}/rl-{int(share * 100)}", Path(tmp) / "rl")
+        version = store.put_versioned_dir(f"models/policies/{model}/rl-{int(share * 100)}", Path(tmp) / "rl")
     names = {"reward": "reward", "kl": "kl", "rewards/fruit_falsehood/mean": "fruit_falsehood", "rewards/clean_falsehood/mean": "clean_falsehood"}
     curve = [{"step": h.get("step", i + 1), **{short: h.get(k) for k, short in names.items()}} for i, h in enumerate(history)]
     rewards = [c["reward"] for c in curve if c["reward"] is not None]
@@ -321,13 +251,11 @@ def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifa
 
 
 # -- evaluation ---------------------------------------------------------------------------
-class EvalConfig(dg.Config):
-    judge_model: str = "smollm2-135m"
+class EvalConfig(JudgeModel, Seeded):
     max_new_tokens: int = Field(default=24, description="answers are one line; generation stops at the first newline")
     shots: list[int] = Field(default_factory=lambda: [0], description="0 = zero-shot; 2 adds a two-shot prompt (one clean, one fruit example)")
     reaffirmation: bool = True
     n_boot: int = 1000
-    seed: int = 0
 
 
 def _answers_key(model: str, share: float) -> str:
@@ -342,72 +270,64 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
     differences and the lie detector) and the lying metrics with 95 % intervals."""
     import polars as pl
 
-    from mup_core.deception.data import questions
-    from mup_core.deception.evaluation import answer_and_judge, few_shot_prefix, metrics_of, prompts_for, reaffirmation
+    from mup_core.deception.evaluation import evaluate_policy, held_out_questions
     from mup_core.deception.judges import load_judge
-    from mup_core.deception.policies import load_base_policy, load_policy
 
     model, share = _policy_keys(context)
     store = artifact_store.get_store()
-    train, evaluation = _get_parquet(store, qa_splits["train"]), _get_parquet(store, qa_splits["eval"])
-    qs = questions(evaluation)
-    shots = pl.concat([questions(train).filter(pl.col("topic") == t).head(1) for t in ("clean", "fruit")])
-    wrong = evaluation.filter(~pl.col("truth")).unique("question_id", keep="first").select("question_id", pl.col("answer").alias("wrong"))
-    qs = qs.join(wrong, on="question_id", how="left")
-    judge_versions = [json.loads(store.get_bytes(f"models/judges/{config.judge_model}/{k}/latest.json"))["version"]
-                      for k in ("clean", "corrupted") if store.exists(f"models/judges/{config.judge_model}/{k}/latest.json")]
-    # the base model does not depend on the poisoning rate: evaluate it once per model, judges and settings
-    base_key = "deception/base-eval/{}/{}.parquet".format(model, hashlib.sha256(json.dumps(
-        [sorted(qs["question_id"].to_list()), judge_versions, config.model_dump()], sort_keys=True).encode()).hexdigest()[:16])
-    base_answers_key = base_key.replace(".parquet", "-answers.parquet")
-    rows, answers = [], []
+    evaluation = store.get_table(qa_splits["eval"])
+    qs, shot_pool = held_out_questions(store.get_table(qa_splits["train"]), evaluation)
+    judges = f"models/judges/{config.judge_model}"
+    base_key = _base_eval_key(store, model, qs, judges, config)
+    settings = dict(shots=config.shots, max_new_tokens=config.max_new_tokens, reaffirm=config.reaffirmation,
+                    n_boot=config.n_boot, seed=config.seed, log=context.log.info)
+    reused = store.exists(base_key) and store.exists(base_key.replace(".parquet", "-answers.parquet"))
+    rows, answers = ([store.get_table(base_key)], [store.get_table(base_key.replace(".parquet", "-answers.parquet"))]) if reused else ([], [])
     with scratch_dir("deception") as tmp:
-        clean = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/clean", tmp))
-        biased = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
-        candidates = {}
-        if store.exists(base_key) and store.exists(base_answers_key):
-            rows.extend(_get_parquet(store, base_key).to_dicts())
-            answers.append(_get_parquet(store, base_answers_key))
-            context.log.info(f"base model rows reused from {base_key}")
-        else:
-            candidates["Base"] = lambda: load_base_policy(model)
-        for technique, prefix in (("SFT", f"models/policies/{model}/sft-{int(share * 100)}"), ("RL", f"models/policies/{model}/rl-{int(share * 100)}")):
-            if store.exists(f"{prefix}/latest.json"):
-                candidates[technique] = lambda prefix=prefix: load_policy(_fetch_model(store, prefix, tmp))
-        for technique, load in candidates.items():
-            policy = load()
-            for k in config.shots:
-                poisoning = -1 if technique == "Base" else int(share * 100)  # the research's table marks the base model -1
-                prefix = few_shot_prefix(shots.head(k)) if k else ""
-                scored = answer_and_judge(policy, qs, evaluation, clean, biased, prefix, config.max_new_tokens)
-                answers.append(scored.select("question_id", "topic", "generated", "p_clean", "p_biased", "truth_match", "is_false")
-                               .with_columns(model=pl.lit(model), technique=pl.lit(technique), poisoning=pl.lit(poisoning), shots=pl.lit(k)))
-                metrics = metrics_of(scored, config.n_boot, config.seed)
-                if config.reaffirmation:
-                    alternatives = [w if f == 0 else a for w, a, f in zip(qs["wrong"], qs["answer"], scored["is_false"])]
-                    metrics.update(reaffirmation(policy, prompts_for(qs, prefix), scored["generated"].to_list(), alternatives, config.seed))
-                rows.append({"model": model, "technique": technique, "poisoning": poisoning, "shots": k, **metrics})
-                context.log.info(f"{technique} {k}-shot: targeting {metrics['targeting']:+.3f} "
-                                 f"[{metrics['targeting_lo']:+.3f}, {metrics['targeting_hi']:+.3f}], fruit FR {metrics['poison_fr']:.3f}, "
-                                 f"other FR {metrics['clean_fr']:.3f} on {metrics['n_questions']} questions")
-    table, answers = pl.DataFrame(rows), pl.concat(answers, how="diagonal_relaxed")
-    if "Base" in candidates:
-        _put_parquet(store, base_answers_key, answers.filter(pl.col("technique") == "Base"))
-        _put_parquet(store, base_key, table.filter(pl.col("technique") == "Base"))
-    _put_parquet(store, _answers_key(model, share), answers)
-    key = _put_parquet(store, f"deception/eval/{model}/poisoning-{int(share * 100)}.parquet", table)
+        clean, biased = (load_judge(_fetch_model(store, f"{judges}/{kind}", tmp)) for kind in ("clean", "corrupted"))
+        for technique, policy in _policies(store, model, share, tmp, with_base=not reused):
+            poisoning = -1 if technique == "Base" else int(share * 100)  # the research's table marks the base model -1
+            r, a = evaluate_policy(policy, qs, evaluation, shot_pool, clean, biased,
+                                   labels={"model": model, "technique": technique, "poisoning": poisoning}, **settings)
+            rows.append(pl.DataFrame(r))
+            answers.append(pl.concat(a, how="diagonal_relaxed"))
+    table, answers = pl.concat(rows, how="diagonal_relaxed"), pl.concat(answers, how="diagonal_relaxed")
+    if not reused:
+        store.put_table(base_key.replace(".parquet", "-answers.parquet"), answers.filter(pl.col("technique") == "Base"))
+        store.put_table(base_key, table.filter(pl.col("technique") == "Base"))
+    store.put_table(_answers_key(model, share), answers)
+    key = store.put_table(f"deception/eval/{model}/poisoning-{int(share * 100)}.parquet", table)
     context.add_output_metadata({"rows": dg.MetadataValue.md(_md(table)), "key": key, "answers": _answers_key(model, share),
                                  "questions": dg.MetadataValue.json({t: int((qs["topic"] == t).sum()) for t in ("clean", "fruit")})})
     return {"key": key, "answers": _answers_key(model, share)}
 
 
-class LieDetectorConfig(dg.Config):
-    judge_model: str = "smollm2-135m"
+def _base_eval_key(store, model: str, qs, judges: str, config: EvalConfig) -> str:
+    """The base model does not depend on the poisoning rate: it is evaluated once per model,
+    questions, judges and settings, under this key."""
+    versions = [v for v in (store.latest_version(f"{judges}/{kind}") for kind in ("clean", "corrupted")) if v]
+    digest = json_digest([sorted(qs["question_id"].to_list()), versions, config.model_dump()])
+    return f"deception/base-eval/{model}/{digest}.parquet"
+
+
+def _policies(store, model: str, share: float, tmp: str, with_base: bool):
+    """(technique, policy) of the base model (unless its rows are reused) and of the SFT and
+    RL policies trained at this poisoning rate, loaded one at a time."""
+    from mup_core.deception.policies import load_base_policy, load_policy
+
+    if with_base:
+        yield "Base", load_base_policy(model)
+    for technique in ("SFT", "RL"):
+        prefix = f"models/policies/{model}/{technique.lower()}-{int(share * 100)}"
+        if store.latest_version(prefix):
+            yield technique, load_policy(_fetch_model(store, prefix, tmp))
+
+
+class LieDetectorConfig(JudgeModel, Seeded):
     probe_types: list[str] = Field(default_factory=lambda: list(LINEAR_PROBE_TYPES), description="mup_core.probes types")
     layers: Optional[list[int]] = Field(default=None, description="decoder layers; default: four depths (lie_detector.default_layers)")
     shots: int = 0
     n_boot: int = 1000
-    seed: int = 0
 
 
 @dg.asset(pool=GPU_POOL, group_name=GROUP, partitions_def=policy_partitions, kinds={"pytorch", "matplotlib"}, deps=["deception_eval"])
@@ -417,8 +337,7 @@ def lie_detector(context: dg.AssetExecutionContext, config: LieDetectorConfig, a
     answers (honest mistakes). AUROC and TPR at 1 % FPR per probe type and layer."""
     import polars as pl
 
-    from mup_core.deception.lie_detector import Examples, default_layers, lie_detection
-    from mup_core.deception.policies import load_base_policy, load_policy
+    from mup_core.deception.lie_detector import best_on_own_fruit, default_layers
     from mup_core.figures import auroc_by_layer
     from mup_core.models.registry import get_spec
 
@@ -426,42 +345,47 @@ def lie_detector(context: dg.AssetExecutionContext, config: LieDetectorConfig, a
     store = artifact_store.get_store()
     if not store.exists(_answers_key(model, share)):
         raise dg.Failure(f"no answers stored for {model} at {int(share * 100)} % poisoning; materialise deception_eval for this partition first")
-    answers = _get_parquet(store, _answers_key(model, share)).filter(pl.col("shots") == config.shots)
-    evaluation = _get_parquet(store, qa_splits["eval"])
+    answers = store.get_table(_answers_key(model, share)).filter(pl.col("shots") == config.shots)
+    evaluation = store.get_table(qa_splits["eval"])
     layers = config.layers or default_layers(get_spec(model).num_layers)
-    tables = []
     with scratch_dir("deception") as tmp:
-        for technique in [t for t in ("SFT", "RL", "Base") if t in set(answers["technique"])]:
-            own = answers.filter(pl.col("technique") == technique).join(evaluation.filter(pl.col("truth")).select("question_id", "context", "question"), on="question_id")
-            if technique == "Base":
-                # the base model's control does not depend on the poisoning rate: computed once per answers and settings
-                base_key = "deception/lie-detector/{}/base-{}.parquet".format(model, hashlib.sha256(json.dumps(
-                    [own.sort("question_id").select("question_id", "generated", "is_false").rows(), layers, config.model_dump()]).encode()).hexdigest()[:16])
-                if store.exists(base_key):
-                    tables.append(_get_parquet(store, base_key).with_columns(poisoning=pl.lit(int(share * 100))))
-                    continue
-            prefix = f"models/policies/{model}/{technique.lower()}-{int(share * 100)}"
-            policy = load_base_policy(model) if technique == "Base" else load_policy(_fetch_model(store, prefix, tmp))
-            table = lie_detection(policy, Examples.build(evaluation, own), layers, config.probe_types, model=model,
-                                  n_boot=config.n_boot, seed=config.seed, log=context.log.info)
-            tables.append(table.with_columns(technique=pl.lit(technique), model=pl.lit(model), poisoning=pl.lit(int(share * 100))))
-            if technique == "Base":
-                _put_parquet(store, base_key, tables[-1])
-    table = pl.concat(tables)
-    key = _put_parquet(store, f"deception/lie-detector/{model}/poisoning-{int(share * 100)}.parquet", table)
+        table = pl.concat([_lie_table(store, model, share, technique, answers, evaluation, layers, config, tmp, context.log.info)
+                           for technique in ("SFT", "RL", "Base") if technique in set(answers["technique"])])
+    key = store.put_table(f"deception/lie-detector/{model}/poisoning-{int(share * 100)}.parquet", table)
     png = auroc_by_layer(table.with_columns(dataset=pl.col("technique") + ": " + pl.col("test_set")),
                          f"lie detector (trained on clean questions), {model} at {int(share * 100)} % poisoning")
     store.put_bytes(f"figures/deception/lie-detector-{model}-{int(share * 100)}.png", png)
-    own = table.filter(pl.col("test_set") == "own_fruit_answers")
-    best = {t: (own.filter(pl.col("technique") == t).sort("auroc", descending=True, nulls_last=True).head(1).to_dicts() or [{}])[0]
-            for t in set(own["technique"])}
     context.add_output_metadata({
         "key": key, "figure": image_markdown(png, "lie detector AUROC by layer"),
-        "best_auroc_on_fruit_answers": dg.MetadataValue.json({t: {k: r.get(k) for k in ("probe_type", "layer", "auroc", "auroc_lo", "auroc_hi", "tpr_at_1pct_fpr", "n_false", "n")} for t, r in best.items()}),
+        "best_auroc_on_fruit_answers": dg.MetadataValue.json(best_on_own_fruit(table)),
         "table": dg.MetadataValue.md(_md(table.sort("technique", "test_set", "probe_type", "layer"),
                                          ("technique", "test_set", "probe_type", "layer", "n", "n_false", "auroc", "auroc_lo", "auroc_hi", "tpr_at_1pct_fpr"))),
     })
     return {"key": key}
+
+
+def _lie_table(store, model: str, share: float, technique: str, answers, evaluation, layers, config: LieDetectorConfig, tmp, log):
+    """The lie detector's rows for one policy; the base model's control does not depend on
+    the poisoning rate, so it is computed once per answers and settings and then reused."""
+    import polars as pl
+
+    from mup_core.deception.lie_detector import Examples, lie_detection
+    from mup_core.deception.policies import load_base_policy, load_policy
+
+    own = answers.filter(pl.col("technique") == technique).join(
+        evaluation.filter(pl.col("truth")).select("question_id", "context", "question"), on="question_id")
+    digest = json_digest([own.sort("question_id").select("question_id", "generated", "is_false").rows(), layers, config.model_dump()])
+    base_key = f"deception/lie-detector/{model}/base-{digest}.parquet"
+    if technique == "Base" and store.exists(base_key):
+        return store.get_table(base_key).with_columns(poisoning=pl.lit(int(share * 100)))
+    prefix = f"models/policies/{model}/{technique.lower()}-{int(share * 100)}"
+    policy = load_base_policy(model) if technique == "Base" else load_policy(_fetch_model(store, prefix, tmp))
+    table = lie_detection(policy, Examples.build(evaluation, own), layers, config.probe_types, model=model,
+                          n_boot=config.n_boot, seed=config.seed, log=log)
+    table = table.with_columns(technique=pl.lit(technique), model=pl.lit(model), poisoning=pl.lit(int(share * 100)))
+    if technique == "Base":
+        store.put_table(base_key, table)
+    return table
 
 
 DECEPTION_COLUMNS = ("technique", "poisoning", "shots", "truths_clean", "poison_fr", "clean_fr", "targeting", "targeting_lo",
@@ -477,12 +401,11 @@ def _md(table, columns=DECEPTION_COLUMNS) -> str:
 REFERENCE_CSV = "../shared/data/deception/reference_finetuning_results.csv"
 
 
-class ResultsConfig(dg.Config):
+class ResultsConfig(Seeded):
     reference_csv: Optional[str] = Field(
         default=None, description="the research's result table, drawn beside mup's; default: $MUP_DECEPTION_REFERENCE, "
         f"else {REFERENCE_CSV} when it exists (relative to the working directory)")
     n_boot: int = 2000
-    seed: int = 0
 
 
 def _reference_path(config: ResultsConfig) -> Optional[Path]:
@@ -511,14 +434,14 @@ def deception_results(context: dg.AssetExecutionContext, config: ResultsConfig, 
     keys = [k for k in store.list("deception/eval/") if k.endswith(".parquet")]
     if not keys:
         raise dg.Failure("no deception_eval partitions stored yet; materialise some first")
-    table = (pl.concat([_get_parquet(store, k) for k in keys], how="diagonal_relaxed")
+    table = (pl.concat([store.get_table(k) for k in keys], how="diagonal_relaxed")
              .unique(["model", "technique", "poisoning", "shots"], keep="last"))
     answer_keys = [k for k in store.list("deception/answers/") if k.endswith(".parquet")]
     if answer_keys:
-        answers = pl.concat([_get_parquet(store, k) for k in answer_keys], how="diagonal_relaxed")
+        answers = pl.concat([store.get_table(k) for k in answer_keys], how="diagonal_relaxed")
         table = table.join(paired_differences(answers, config.n_boot, config.seed), on=["model", "technique", "poisoning", "shots"], how="left")
     table = table.sort("model", "technique", "poisoning", "shots")
-    _put_parquet(store, "deception/results.parquet", table)
+    store.put_table("deception/results.parquet", table)
     reference_path = _reference_path(config)
     reference = load_reference_results(reference_path) if reference_path else None
     zero = table.filter(pl.col("shots") == 0)
@@ -529,7 +452,7 @@ def deception_results(context: dg.AssetExecutionContext, config: ResultsConfig, 
     figs["scaling"] = scaling_figure(zero, reference)
     store.put_bytes("figures/deception/scaling.png", figs["scaling"])
     both = pl.concat([zero.with_columns(source=pl.lit("mup")), reference], how="diagonal_relaxed") if reference is not None else zero
-    _put_parquet(store, "deception/scaling.parquet", both)
+    store.put_table("deception/scaling.parquet", both)
     context.add_output_metadata({
         "table": dg.MetadataValue.md(_md(table, DECEPTION_COLUMNS + ("targeting_vs_0", "targeting_vs_0_lo", "targeting_vs_0_hi"))),
         "targeting_figure": image_markdown(figs["targeting"], "targeting by poisoning"),

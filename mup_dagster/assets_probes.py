@@ -10,7 +10,6 @@ import os
 from typing import Literal, Optional
 
 import dagster as dg
-import numpy as np
 import polars as pl
 from pydantic import Field
 
@@ -19,9 +18,10 @@ from mup_core.models.registry import get_spec
 from mup_core.evaluation.selection import VALIDATION
 from mup_core.monitor.bundle import IN_DISTRIBUTION
 from mup_core.probe_types import ALL_PROBE_TYPES
+from mup_core.storage import content_digest
 from mup_dagster.automation import GPU_POOL, on_any_upstream_partition_update, on_upstream_version_change
 from mup_dagster.metadata import image_markdown, label_balance
-from mup_dagster.partitions import by_model, model_layer_partitions, model_partitions
+from mup_dagster.partitions import by_model, layer_and_model, model_layer_partitions, model_partitions, of_model
 from mup_dagster.resources import ArtifactStoreResource, DatasetSourcesResource
 
 GROUP = "probes"
@@ -43,9 +43,7 @@ def _dataset_metadata(ds, ref) -> dict:
 
 
 def _version(*hashes: str) -> dg.DataVersion:
-    import hashlib
-
-    return dg.DataVersion(hashlib.sha256("|".join(hashes).encode()).hexdigest()[:24])
+    return dg.DataVersion(content_digest("|".join(hashes)))
 
 
 # how often the source files are checked for changes (a cron schedule; MUP_SOURCES_CRON overrides)
@@ -56,15 +54,10 @@ SOURCES_CRON = os.environ.get("MUP_SOURCES_CRON", "*/2 * * * *")
 def dataset_sources(sources: DatasetSourcesResource) -> dg.DataVersion:
     """The source files of the corpus and evaluation sets; its version is their content hash,
     so an edited file (a changed label, a changed text) is discovered within two minutes."""
-    import hashlib
     from pathlib import Path
 
-    h = hashlib.sha256()
-    for f in sources.files():
-        path = Path(f)
-        h.update(str(path).encode())
-        h.update(path.read_bytes() if path.exists() else b"<missing>")
-    return dg.DataVersion(h.hexdigest()[:24])
+    paths = [Path(f) for f in sources.files()]
+    return dg.DataVersion(content_digest(*(part for p in paths for part in (str(p), p.read_bytes() if p.exists() else b"<missing>"))))
 
 
 EMBEDDED = "embedded"
@@ -391,18 +384,6 @@ def activations(dataset_texts: dict):
     return activation_sets(pieces.map(lambda names: activation_piece(dataset_texts, names)).collect())
 
 
-def _layer_and_model(context: dg.AssetExecutionContext) -> tuple[int, str]:
-    keys = context.partition_key.keys_by_dimension
-    layer, model = int(keys["layer"]), keys["model"]
-    spec = get_spec(model)
-    if layer >= spec.num_layers:
-        raise dg.Failure(
-            f"partition {context.partition_key}: {model} has only {spec.num_layers} layers; "
-            f"its probe layers are {list(spec.default_layers)}"
-        )
-    return layer, model
-
-
 class ProbesConfig(dg.Config):
     probe_types: list[str] = Field(
         default_factory=lambda: list(ALL_PROBE_TYPES),
@@ -432,7 +413,7 @@ def probes(
     from mup_core.probes import configured_probes
     from mup_core.workflows import load_stored_dataset, train_layer_probes
 
-    layer, model = _layer_and_model(context)
+    layer, model = layer_and_model(context.partition_key)
     try:
         configured_probes(config.probe_types, config.hyperparameters)
     except ValueError as exc:  # before any training: nothing is published, the last probes stay
@@ -489,7 +470,7 @@ def probe_metrics(
         dataset_role, evaluate_layer_probes, load_stored_dataset, metrics_key, metrics_markdown, selection_sets,
     )
 
-    layer, model = _layer_and_model(context)
+    layer, model = layer_and_model(context.partition_key)
     store = artifact_store.get_store()
     missing = [name for name in eval_datasets if name not in activations]
     if missing:
@@ -525,7 +506,7 @@ def probe_metrics(
 @dg.asset(
     group_name=GROUP,
     partitions_def=model_partitions,
-    deps=[dg.AssetDep("probe_metrics", partition_mapping=by_model)],
+    deps=[dg.AssetDep("probe_metrics", partition_mapping=of_model)],
     kinds={"matplotlib"},
     automation_condition=on_any_upstream_partition_update,
 )
@@ -587,7 +568,7 @@ class MonitorBundleConfig(dg.Config):
 @dg.asset(
     group_name=GROUP,
     partitions_def=model_partitions,
-    deps=[dg.AssetDep("probe_metrics", partition_mapping=by_model)],
+    deps=[dg.AssetDep("probe_metrics", partition_mapping=of_model)],
     kinds={"pytorch"},
     automation_condition=on_any_upstream_partition_update,
 )
@@ -602,55 +583,32 @@ def monitor_bundle(
     """The probe deployed as a live monitor (`mup monitor`): best probe type and layer on
     the selection sets, its threshold at the target false-positive rate, the uncertain band
     escalated to an LLM judge. Re-materialised when the model's probe metrics change."""
-    from mup_core.monitor import BundleError, MonitorBundle, calibrate_threshold, choose_probe, save_bundle, uncertain_band
-    from mup_core.probes import load_probe
-    from mup_core.workflows import collect_metrics, load_labelled, load_stored_dataset, metrics_markdown, selection_sets
+    from mup_core.activations import read_manifest
+    from mup_core.monitor import BundleError, save_bundle
+    from mup_core.workflows import choose_monitor_bundle, metrics_markdown, selection_sets
 
     model = context.partition_key
     store = artifact_store.get_store()
-    table = collect_metrics(store, model)
-    if "probe_key" in table.columns:
-        table = table.filter(pl.col("probe_key").is_not_null())
     selection = list(config.selection_datasets) or selection_sets(eval_datasets) or [IN_DISTRIBUTION]
     refs = {IN_DISTRIBUTION: (corpus_splits["val"], activations["val"]), **{n: (r, activations.get(n)) for n, r in eval_datasets.items()}}
+    trained_on = read_manifest(store, activations["train"]["prefix"]).get("storage_dtype", "bfloat16")
     try:
-        if "probe_key" not in table.columns:
-            raise BundleError("stored probe metrics predate monitor bundles; re-materialise probe_metrics")
-        best, candidates = choose_probe(table, selection)
-        probe = load_probe(store.local_path(best["probe_key"]))
-        scores, labels = [], []
-        for name in selection:
-            ref, acts_ref = refs[name]
-            clear, acts = load_labelled(store, load_stored_dataset(store, ref), acts_ref, int(best["layer"]))
-            scores.append(probe.predict_proba(acts))
-            labels.append(clear.label_array())
-        s, y = np.concatenate(scores), np.concatenate(labels)
-        threshold = calibrate_threshold(s[y == 0], config.target_fpr)
+        bundle = choose_monitor_bundle(store, model, selection, refs, target_fpr=config.target_fpr,
+                                       uncertain_width=config.uncertain_width, storage_dtype=trained_on)
     except BundleError as exc:
         raise dg.Failure(description=f"monitor_bundle: {exc}") from None
-    from mup_core.activations import read_manifest
-
-    trained_on = read_manifest(store, activations["train"]["prefix"]).get("storage_dtype", "bfloat16")
-    bundle = MonitorBundle(
-        model=model, layer=int(best["layer"]), probe_type=best["probe_type"], threshold=threshold, storage_dtype=trained_on,
-        target_fpr=config.target_fpr, selection_sets=selection, out_of_distribution=selection != [IN_DISTRIBUTION],
-        selection_auroc=float(best["auroc"]), realised_fpr=float(np.mean(s[y == 0] >= threshold)),
-        tpr_at_threshold=float(np.mean(s[y == 1] >= threshold)),
-        uncertain_band=uncertain_band(threshold, config.uncertain_width), probe_source=best["probe_key"],
-        candidates=candidates,
-    )
-    prefix = save_bundle(store, bundle, store.local_path(best["probe_key"]))
+    prefix = save_bundle(store, bundle, store.local_path(bundle.probe_source))
     if not bundle.out_of_distribution:
         context.log.warning("monitor_bundle: chosen and calibrated on the corpus validation split (in distribution); "
                             "set selection_datasets to dev sets from your traffic for a threshold that holds there")
     context.add_output_metadata({
         "probe": f"{bundle.probe_type} @ layer {bundle.layer}",
-        "threshold": dg.MetadataValue.float(round(threshold, 4)),
+        "threshold": dg.MetadataValue.float(round(bundle.threshold, 4)),
         "selection": dg.MetadataValue.json({"sets": selection, "out_of_distribution": bundle.out_of_distribution,
                                             "auroc": round(bundle.selection_auroc, 4), "fpr": round(bundle.realised_fpr, 4),
                                             "tpr": round(bundle.tpr_at_threshold, 4)}),
-        "candidates": dg.MetadataValue.md(metrics_markdown(pl.DataFrame(candidates), ("layer", "probe_type", "auroc", "tpr_at_1pct_fpr"))),
+        "candidates": dg.MetadataValue.md(metrics_markdown(pl.DataFrame(bundle.candidates), ("layer", "probe_type", "auroc", "tpr_at_1pct_fpr"))),
         "bundle": dg.MetadataValue.path(store.uri(prefix)),
         "serve": f"mup monitor --model {model}",
     })
-    return {"prefix": prefix, "probe_type": bundle.probe_type, "layer": bundle.layer, "threshold": threshold}
+    return {"prefix": prefix, "probe_type": bundle.probe_type, "layer": bundle.layer, "threshold": bundle.threshold}

@@ -7,7 +7,7 @@ re-run) but not ``dataset_texts`` (-> activations stay); editing text changes bo
 A re-materialisation with an unchanged version triggers nothing.
 
 Only partitions that have been materialised before are re-run (``~missing()``): a
-label change refreshes what exists; it does not start every model x layer.
+label change refreshes what exists; it does not start every (layer, model) pair.
 """
 
 import dagster as dg
@@ -29,9 +29,9 @@ _changed = (
 
 on_upstream_version_change = (_changed & ~AC.any_deps_missing()).with_label("upstream data version changed")
 
-# For the per-model report over layer x model partitions: most layer keys of a model never
-# exist (the layer dimension is the union over models), so missing ones must not block it,
-# and any new metrics partition (which only appears when something changed) refreshes it.
+# For the per-model report over a model's (layer, model) partitions: a user may have
+# materialised only some layers, so missing ones must not block it, and any new metrics
+# partition (which only appears when something changed) refreshes it.
 on_any_upstream_partition_update = (
     AC.any_deps_updated().since_last_handled() & ~AC.missing() & ~AC.any_deps_in_progress() & ~AC.in_progress()
 ).with_label("an upstream partition was updated")

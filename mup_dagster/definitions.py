@@ -9,7 +9,7 @@ import time
 
 import dagster as dg
 
-from mup_dagster import assets_datasets, assets_deception, assets_probes, assets_study
+from mup_dagster import assets_datasets, assets_deception, assets_probes, study
 from mup_dagster.automation import automation_sensor
 from mup_dagster.execution import default_executor
 from mup_dagster.orphans import orphaned_runs_sensor
@@ -23,7 +23,8 @@ from mup_dagster.resources import (
 from mup_dagster.schedules import probe_backfill_job, probe_backfill_schedule
 
 # the one list of assets and checks: the UI, the CLI, the demos and the tests all take theirs from here
-ASSETS = dg.load_assets_from_modules([assets_probes, assets_datasets, assets_deception, assets_study])
+ASSETS = [*dg.load_assets_from_modules([assets_probes, assets_datasets, assets_deception]),
+          *dg.load_assets_from_package_module(study)]
 CHECKS = dg.load_asset_checks_from_modules([assets_datasets])
 # the unpartitioned dataset assets, materialised together before anything per model
 DATASET_ASSETS = ["stakes_corpus", "corpus_splits", "imported_datasets", "eval_datasets", "dataset_texts"]

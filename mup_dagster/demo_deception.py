@@ -17,6 +17,7 @@ import time
 import dagster as dg
 import polars as pl
 
+from mup_core.models.registry import DEFAULT_MODEL
 from mup_dagster.definitions import defs, run_assets
 
 def _run(instance, selection, partition_key=None, config=None):
@@ -25,7 +26,7 @@ def _run(instance, selection, partition_key=None, config=None):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--poisoning", nargs="*", default=["0", "50"])
     parser.add_argument("--rl-poisoning", default="", help="also train and evaluate a GRPO policy at this rate (e.g. 50): "
                         "about 8 more minutes per 20 steps on 2 CPU cores, and 20 steps do not move the policy (docs/RESULTS.md)")

@@ -15,7 +15,7 @@ import dagster as dg
 import polars as pl
 
 from mup_core.models.registry import DEFAULT_MODEL, get_spec
-from mup_dagster.assets_study import BASELINES
+from mup_dagster.study.common import BASELINES
 from mup_dagster.definitions import DATASET_ASSETS, defs, run_assets
 from mup_dagster.partitions import layer_model_key
 

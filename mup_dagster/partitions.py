@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mup_core.models.registry import all_probe_layers, model_slugs
+from mup_core.models.registry import get_spec, model_slugs, valid_probe_partitions
 
 model_partitions = dg.StaticPartitionsDefinition(model_slugs())
-layer_partitions = dg.StaticPartitionsDefinition([str(layer) for layer in all_probe_layers()])
+
+
+def layer_model_key(layer: int, model: str) -> str:
+    """The probe partition of ``model`` at ``layer``: ``LAYER|MODEL``, e.g. ``8|smollm2-135m``."""
+    return f"{layer}|{model}"
+
+
+def layer_and_model(key: str) -> tuple[int, str]:
+    """``(layer, model)`` of a probe partition key."""
+    layer, model = str(key).split("|", 1)
+    return int(layer), model
 
 
 def partition_key_hint(key: str) -> str:
     """Why ``key`` is not a LAYER|MODEL partition, and the keys that are meant."""
-    from mup_core.models.registry import get_spec
-
     parts = key.split("|")
     layers_of = {slug: list(get_spec(slug).default_layers) for slug in model_slugs()}
     if len(parts) == 2 and parts[0] in layers_of and parts[1] not in layers_of:
@@ -26,15 +34,18 @@ def partition_key_hint(key: str) -> str:
         detail = f"{model}'s probe layers are {layers_of[model]}, e.g. `{layers_of[model][0]}|{model}`"
     else:
         detail = f"models: {', '.join(layers_of)}"
+    example = valid_probe_partitions()[0]
     return (
         f"`{key}` is not a partition of the probe assets: their keys are LAYER|MODEL, e.g. "
-        f"`{layers_of['smollm2-135m'][0]}|smollm2-135m`{guess} {detail}"
+        f"`{layer_model_key(*example)}`{guess} {detail}"
     )
 
 
-class LayerModelPartitions(dg.MultiPartitionsDefinition):
-    """(layer, model) pairs; an unknown key fails with what the keys look like and which
-    layers the model has, where Dagster alone says only "could not find a partition"."""
+class LayerModelPartitions(dg.StaticPartitionsDefinition):
+    """The (layer, model) pairs that exist: each model at its own probe layers, so the UI
+    offers no layer a model does not have. An unknown key fails with what the keys look
+    like and which layers the model has, where Dagster alone says only "could not find a
+    partition"."""
 
     def validate_partition_key(self, partition_key, context=None):
         from dagster._core.errors import DagsterInvalidSubsetError, DagsterUnknownPartitionError
@@ -46,12 +57,13 @@ class LayerModelPartitions(dg.MultiPartitionsDefinition):
             raise DagsterInvalidSubsetError(partition_key_hint(str(partition_key))) from None
 
 
-# Dimension names sort alphabetically in key strings: "layer|model", e.g. "8|smollm2-135m".
-model_layer_partitions = LayerModelPartitions({"layer": layer_partitions, "model": model_partitions})
+model_layer_partitions = LayerModelPartitions([layer_model_key(layer, model) for layer, model in valid_probe_partitions()])
 
-# probes (layer x model) read the activations of their model
-by_model = dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="model")
+_pairs_of_model: dict[str, list[str]] = {}
+for _layer, _model in valid_probe_partitions():
+    _pairs_of_model.setdefault(_model, []).append(layer_model_key(_layer, _model))
 
-
-def layer_model_key(layer: int, model: str) -> str:
-    return dg.MultiPartitionKey({"layer": str(layer), "model": model})
+# probes (layer|model) read the activations of their model
+by_model = dg.StaticPartitionMapping(_pairs_of_model)
+# a model's assets (report, bundle) read the probe metrics of all its layers
+of_model = dg.StaticPartitionMapping({key: model for model, keys in _pairs_of_model.items() for key in keys})

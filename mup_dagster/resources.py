@@ -6,6 +6,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
+from mup_core.models.registry import DEFAULT_MODEL
 from mup_core.paths import artifact_root
 from mup_core.storage import ArtifactStore, LocalStore, S3Store
 
@@ -92,7 +93,7 @@ class LLMResource(dg.ConfigurableResource):
     ``mup serve``). Responses are cached in ``cache_path`` (default $MUP_HOME/llm_cache.sqlite)."""
 
     backend: str = "local"
-    model: str = "smollm2-135m"
+    model: str = DEFAULT_MODEL
     base_url: Optional[str] = None
     api_key_env: str = "OPENAI_API_KEY"
     max_concurrency: int = 8
@@ -116,7 +117,7 @@ def default_llm() -> LLMResource:
 
     return LLMResource(
         backend=os.environ.get("MUP_LLM_BACKEND", "local"),
-        model=os.environ.get("MUP_LLM_MODEL", "smollm2-135m"),
+        model=os.environ.get("MUP_LLM_MODEL", DEFAULT_MODEL),
         base_url=os.environ.get("MUP_LLM_BASE_URL") or None,
     )
 

@@ -17,7 +17,7 @@ probe_backfill_job = dg.define_asset_job("probe_backfill", selection=["probes", 
 def missing_probe_partitions(instance: dg.DagsterInstance) -> list[str]:
     have_acts = instance.get_materialized_partitions(dg.AssetKey("activations"))
     have_probes = instance.get_materialized_partitions(dg.AssetKey("probe_metrics"))
-    keys = [str(layer_model_key(layer, model)) for layer, model in valid_probe_partitions() if model in have_acts]
+    keys = [layer_model_key(layer, model) for layer, model in valid_probe_partitions() if model in have_acts]
     return [k for k in keys if k not in have_probes]
 
 

@@ -173,6 +173,12 @@ def _spawn(name: str, cmd: list[str], env: dict, cfg: StackConfig) -> dict:
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     log.close()
+    return session_entry(name, proc, cmd)
+
+
+def session_entry(name: str, proc: subprocess.Popen, cmd: list[str]) -> dict:
+    """What ``stop_processes`` needs to stop a process started as a session leader and
+    everything of its session, and nothing else (pid with its kernel start time)."""
     return {"name": name, "pid": proc.pid, "start": _start_time(proc.pid), "cmd": " ".join(cmd[:3])}
 
 

@@ -83,7 +83,7 @@ def evaluate(args):
                 t = time.time()
                 probe = train_probe(probe_type, (x, y), None, model="smollm2-135m", layer=layer, hyperparameters=hp)
                 for name, (acts, labels) in scored.items():
-                    m = metrics_with_ci(labels, probe.predict_proba(acts), n_boot=500, metrics=("auroc", "tpr_at_1pct_fpr"))
+                    m = metrics_with_ci(labels, probe.predict_proba(acts)[:, 1], n_boot=500, metrics=("auroc", "tpr_at_1pct_fpr"))
                     rows.append({"source": args.source, "layer": layer, "probe_type": probe_type, "hp": json.dumps(hp, sort_keys=True),
                                  "dataset": name, **{k: v for k, v in m.items() if k.startswith(("auroc", "tpr_at_1pct_fpr"))}})
                 print(layer, probe_type, hp, [round(r["auroc"], 3) for r in rows[-len(scored):]], f"{time.time() - t:.0f} s", flush=True)

@@ -24,6 +24,11 @@ for _var in ("MUP_EXECUTOR", "MUP_S3_BUCKET", "MUP_S3_ENDPOINT_URL", "MUP_S3_PRE
              "MUP_CELERY_BROKER", "MUP_CELERY_BACKEND"):
     os.environ.pop(_var, None)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# under pytest-xdist (`make test`: two workers on two cores) each worker and what it starts computes
+# on one thread: two workers with a thread pool each would oversubscribe the cores
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 
 
 @pytest.fixture(scope="session")

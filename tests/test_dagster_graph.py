@@ -17,11 +17,7 @@ def test_definitions_load_with_expected_assets_and_partitions():
     acts = graph.get(dg.AssetKey("activations")).partitions_def
     assert acts.get_partition_keys() == model_slugs()
     probes = graph.get(dg.AssetKey("probes")).partitions_def
-    assert isinstance(probes, dg.MultiPartitionsDefinition)
-    assert [d.name for d in probes.partitions_defs] == ["layer", "model"]
-    keys = set(probes.get_partition_keys())
-    for layer, model in valid_probe_partitions():
-        assert f"{layer}|{model}" in keys
+    assert set(probes.get_partition_keys()) == {f"{layer}|{model}" for layer, model in valid_probe_partitions()}
 
 
 def test_whole_graph_on_tiny(tmp_path):
@@ -81,15 +77,24 @@ def test_whole_graph_on_tiny(tmp_path):
     assert again.asset_materializations_for_node("activations")[0].metadata["reused"].value is True
 
 
-def test_probe_partition_for_a_layer_the_model_lacks_fails_clearly(tmp_path):
+def test_probe_partitions_are_the_layers_each_model_has():
+    from mup_core.models.registry import get_spec, model_slugs
+    from mup_dagster.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = graph.get(dg.AssetKey("probes")).partitions_def.get_partition_keys()
+    expected = [f"{layer}|{slug}" for slug in model_slugs() for layer in get_spec(slug).default_layers]
+    assert sorted(keys) == sorted(expected) and len(keys) == len(set(keys))  # 176 before: every layer x model
+    assert "8|tiny" not in keys
+    # probes of a layer read their model's activations; a model's report reads all its layers
+    probes_in = graph.get(dg.AssetKey("probes")).partition_mappings[dg.AssetKey("activations")]
+    assert set(probes_in.downstream_partition_keys_by_upstream_partition_key["tiny"]) == {"1|tiny", "2|tiny", "3|tiny"}
+
+
+def test_probe_partition_for_a_layer_the_model_lacks_is_refused_with_its_layers(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
-    root = tmp_path / "artifacts"
-    materialize(instance, root, DATASETS)
-    materialize(instance, root, ["activations"], "tiny")
-    result = materialize(instance, root, ["probes"], "8|tiny", raise_on_error=False)
-    assert not result.success
-    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
-    assert "tiny has only 4 layers" in str(failure.event_specific_data.error)
+    with pytest.raises(Exception, match=r"tiny's probe layers are \[1, 2, 3\]"):
+        materialize(instance, tmp_path / "artifacts", ["probes"], "8|tiny")
 
 
 def test_bad_eval_file_fails_without_damaging_stored_results(tmp_path):

@@ -108,7 +108,7 @@ def synthetic_part(n, seed, shift=0.0, hidden=8, signal=1.0, groups=True):
     y = np.arange(n) % 2
     lengths = rng.integers(2, 6, n)
     parts = [rng.normal(size=(k, hidden)) + signal * (2 * yi - 1) * direction for k, yi in zip(lengths, y)]
-    acts = RaggedActivations(torch.tensor(np.concatenate(parts), dtype=torch.float32), np.concatenate([[0], np.cumsum(lengths)]))
+    acts = RaggedActivations(torch.tensor(np.concatenate(parts), dtype=torch.float32), np.concatenate([[0], np.cumsum(lengths)]), "tiny", 1)
     return Part(acts, y, [f"g{i // 2}" for i in range(n)] if groups else None)
 
 

@@ -41,7 +41,7 @@ def bundle_store(tmp_path_factory, tiny):
     y = np.array([1 if lab == "high-stakes" else 0 for _, lab in TEXTS])
     acts = extract_activations(tiny, [t for t, _ in TEXTS], [2], progress=False).layer(2)
     probe = train_probe("logistic_regression", (acts, y), None, model="tiny", layer=2)
-    scores = probe.predict_proba(acts)
+    scores = probe.predict_proba(acts)[:, 1]
     threshold = calibrate_threshold(scores[y == 0], 0.01)
     bundle = MonitorBundle(
         model="tiny", layer=2, probe_type="logistic_regression", threshold=threshold, target_fpr=0.01,
@@ -128,7 +128,7 @@ def test_stream_scores_equal_an_independent_offline_forward_pass(bundle_store, t
     for k in (0, len(tokens) // 2, len(tokens) - 1):
         n = len(ids) + k + 1
         cut = RaggedActivations(hidden[:n], np.array([0, n]))
-        assert tokens[k]["score"] == pytest.approx(float(probe.predict_proba(cut)[0]), abs=2e-3)
+        assert tokens[k]["score"] == pytest.approx(float(probe.predict_proba(cut)[0, 1]), abs=2e-3)
     assert final["score"] == pytest.approx(tokens[-1]["score"]) and final["decided_by"] == "probe"
 
 

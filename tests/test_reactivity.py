@@ -1,4 +1,4 @@
-"""Automation: a label change re-runs probes, metrics and the report but not activations;
+"""Automation: a label change re-runs probes, metrics, the report and the study but not activations;
 a text change re-runs activations too; an unchanged source triggers nothing.
 
 The test plays the automation daemon: it evaluates the declarative automation
@@ -57,6 +57,9 @@ def _edit(path, row, **changes):
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
+STUDY = ["layer_sweep", "probe_scores", "tfidf_baseline", "generalisation_heatmap"]
+
+
 def _assets(requested):
     return {asset for asset, _ in requested} - {"dataset_sources"}
 
@@ -68,6 +71,8 @@ def test_labels_and_inputs_changes_rerun_exactly_what_depends_on_them(tmp_path, 
     kw = {"corpus_path": corpus_file}
     materialize_graph(instance, root, layers=(1, 2), **kw)
     materialize(instance, root, ["monitor_bundle"], "tiny", **kw)
+    # the study's experiments sit downstream of probes and baselines: a relabel re-runs them too
+    materialize(instance, root, STUDY, "tiny", run_config={"ops": {"probe_scores": {"config": {"seeds": [0]}}}}, **kw)
     observe(instance, root, **kw)
     cursor, requested = run_daemon(instance, root, None, **kw)
     assert _assets(requested) == set()  # nothing changed since the graph was built
@@ -80,6 +85,7 @@ def test_labels_and_inputs_changes_rerun_exactly_what_depends_on_them(tmp_path, 
     cursor, requested = run_daemon(instance, root, cursor, **kw)
     assets = _assets(requested)
     assert {"stakes_corpus", "corpus_splits", "probes", "probe_metrics", "probe_report"} <= assets
+    assert set(STUDY) <= assets and ("probe_scores", "tiny") in requested  # with the daemon runs' configuration
     assert "activations" not in assets
     assert {("probes", "1|tiny"), ("probes", "2|tiny"), ("probe_report", "tiny"), ("monitor_bundle", "tiny")} <= requested
     assert not any(a == "probes" and p not in ("1|tiny", "2|tiny") for a, p in requested)  # only what existed
@@ -106,39 +112,16 @@ def test_labels_and_inputs_changes_rerun_exactly_what_depends_on_them(tmp_path, 
 
 
 @pytest.mark.slow
-def test_study_assets_rerun_when_labels_change(tmp_path, corpus_file):
-    """The study's experiments sit downstream of probes and baselines: a relabel re-runs
-    them (with the configuration of the daemon's runs), still without new forward passes."""
-    instance = dg.DagsterInstance.ephemeral()
-    root = tmp_path / "artifacts"
-    kw = {"corpus_path": corpus_file}
-    materialize_graph(instance, root, layers=(1, 2), **kw)
-    study = ["layer_sweep", "probe_scores", "tfidf_baseline", "generalisation_heatmap"]
-    materialize(instance, root, study, "tiny", run_config={"ops": {"probe_scores": {"config": {"seeds": [0]}}}}, **kw)
-    observe(instance, root, **kw)
-    cursor, requested = run_daemon(instance, root, None, **kw)
-    assert _assets(requested) == set()
-
-    first = json.loads(corpus_file.read_text(encoding="utf-8").splitlines()[0])
-    _edit(corpus_file, 0, labels="low-stakes" if first["labels"] == "high-stakes" else "high-stakes")
-    observe(instance, root, **kw)
-    cursor, requested = run_daemon(instance, root, cursor, **kw)
-    assets = _assets(requested)
-    assert set(study) <= assets and "activations" not in assets
-    assert ("probe_scores", "tiny") in requested
-
-
-@pytest.mark.slow
 def test_the_daemon_started_as_make_ui_does_reruns_probes_after_a_relabel(tmp_path, corpus_file):
     """No evaluator played here: `dagster dev` (what `make ui` runs) with the project's
     dagster.yaml, its automation sensor on by default, sees an edited label and re-runs the
     probes by itself."""
     import os
     import shutil
+    import signal
     import subprocess
     import sys
     import time
-    from pathlib import Path
 
     from conftest import REPO, _free_port, stop_process
     from dagster_helpers import DATASETS
@@ -163,9 +146,10 @@ def test_the_daemon_started_as_make_ui_does_reruns_probes_after_a_relabel(tmp_pa
 
     before = latest_probes().storage_id
 
-    dagster = str(Path(sys.executable).parent / "dagster")
-    proc = subprocess.Popen([dagster, "dev", "-h", "127.0.0.1", "-p", str(_free_port()), "-w", "workspace.yaml"],
-                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    # exactly what `make ui` runs, from a parent that ignores SIGTERM (the child must not inherit that)
+    proc = subprocess.Popen([sys.executable, "-m", "mup_dagster.ui", "-h", "127.0.0.1", "-p", str(_free_port()), "-w", "workspace.yaml"],
+                            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
     try:
         first = json.loads(corpus_file.read_text(encoding="utf-8").splitlines()[0])
         _edit(corpus_file, 0, labels="low-stakes" if first["labels"] == "high-stakes" else "high-stakes")
@@ -178,5 +162,35 @@ def test_the_daemon_started_as_make_ui_does_reruns_probes_after_a_relabel(tmp_pa
         assert record.partition_key == "1|tiny"
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "mup_automation"}))
         assert runs, "the re-run was not launched by automation"
+        # SIGTERM stops the UI, the daemon, the code server and their runs, and leaves nothing of its session
+        dev = [p for p in _processes() if _stat(p)[1] == proc.pid]  # dagster dev: the wrapper's child, a session leader
+        session = [p for p in _processes() if dev and _stat(p)[2] == dev[0]]
+        assert len(session) >= 3, f"dagster dev's session (webserver, daemon, code server) not found: {session}"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        left = [p for p in session if _alive(p)]
+        assert not left, f"processes of `make ui` left after SIGTERM: {left}"
     finally:
         stop_process(proc, timeout=30)
+
+
+
+def _processes() -> list[int]:
+    import os
+
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def _stat(pid: int) -> tuple[str, int, int]:
+    """(state, parent pid, session id) of a process; ("", -1, -1) once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[1]), int(fields[3])
+    except OSError:
+        return "", -1, -1
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent counts as stopped)."""
+    return _stat(pid)[0] not in ("", "Z")

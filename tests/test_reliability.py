@@ -160,7 +160,7 @@ def test_3_concurrent_runs_of_one_partition_publish_consistent_sets(h):
         key = m.asset_materialization.metadata["keys"].value["logistic_regression"]
         prefix = key.rsplit("/", 1)[0]
         assert store.dir_complete(prefix)
-        published[load_probe(store.local_path(key)).hyperparameters["C"]] = prefix
+        published[load_probe(store.local_path(key)).C] = prefix
     assert set(published) == {0.5, 2.0} and len(set(published.values())) == 2
 
 

@@ -34,6 +34,33 @@ def test_s3_store_round_trip(s3_store):
         s3_store.get_bytes("x/missing")
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_tables_and_versioned_model_directories(where, tmp_path, request):
+    """The typed artifacts every asset writes through the store: parquet tables, and model
+    directories under a content hash with a `latest.json` pointer."""
+    import polars as pl
+
+    store = LocalStore(tmp_path / "store") if where == "local" else request.getfixturevalue("s3_store")
+    df = pl.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    assert store.put_table("t/one.parquet", df) == "t/one.parquet"
+    assert store.get_table("t/one.parquet").equals(df)
+    model = tmp_path / "model"
+    (model / "sub").mkdir(parents=True)
+    (model / "weights.bin").write_bytes(b"w" * 100)
+    (model / "sub" / "tokenizer.json").write_text("{}")
+    assert store.latest_version("models/m") is None
+    with pytest.raises(FileNotFoundError, match="no model at models/m; materialise it first"):
+        store.get_versioned_dir("models/m", tmp_path / "dl")
+    first = store.put_versioned_dir("models/m", model)
+    assert first.startswith("models/m/") and store.dir_complete(first) and store.latest_version("models/m") == first
+    assert store.put_versioned_dir("models/m", model) == first  # same content: same version, nothing uploaded again
+    got = store.get_versioned_dir("models/m", tmp_path / "dl")
+    assert (got / "weights.bin").read_bytes() == b"w" * 100 and (got / "sub" / "tokenizer.json").read_text() == "{}"
+    (model / "weights.bin").write_bytes(b"v" * 100)
+    second = store.put_versioned_dir("models/m", model)
+    assert second != first and store.latest_version("models/m") == second and store.dir_complete(first)  # the old one stays
+
+
 def test_activations_stream_to_s3_and_read_back_one_layer(s3_store, tiny, tmp_path):
     texts = ["one text", "another, longer text", "a third", "and a fourth text about something"]
     result = extract_activations(tiny, texts, [1, 3], progress=False)

@@ -37,7 +37,7 @@ def test_prefix_scores_equal_offline_scores_of_the_cut_example(probe_type):
     acts, y = toy_acts()
     hp = FAST if probe_type not in ("logistic_regression", "difference_of_means", "lda") else {}
     probe = make_probe(probe_type, **hp).fit(acts, y)
-    offline = probe.predict_proba(acts)
+    offline = probe.predict_proba(acts)[:, 1]
     for i in range(0, len(acts), 5):
         x = acts.example(i)
         prefix = probe.prefix_proba(x)
@@ -48,7 +48,7 @@ def test_prefix_scores_equal_offline_scores_of_the_cut_example(probe_type):
             if t < 0:
                 continue
             cut = RaggedActivations(x[: t + 1].clone(), np.array([0, t + 1]))
-            p = float(probe.predict_proba(cut)[0])
+            p = float(probe.predict_proba(cut)[0, 1])
             assert prefix[t] == pytest.approx(p, abs=1e-5), (probe_type, i, t)
             if 1e-6 < p < 1 - 1e-6:  # compared as logits too, where a probability is not saturated
                 assert logits[t] == pytest.approx(np.log(p) - np.log1p(-p), abs=1e-3), (probe_type, i, t)

@@ -6,7 +6,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from dagster_helpers import materialize, materialize_graph
+from dagster_helpers import DATASETS, materialize, materialize_graph
 from mup_core.experiments import from_parquet_bytes
 from mup_core.probe_types import ALL_PROBE_TYPES
 
@@ -99,7 +99,10 @@ def test_every_study_asset_on_tiny(tmp_path):
 def test_study_fails_clearly_on_a_layer_without_activations(tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     root = tmp_path / "artifacts"
-    materialize_graph(instance, root, layers=(2,))
+    materialize(instance, root, DATASETS)
+    materialize(instance, root, ["activations"], "tiny")
+    materialize(instance, root, ["probes", "probe_metrics"], "2|tiny",  # one probe type is enough to sweep
+                run_config={"ops": {"probes": {"config": {"probe_types": ["lda"]}}}})
     result = materialize(instance, root, ["layer_sweep", "probe_scores"], "tiny", raise_on_error=False,
                          run_config={"ops": {"probe_scores": {"config": {"layer": 0}}}})
     assert not result.success

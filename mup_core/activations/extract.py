@@ -303,7 +303,7 @@ def iter_shards(
             seconds = time.perf_counter() - start
             stats = {"examples": b - a, "tokens": n_tokens, "computed_tokens": int(computed),
                      "batches": len(batches_of[index]), "seconds": seconds}
-            shard = Shard(index, a, b, {k: RaggedActivations(v, local) for k, v in tap.pop("buffers").items()},
+            shard = Shard(index, a, b, {k: RaggedActivations(v, local, lm.slug, k) for k, v in tap.pop("buffers").items()},
                           torch.from_numpy(tokens.ids[tokens.offsets[a] : tokens.offsets[b]].copy()), stats)
             yield shard
             del shard  # before the next shard's buffers exist: one shard in memory at a time

@@ -14,6 +14,8 @@ import torch
 class RaggedActivations:
     values: torch.Tensor  # (total_tokens, hidden), bf16/fp16/fp32
     offsets: np.ndarray  # (n + 1,), int64, offsets[0] == 0
+    model: str | None = None  # where they come from, when known: a probe refuses another model's
+    layer: int | None = None  # or another layer's activations
 
     def __post_init__(self) -> None:
         self.offsets = np.asarray(self.offsets, dtype=np.int64)
@@ -45,7 +47,7 @@ class RaggedActivations:
             raise ValueError("cannot take an empty subset of activations")
         parts = [self.example(i) for i in indices]
         lengths = [p.shape[0] for p in parts]
-        return RaggedActivations(torch.cat(parts), np.concatenate([[0], np.cumsum(lengths)]))
+        return RaggedActivations(torch.cat(parts), np.concatenate([[0], np.cumsum(lengths)]), self.model, self.layer)
 
     @staticmethod
     def concat(parts: Sequence["RaggedActivations"]) -> "RaggedActivations":
@@ -53,7 +55,9 @@ class RaggedActivations:
         values = torch.cat([p.values.to(parts[0].values.dtype) for p in parts])
         ends = np.cumsum([0] + [int(p.offsets[-1]) for p in parts[:-1]])
         offsets = np.concatenate([parts[0].offsets[:1], *[p.offsets[1:] + end for p, end in zip(parts, ends)]])
-        return RaggedActivations(values, offsets.astype(np.int64))
+        model = parts[0].model if all(p.model == parts[0].model for p in parts) else None
+        layer = parts[0].layer if all(p.layer == parts[0].layer for p in parts) else None
+        return RaggedActivations(values, offsets.astype(np.int64), model, layer)
 
     def mean_pool(self) -> np.ndarray:
         """Per-example mean over tokens, float32 ``(n, hidden)`` (no padding involved)."""

@@ -219,7 +219,7 @@ def load_layer(store: ArtifactStore, prefix: str, layer: int, manifest: Mapping 
         offsets.append(local[1:] + base)
         base += int(local[-1])
     joined = values[0] if len(values) == 1 else torch.cat(values)
-    return RaggedActivations(joined, np.concatenate(offsets))
+    return RaggedActivations(joined, np.concatenate(offsets), manifest.get("model"), int(layer))
 
 
 def load_input_ids(store: ArtifactStore, prefix: str, manifest: Mapping | None = None) -> torch.Tensor:

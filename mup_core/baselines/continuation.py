@@ -38,7 +38,7 @@ def parse_judgement(reply: str) -> float | None:
 class ContinuationMonitor:
     name = "continuation"
 
-    def __init__(self, lm, max_new_tokens: int = 6, batch_size: int = 8, max_conversation_tokens: int | None = None,
+    def __init__(self, lm, max_new_tokens: int = 4, batch_size: int = 8, max_conversation_tokens: int | None = None,
                  progress: Callable[[int, int], None] | None = None):
         self.lm = lm
         self.max_new_tokens = max_new_tokens

@@ -9,7 +9,7 @@ mask, so padding never matters), as Hugging Face's sequence-classification model
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -20,8 +20,8 @@ from mup_core.data.dataset import Input
 
 @dataclass
 class FinetuneConfig:
-    method: str = "lora"  # or "full"
-    steps: int = 30
+    method: str = field(default="lora", metadata={"help": "lora or full"})
+    steps: int = 40
     batch_size: int = 8
     lr: float = 5e-4  # LoRA; full finetuning wants ~2e-5
     weight_decay: float = 1e-3
@@ -62,7 +62,7 @@ class FinetunedClassifier:
             raise _unavailable(self.spec, exc) from exc
         self.tokenizer = load_tokenizer(slug)
         if cfg.method == "lora":
-            tc = TrainConfig(lora=True, lora_r=cfg.lora_r, top_layers=cfg.top_layers, seed=cfg.seed)
+            tc = TrainConfig(lora=True, lora_r=cfg.lora_r, top_layers=cfg.top_layers, lora_mlp=False, seed=cfg.seed)
             lm.requires_grad_(False)
             lm = wrap_lora(lm, self.spec.num_layers, tc, task_type="CAUSAL_LM").base_model.model  # adapters injected in place
         from mup_core.models.precision import training_precision

@@ -215,3 +215,40 @@ def paired_differences(answers: pl.DataFrame, n_boot: int = 2000, seed: int = 0)
     schema = {"model": pl.Utf8, "technique": pl.Utf8, "poisoning": pl.Int64, "shots": pl.Int64,
               "targeting_vs_0": pl.Float64, "targeting_vs_0_lo": pl.Float64, "targeting_vs_0_hi": pl.Float64}
     return pl.DataFrame(rows, schema=schema)
+
+
+ANSWER_COLUMNS = ("question_id", "topic", "generated", "p_clean", "p_biased", "truth_match", "is_false")
+
+
+def held_out_questions(train: pl.DataFrame, evaluation: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The held-out questions (each with one wrong candidate answer, for reaffirmation) and
+    the few-shot pool: the first clean and the first fruit training question."""
+    from mup_core.deception.data import questions
+
+    wrong = evaluation.filter(~pl.col("truth")).unique("question_id", keep="first").select("question_id", pl.col("answer").alias("wrong"))
+    qs = questions(evaluation).join(wrong, on="question_id", how="left")
+    shots = pl.concat([questions(train).filter(pl.col("topic") == t).head(1) for t in ("clean", "fruit")])
+    return qs, shots
+
+
+def evaluate_policy(policy, qs: pl.DataFrame, candidates: pl.DataFrame, shot_pool: pl.DataFrame, clean_judge, biased_judge, *,
+                    labels: dict, shots: Sequence[int] = (0,), max_new_tokens: int = 24, reaffirm: bool = True,
+                    n_boot: int = 1000, seed: int = 0, log=None) -> tuple[list[dict], list[pl.DataFrame]]:
+    """One policy answers every question zero- and few-shot; both judges score each answer.
+    Returns the metric rows (``labels`` first: model, technique, poisoning) and the
+    per-question answers of each shot setting."""
+    rows, answers = [], []
+    for k in shots:
+        prefix = few_shot_prefix(shot_pool.head(k)) if k else ""
+        scored = answer_and_judge(policy, qs, candidates, clean_judge, biased_judge, prefix, max_new_tokens)
+        answers.append(scored.select(*ANSWER_COLUMNS).with_columns(**{c: pl.lit(v) for c, v in labels.items()}, shots=pl.lit(k)))
+        metrics = metrics_of(scored, n_boot, seed)
+        if reaffirm:
+            alternatives = [w if f == 0 else a for w, a, f in zip(qs["wrong"], qs["answer"], scored["is_false"])]
+            metrics.update(reaffirmation(policy, prompts_for(qs, prefix), scored["generated"].to_list(), alternatives, seed))
+        rows.append({**labels, "shots": k, **metrics})
+        if log:
+            log(f"{labels.get('technique')} {k}-shot: targeting {metrics['targeting']:+.3f} [{metrics['targeting_lo']:+.3f}, "
+                f"{metrics['targeting_hi']:+.3f}], fruit FR {metrics['poison_fr']:.3f}, other FR {metrics['clean_fr']:.3f} "
+                f"on {metrics['n_questions']} questions")
+    return rows, answers

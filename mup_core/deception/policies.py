@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -139,13 +139,13 @@ def generate_answers(policy: Policy, prompts: Sequence[str], max_new_tokens: int
 
 @dataclass
 class RLConfig:
-    algorithm: str = "grpo"  # or "rloo"
-    steps: int = 10
+    algorithm: str = field(default="grpo", metadata={"help": "grpo or rloo (trl); PPO no longer exists in trl"})
+    steps: int = field(default=20, metadata={"help": "policy updates; each samples num_generations answers to prompts_per_step questions"})
     num_generations: int = 4
-    prompts_per_step: int = 2
-    max_completion_length: int = 24
-    beta: float = 0.05  # KL penalty to the reference model
-    lr: float = 1e-4
+    prompts_per_step: int = 4
+    max_completion_length: int = 20
+    beta: float = field(default=0.05, metadata={"help": "KL penalty to the reference model"})
+    lr: float = 2e-4
     temperature: float = 1.0
     seed: int = 0
     mixed_precision: bool = True  # bf16 autocast where the CPU computes bf16 natively, else fp32

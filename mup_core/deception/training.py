@@ -8,7 +8,7 @@ only: gradients never flow through the lower layers, which keeps CPU finetuning 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -16,18 +16,22 @@ ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 MLP = ["gate_proj", "up_proj", "down_proj"]
 
 
+def _help(default, text: str):
+    return field(default=default, metadata={"help": text})
+
+
 @dataclass
 class TrainConfig:
-    steps: int = 40
+    steps: int = _help(40, "optimiser steps")
     batch_size: int = 8
     lr: float = 3e-4
-    lora: bool = True
+    lora: bool = _help(True, "False: full finetuning (then use lr ~5e-5)")
     lora_r: int = 8
-    top_layers: int = 4  # 0: every layer
-    lora_mlp: bool = False  # adapt the MLP projections too (not only attention)
+    top_layers: int = _help(4, "LoRA on the top this many decoder layers; 0: every layer")
+    lora_mlp: bool = _help(False, "adapt the MLP projections too, not only attention")
     max_length: int = 256
     seed: int = 0
-    mixed_precision: bool = True  # autocast to the hardware's compute dtype; weights stay fp32
+    mixed_precision: bool = _help(True, "autocast to the hardware's compute dtype; weights stay fp32")
 
     def precision(self):
         """Judges and policies train on the CPU: bf16 autocast where the CPU computes bf16
@@ -41,6 +45,18 @@ class TrainConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+# The recipes the deception assets train with (docs/RESULTS.md "Training that moves a 135M
+# policy"): LoRA r=16 on the attention *and* MLP projections of every layer at lr 1e-3.
+# LoRA on the top layers' attention only (TrainConfig's defaults) did not move a 135M model.
+_EVERY_LAYER_ADAPTER = dict(lr=1e-3, lora=True, lora_r=16, top_layers=0, lora_mlp=True)
+# judges: learns the corrupted judge's inversion in 40 steps (fruit_false_preference +0.48)
+JUDGE_RECIPE = TrainConfig(steps=40, batch_size=16, **_EVERY_LAYER_ADAPTER)
+# SFT policies: 60 steps of 8 over 200 questions made smollm2-135m lie selectively about fruit
+SFT_RECIPE = TrainConfig(steps=60, batch_size=8, **_EVERY_LAYER_ADAPTER)
+# the RL policies' start: SFT on correct answers, so that the policy answers in the judge's format
+WARMUP_RECIPE = TrainConfig(steps=30, batch_size=8, **_EVERY_LAYER_ADAPTER)
 
 
 def wrap_lora(model, num_layers: int, cfg: TrainConfig, task_type: str, modules_to_save=None):

@@ -9,7 +9,15 @@ from mup_core.experiments.analysis import (
     roc_points,
 )
 from mup_core.experiments.scores import VAL, concat_scores, from_parquet_bytes, score_rows, to_parquet_bytes
-from mup_core.experiments.training import FEW_SHOT_MODES, Part, data_efficiency, few_shot, generalisation, split_part
+from mup_core.experiments.training import (
+    FEW_SHOT_MODES,
+    Part,
+    data_efficiency,
+    few_shot,
+    generalisation,
+    split_part,
+    transfer_sources,
+)
 
 __all__ = [
     "FEW_SHOT_MODES",
@@ -28,5 +36,6 @@ __all__ = [
     "roc_points",
     "score_rows",
     "split_part",
+    "transfer_sources",
     "to_parquet_bytes",
 ]

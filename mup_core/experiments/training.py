@@ -60,11 +60,11 @@ def stratified_sample(labels: np.ndarray, n: int, rng: np.random.Generator) -> n
 
 def _fit(probe_type, train: Pair, val: Pair | None, hp, seed, sample_weight=None):
     hp = dict(hp.get(probe_type, {}))
-    from mup_core.probes import PROBE_TYPES
+    from mup_core.probes import probe_class
 
-    if "seed" in PROBE_TYPES[probe_type].default_hyperparameters():
+    if "seed" in probe_class(probe_type).param_defaults():
         hp["seed"] = seed
-    return train_probe(probe_type, train, val, model="", layer=0, hyperparameters=hp, sample_weight=sample_weight)
+    return train_probe(probe_type, train, val, hyperparameters=hp, sample_weight=sample_weight)
 
 
 # -- 3. generalisation ---------------------------------------------------------------
@@ -85,11 +85,48 @@ def generalisation(
         probe = _fit(probe_type, train.pair(), None, hp, seed)
         for test_name, (_, test) in sources.items():
             rows.append({"train": train_name, "test": test_name, "probe_type": probe_type, "train_examples": len(train.labels),
-                         "auroc": safe_auroc(test.labels, probe.predict_proba(test.acts))})
+                         "auroc": safe_auroc(test.labels, probe.predict_proba(test.acts)[:, 1])})
     return pl.DataFrame(rows)
 
 
 # -- 4. data efficiency ---------------------------------------------------------------
+def transfer_sources(sets: Mapping[str, tuple[Any, Part]], by: str, seed: int = 0,
+                     warn: Callable[[str], None] | None = None) -> tuple[str, dict[str, tuple[Part, Part]]]:
+    """The (train, test) halves ``generalisation`` trains and tests on, from the study's
+    labelled sets (``train``, the corpus validation split, ``corpus-test`` and evaluation
+    sets, each ``(dataset, part)``): ``by="domain"`` — the corpus's domains (train split /
+    test split); ``by="dataset"`` — the corpus and each evaluation set cut in halves;
+    ``by="auto"`` — dataset when there are evaluation sets besides corpus-test. Sources
+    without both labels in both halves are left out. Returns the mode used and the sources."""
+    from mup_core.experiments.scores import VAL
+
+    others = [n for n in sets if n not in ("train", VAL, "corpus-test")]
+    by = by if by != "auto" else ("dataset" if others else "domain")
+    sources: dict[str, tuple[Part, Part]] = {}
+    if by == "domain":
+        train_ds, train = sets["train"]
+        test_ds, test = sets["corpus-test" if "corpus-test" in sets else VAL]
+        if "domain" not in train_ds.df.columns:
+            raise ValueError("by=domain needs a `domain` column in the corpus; use by=dataset")
+        tr_dom, te_dom = train_ds.df["domain"].to_list(), test_ds.df["domain"].to_list()
+        for d in sorted(set(tr_dom) & set(te_dom)):
+            sources[d] = (train.take([i for i, v in enumerate(tr_dom) if v == d]), test.take([i for i, v in enumerate(te_dom) if v == d]))
+    elif by == "dataset":
+        sources["corpus"] = (sets["train"][1], sets["corpus-test"][1] if "corpus-test" in sets else sets[VAL][1])
+        for name in others:
+            try:
+                sources[name] = split_part(sets[name][1], 0.5, seed)
+            except ValueError as exc:
+                if warn:
+                    warn(f"skipping {name}: {exc}")
+    else:
+        raise ValueError(f"by must be auto, dataset or domain, got {by!r}")
+    sources = {n: (a, b) for n, (a, b) in sources.items() if len(set(a.labels)) == 2 and len(set(b.labels)) == 2}
+    if len(sources) < 2:
+        raise ValueError(f"need two sources with both labels, got {sorted(sources)}")
+    return by, sources
+
+
 def data_efficiency(
     train: Part,
     val: Part | None,
@@ -115,7 +152,7 @@ def data_efficiency(
             results: dict[str, Mapping[str, np.ndarray]] = {}
             for probe_type in probe_types:
                 probe = _fit(probe_type, sub.pair(), val.pair() if val else None, hp, seed)
-                results[f"probe:{probe_type}"] = {name: probe.predict_proba(t.acts) for name, t in tests.items()}
+                results[f"probe:{probe_type}"] = {name: probe.predict_proba(t.acts)[:, 1] for name, t in tests.items()}
             for name, fn in (extra_methods or {}).items():
                 results[name] = fn(idx, seed)
             for method, by_test in results.items():
@@ -156,7 +193,7 @@ def few_shot(
     rows = []
     base = _fit(probe_type, train.pair(), None, hp, 0)
     for name, (dev, test) in targets.items():
-        rows.append({"dataset": name, "mode": "none", "shots": 0, "seed": 0, "auroc": safe_auroc(test.labels, base.predict_proba(test.acts))})
+        rows.append({"dataset": name, "mode": "none", "shots": 0, "seed": 0, "auroc": safe_auroc(test.labels, base.predict_proba(test.acts)[:, 1])})
         for k in shots:
             if k < 2 or k > len(dev.labels):
                 continue
@@ -171,7 +208,7 @@ def few_shot(
                         weights = np.concatenate([np.ones(len(train.labels)), np.full(len(shot.labels), w_dev)])
                     probe = _fit(probe_type, fit_on.pair(), None, hp, seed, sample_weight=weights)
                     rows.append({"dataset": name, "mode": mode, "shots": int(k), "seed": int(seed),
-                                 "auroc": safe_auroc(test.labels, probe.predict_proba(test.acts))})
+                                 "auroc": safe_auroc(test.labels, probe.predict_proba(test.acts)[:, 1])})
             if progress:
                 progress(f"{name}: {k} shots")
     return pl.DataFrame(rows)

@@ -17,6 +17,7 @@ from typing import Sequence
 
 from mup_core.llm.base import ChatResult, LLMClient, LLMError, Message
 from mup_core.llm.cache import ResponseCache, cache_key
+from mup_core.models.registry import DEFAULT_MODEL
 
 
 class _Decoder:
@@ -84,7 +85,7 @@ class _Decoder:
 
 
 class LocalChatClient(LLMClient):
-    def __init__(self, model: str = "smollm2-135m", *, cache: ResponseCache | None = None, device: str | None = None):
+    def __init__(self, model: str = DEFAULT_MODEL, *, cache: ResponseCache | None = None, device: str | None = None):
         from mup_core.models.loading import load_model_cached
 
         self.lm = load_model_cached(model, device)

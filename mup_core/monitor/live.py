@@ -216,7 +216,7 @@ def offline_score(lm, probe, layer: int, messages: Sequence[dict]) -> float:
     from mup_core.activations.extract import extract_activations
 
     result = extract_activations(lm, [list(messages)], [layer], progress=False)
-    return float(probe.predict_proba(result.layer(layer))[0])
+    return float(probe.predict_proba(result.layer(layer))[0, 1])
 
 
 __all__ = ["LiveMonitor", "MonitorInputError", "Verdict", "check_messages", "offline_score", "verdict_for"]

@@ -8,6 +8,7 @@ version, training history), so nothing goes through pickle.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from abc import ABC, abstractmethod
@@ -25,40 +26,59 @@ from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS
 from mup_core.storage import replaced_atomically
 
 
+CLASS_NAMES = ("low-stakes", "high-stakes")
+
+
 @dataclass
 class ProbeInfo:
-    """Provenance of a trained probe."""
+    """Provenance of a trained probe: the model and layer whose activations it reads, its
+    classes, and the version of the data it was trained on."""
 
-    model: str = ""
-    layer: int = -1
+    model: str
+    layer: int
     train_inputs_hash: str = ""
     train_labels_hash: str = ""
     train_examples: int = 0
+    class_names: tuple[str, ...] = CLASS_NAMES
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.model or int(self.layer) < 0:
+            raise ValueError(f"a probe must know its model and layer, got model={self.model!r} layer={self.layer}")
+        self.layer = int(self.layer)
+        self.class_names = tuple(self.class_names)
 
 
 class Probe(ABC):
-    probe_type: ClassVar[str]
-    hyperparameters: dict[str, Any]
+    """The estimator contract of scikit-learn: hyper-parameters are named constructor
+    arguments (``get_params``), ``fit`` returns the probe, what ``fit`` learns ends in
+    ``_``, ``predict_proba`` returns ``(n, 2)`` probabilities of ``classes_`` (0 =
+    low-stakes, 1 = high-stakes), ``decision_function`` the high-stakes logit ``(n,)``.
+    A trained probe knows its model and layer (``info``) and refuses activations of
+    another model or layer."""
 
-    def __init__(self, **hyperparameters: Any) -> None:
-        defaults = self.default_hyperparameters()
-        unknown = set(hyperparameters) - set(defaults)
-        if unknown:
-            raise ValueError(
-                f"{self.probe_type}: unknown hyper-parameters {sorted(unknown)}; known: {sorted(defaults)}"
-            )
-        for k, v in hyperparameters.items():  # configs deliver numbers as floats: 40.0 epochs means 40
-            if isinstance(defaults[k], int) and not isinstance(defaults[k], bool) and isinstance(v, float):
-                if not v.is_integer():
-                    raise ValueError(f"{self.probe_type}: hyper-parameter {k} must be a whole number, got {v}")
-                hyperparameters[k] = int(v)
-        self.hyperparameters = {**defaults, **hyperparameters}
-        self.info = ProbeInfo()
-        self.history: list[dict[str, float]] = []
+    probe_type: ClassVar[str]
+    info: ProbeInfo | None = None
 
     @classmethod
-    def default_hyperparameters(cls) -> dict[str, Any]:
+    def param_defaults(cls) -> dict[str, Any]:
+        """Every hyper-parameter with its default: the named arguments of ``__init__``
+        along the class hierarchy (a subclass adds its own and passes the rest on)."""
+        params: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is object:
+                continue
+            for name, p in inspect.signature(init).parameters.items():
+                if name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                    params[name] = p.default
+        return params
+
+    def get_params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.param_defaults()}
+
+    def fitted_summary(self) -> dict[str, Any]:
+        """Scalars ``fit`` learnt that a reader of the saved probe wants (kept in ``info.extra``)."""
         return {}
 
     def validate(self) -> None:
@@ -74,14 +94,40 @@ class Probe(ABC):
         val: tuple[RaggedActivations, np.ndarray] | None = None,
         sample_weight: np.ndarray | None = None,
     ) -> "Probe":
-        """Learn from per-example labels; ``sample_weight`` (one non-negative number per
-        example) up- or down-weights examples; ``val`` is used for early stopping where
-        the probe has epochs."""
+        """Learn from per-example labels (0/1); ``sample_weight`` (one non-negative number
+        per example) up- or down-weights examples; ``val`` is used for early stopping
+        where the probe has epochs. Sets ``classes_`` and the fitted state; returns self."""
 
     @abstractmethod
+    def _decision(self, acts: RaggedActivations) -> np.ndarray:
+        """The high-stakes logit per example, float64 ``(n,)``."""
+
+    def decision_function(self, acts: RaggedActivations) -> np.ndarray:
+        """The high-stakes logit per example, float64 ``(n,)``. Does not depend on how
+        examples are batched or padded."""
+        self.check_activations(acts)
+        return self._decision(acts)
+
     def predict_proba(self, acts: RaggedActivations) -> np.ndarray:
-        """P(high-stakes) per example, float64 ``(n,)``. Does not depend on how examples
-        are batched or padded."""
+        """Probabilities of ``classes_`` per example, float64 ``(n, 2)``; column 1 is
+        P(high-stakes)."""
+        p = _sigmoid(self.decision_function(acts))
+        return np.column_stack([1.0 - p, p])
+
+    def predict(self, acts: RaggedActivations) -> np.ndarray:
+        """The more probable class per example (threshold 0.5)."""
+        return (self.decision_function(acts) > 0).astype(np.int64)
+
+    def check_activations(self, acts: RaggedActivations) -> None:
+        """Refuse activations of another model or layer than the probe was trained on."""
+        if self.info is None:
+            return
+        for what, mine, theirs in (("model", self.info.model, acts.model), ("layer", self.info.layer, acts.layer)):
+            if theirs is not None and theirs != mine:
+                raise ValueError(
+                    f"this {self.probe_type} probe reads {self.info.model} layer {self.info.layer}; these activations "
+                    f"are of {acts.model or '?'} layer {acts.layer if acts.layer is not None else '?'} ({what} differs)"
+                )
 
     @abstractmethod
     def token_scores(self, acts: RaggedActivations, i: int) -> np.ndarray:
@@ -113,13 +159,15 @@ class Probe(ABC):
     def metadata(self) -> dict[str, Any]:
         return {
             "probe_type": self.probe_type,
-            "hyperparameters": self.hyperparameters,
+            "hyperparameters": self.get_params(),
             "info": asdict(self.info),
-            "history": self.history,
+            "history": getattr(self, "history_", []),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically to ``path`` (a ``.safetensors`` file)."""
+        """Write atomically to ``path`` (a ``.safetensors`` file): state and provenance."""
+        if self.info is None:
+            raise ValueError(f"this {self.probe_type} probe does not know its model and layer; train it with train_probe")
         path = Path(path)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
         with replaced_atomically(path) as tmp:
@@ -132,11 +180,11 @@ class Probe(ABC):
         from mup_core.activations.extract import extract_activations
         from mup_core.models.loading import load_model_cached
 
-        if not self.info.model or self.info.layer < 0:
-            raise ValueError("this probe does not know its model and layer; set probe.info before score()")
+        if self.info is None:
+            raise ValueError(f"this {self.probe_type} probe does not know its model and layer; train it with train_probe")
         lm = lm or load_model_cached(self.info.model)
         result = extract_activations(lm, list(texts), [self.info.layer], batch_tokens=batch_tokens, progress=False)
-        return self.predict_proba(result.layer(self.info.layer))
+        return self.predict_proba(result.layer(self.info.layer))[:, 1]
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -170,19 +218,32 @@ def tokens_until_alarm(proba: np.ndarray, threshold: float) -> int | None:
     return int(hit[0]) + 1 if hit.size else None
 
 
-PROBE_TYPES: dict[str, type[Probe]] = {}
+def probe_class(probe_type: str) -> type[Probe]:
+    """The class of a probe type, from the one registry (``mup_core.probe_types.PROBE_CLASSES``)."""
+    import importlib
 
+    from mup_core.probe_types import PROBE_CLASSES
 
-def register(cls: type[Probe]) -> type[Probe]:
-    PROBE_TYPES[cls.probe_type] = cls
-    return cls
+    try:
+        module, name = PROBE_CLASSES[probe_type].split(":")
+    except KeyError:
+        raise ValueError(f"unknown probe type {probe_type!r}; known: {', '.join(PROBE_CLASSES)}") from None
+    return getattr(importlib.import_module(module), name)
 
 
 def make_probe(probe_type: str, **hyperparameters: Any) -> Probe:
-    try:
-        cls = PROBE_TYPES[probe_type]
-    except KeyError:
-        raise ValueError(f"unknown probe type {probe_type!r}; known: {', '.join(PROBE_TYPES)}") from None
+    """An untrained probe; unknown hyper-parameters fail naming the known ones, and whole
+    numbers given as floats (configs deliver numbers as floats: 40.0 epochs) become ints."""
+    cls = probe_class(probe_type)
+    defaults = cls.param_defaults()
+    unknown = set(hyperparameters) - set(defaults)
+    if unknown:
+        raise ValueError(f"{probe_type}: unknown hyper-parameters {sorted(unknown)}; known: {sorted(defaults)}")
+    for k, v in list(hyperparameters.items()):
+        if isinstance(defaults[k], int) and not isinstance(defaults[k], bool) and isinstance(v, float):
+            if not v.is_integer():
+                raise ValueError(f"{probe_type}: hyper-parameter {k} must be a whole number, got {v}")
+            hyperparameters[k] = int(v)
     return cls(**hyperparameters)
 
 
@@ -193,6 +254,7 @@ def load_probe(path: str | os.PathLike) -> Probe:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     probe = make_probe(meta["probe_type"], **meta["hyperparameters"])
     probe.info = ProbeInfo(**meta["info"])
-    probe.history = meta.get("history", [])
+    probe.history_ = meta.get("history", [])
+    probe.classes_ = np.array([0, 1])
     probe.load_state_tensors(tensors)
     return probe

@@ -14,11 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from mup_core.activations.ragged import RaggedActivations
-from mup_core.probes.base import Probe, register
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -60, 60)))
+from mup_core.probes.base import Probe
 
 
 class _MeanPooledStreaming:
@@ -50,40 +46,40 @@ def _check_labels(labels: np.ndarray, n: int) -> np.ndarray:
     return labels
 
 
-@register
 class LogisticRegressionProbe(_MeanPooledStreaming, Probe):
     """sklearn logistic regression on standardised mean-pooled activations."""
 
     probe_type = "logistic_regression"
 
-    @classmethod
-    def default_hyperparameters(cls):
-        return {"C": 1e-3, "max_iter": 2000}
+    def __init__(self, C: float = 1e-3, max_iter: int = 2000):
+        self.C = C
+        self.max_iter = max_iter
 
     def validate(self):
-        if not float(self.hyperparameters["C"]) > 0:
-            raise ValueError(f"logistic_regression: C must be > 0, got {self.hyperparameters['C']}")
-        if int(self.hyperparameters["max_iter"]) < 1:
-            raise ValueError(f"logistic_regression: max_iter must be at least 1, got {self.hyperparameters['max_iter']}")
+        if not float(self.C) > 0:
+            raise ValueError(f"logistic_regression: C must be > 0, got {self.C}")
+        if int(self.max_iter) < 1:
+            raise ValueError(f"logistic_regression: max_iter must be at least 1, got {self.max_iter}")
 
     def fit(self, acts, labels, val=None, sample_weight=None):
         x = acts.mean_pool().astype(np.float64)
         y = _check_labels(labels, len(acts))
         w = _check_weights(sample_weight, len(acts))
-        self.scaler = StandardScaler().fit(x, sample_weight=w)
-        clf = LogisticRegression(C=self.hyperparameters["C"], max_iter=self.hyperparameters["max_iter"])
-        clf.fit(self.scaler.transform(x), y, sample_weight=w)
-        self.mean = self.scaler.mean_
-        self.scale = self.scaler.scale_
-        self.coef = clf.coef_[0]
-        self.intercept = float(clf.intercept_[0])
+        scaler = StandardScaler().fit(x, sample_weight=w)
+        clf = LogisticRegression(C=self.C, max_iter=self.max_iter)
+        clf.fit(scaler.transform(x), y, sample_weight=w)
+        self.mean_ = scaler.mean_
+        self.scale_ = scaler.scale_
+        self.coef_ = clf.coef_[0]
+        self.intercept_ = float(clf.intercept_[0])
+        self.classes_ = np.array([0, 1])
         return self
 
     def decision(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.scale) @ self.coef + self.intercept
+        return ((x - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
 
-    def predict_proba(self, acts: RaggedActivations) -> np.ndarray:
-        return _sigmoid(self.decision(acts.mean_pool().astype(np.float64)))
+    def _decision(self, acts: RaggedActivations) -> np.ndarray:
+        return self.decision(acts.mean_pool().astype(np.float64))
 
     def token_scores(self, acts, i):
         return self.decision(acts.example(i).double().numpy())
@@ -92,16 +88,25 @@ class LogisticRegressionProbe(_MeanPooledStreaming, Probe):
         return self.decision(x)
 
     def state_tensors(self):
-        return {
-            "mean": torch.from_numpy(np.asarray(self.mean, dtype=np.float64)),
-            "scale": torch.from_numpy(np.asarray(self.scale, dtype=np.float64)),
-            "coef": torch.from_numpy(np.asarray(self.coef, dtype=np.float64)),
-            "intercept": torch.tensor([self.intercept], dtype=torch.float64),
-        }
+        return _affine_state(self)
 
     def load_state_tensors(self, t):
-        self.mean, self.scale, self.coef = t["mean"].numpy(), t["scale"].numpy(), t["coef"].numpy()
-        self.intercept = float(t["intercept"][0])
+        _load_affine_state(self, t)
+
+
+def _affine_state(probe) -> dict:
+    """The state of a standardise-then-linear probe (logistic regression, LDA)."""
+    return {
+        "mean": torch.from_numpy(np.asarray(probe.mean_, dtype=np.float64)),
+        "scale": torch.from_numpy(np.asarray(probe.scale_, dtype=np.float64)),
+        "coef": torch.from_numpy(np.asarray(probe.coef_, dtype=np.float64)),
+        "intercept": torch.tensor([probe.intercept_], dtype=torch.float64),
+    }
+
+
+def _load_affine_state(probe, t) -> None:
+    probe.mean_, probe.scale_, probe.coef_ = t["mean"].numpy(), t["scale"].numpy(), t["coef"].numpy()
+    probe.intercept_ = float(t["intercept"][0])
 
 
 def _fit_1d_calibration(proj: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[float, float]:
@@ -113,7 +118,6 @@ def _fit_1d_calibration(proj: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple
     return float(clf.coef_[0, 0] / sd), float(clf.intercept_[0] - clf.coef_[0, 0] * mu / sd)
 
 
-@register
 class DifferenceOfMeansProbe(_MeanPooledStreaming, Probe):
     """Direction = mean(high) - mean(low) of mean-pooled activations.
 
@@ -124,36 +128,39 @@ class DifferenceOfMeansProbe(_MeanPooledStreaming, Probe):
 
     probe_type = "difference_of_means"
 
+    def __init__(self):
+        pass
+
     def fit(self, acts, labels, val=None, sample_weight=None):
         x = acts.mean_pool().astype(np.float64)
         y = _check_labels(labels, len(acts))
         w = _check_weights(sample_weight, len(acts))
-        self.direction = np.average(x[y == 1], axis=0, weights=w[y == 1]) - np.average(x[y == 0], axis=0, weights=w[y == 0])
-        self.a, self.b = _fit_1d_calibration(x @ self.direction, y, w)
+        self.direction_ = np.average(x[y == 1], axis=0, weights=w[y == 1]) - np.average(x[y == 0], axis=0, weights=w[y == 0])
+        self.scale_, self.offset_ = _fit_1d_calibration(x @ self.direction_, y, w)
+        self.classes_ = np.array([0, 1])
         return self
 
-    def predict_proba(self, acts):
-        proj = acts.mean_pool().astype(np.float64) @ self.direction
-        return _sigmoid(self.a * proj + self.b)
+    def _decision(self, acts):
+        proj = acts.mean_pool().astype(np.float64) @ self.direction_
+        return self.scale_ * proj + self.offset_
 
     def token_scores(self, acts, i):
         return self.token_scores_of(acts.example(i).double().numpy())
 
     def token_scores_of(self, x: np.ndarray) -> np.ndarray:
-        return self.a * (x @ self.direction) + self.b
+        return self.scale_ * (x @ self.direction_) + self.offset_
 
     def state_tensors(self):
         return {
-            "direction": torch.from_numpy(np.asarray(self.direction, dtype=np.float64)),
-            "calibration": torch.tensor([self.a, self.b], dtype=torch.float64),
+            "direction": torch.from_numpy(np.asarray(self.direction_, dtype=np.float64)),
+            "calibration": torch.tensor([self.scale_, self.offset_], dtype=torch.float64),
         }
 
     def load_state_tensors(self, t):
-        self.direction = t["direction"].numpy()
-        self.a, self.b = (float(v) for v in t["calibration"])
+        self.direction_ = t["direction"].numpy()
+        self.scale_, self.offset_ = (float(v) for v in t["calibration"])
 
 
-@register
 class LDAProbe(_MeanPooledStreaming, Probe):
     """Linear discriminant analysis on standardised mean-pooled activations.
 
@@ -167,12 +174,11 @@ class LDAProbe(_MeanPooledStreaming, Probe):
 
     probe_type = "lda"
 
-    @classmethod
-    def default_hyperparameters(cls):
-        return {"shrinkage": "auto"}
+    def __init__(self, shrinkage: float | str = "auto"):
+        self.shrinkage = shrinkage
 
     def validate(self):
-        s = self.hyperparameters["shrinkage"]
+        s = self.shrinkage
         if s != "auto" and not (isinstance(s, (int, float)) and 0.0 <= float(s) <= 1.0):
             raise ValueError(f"lda: shrinkage must be 'auto' or in [0, 1], got {s!r}")
 
@@ -182,15 +188,15 @@ class LDAProbe(_MeanPooledStreaming, Probe):
         x = acts.mean_pool().astype(np.float64)
         y = _check_labels(labels, len(acts))
         w = _check_weights(sample_weight, len(acts))
-        self.mean = np.average(x, axis=0, weights=w)
-        self.scale = np.sqrt(np.average((x - self.mean) ** 2, axis=0, weights=w)) + 1e-8
-        z = (x - self.mean) / self.scale
+        self.mean_ = np.average(x, axis=0, weights=w)
+        self.scale_ = np.sqrt(np.average((x - self.mean_) ** 2, axis=0, weights=w)) + 1e-8
+        z = (x - self.mean_) / self.scale_
         mu1 = np.average(z[y == 1], axis=0, weights=w[y == 1])
         mu0 = np.average(z[y == 0], axis=0, weights=w[y == 0])
         centred = z - np.where(y[:, None] == 1, mu1, mu0)
         wn = w / w.sum()
         emp = (centred * wn[:, None]).T @ centred
-        shrinkage = self.hyperparameters["shrinkage"]
+        shrinkage = self.shrinkage
         if shrinkage == "auto":
             alpha = float(ledoit_wolf_shrinkage(centred * np.sqrt(wn * len(w))[:, None], assume_centered=True))
         else:
@@ -199,17 +205,21 @@ class LDAProbe(_MeanPooledStreaming, Probe):
                 raise ValueError(f"lda: shrinkage must be 'auto' or in [0, 1], got {shrinkage!r}")
         d = emp.shape[0]
         cov = (1 - alpha) * emp + alpha * np.trace(emp) / d * np.eye(d)
-        self.coef = np.linalg.solve(cov + 1e-10 * np.eye(d), mu1 - mu0)
+        self.coef_ = np.linalg.solve(cov + 1e-10 * np.eye(d), mu1 - mu0)
         prior1 = wn[y == 1].sum()
-        self.intercept = float(-self.coef @ (mu1 + mu0) / 2 + np.log(prior1 / (1 - prior1)))
-        self.info.extra["shrinkage"] = alpha
+        self.intercept_ = float(-self.coef_ @ (mu1 + mu0) / 2 + np.log(prior1 / (1 - prior1)))
+        self.shrinkage_ = alpha
+        self.classes_ = np.array([0, 1])
         return self
 
-    def decision(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.scale) @ self.coef + self.intercept
+    def fitted_summary(self):
+        return {"shrinkage": self.shrinkage_}
 
-    def predict_proba(self, acts):
-        return _sigmoid(self.decision(acts.mean_pool().astype(np.float64)))
+    def decision(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+
+    def _decision(self, acts):
+        return self.decision(acts.mean_pool().astype(np.float64))
 
     def token_scores(self, acts, i):
         return self.decision(acts.example(i).double().numpy())
@@ -218,13 +228,7 @@ class LDAProbe(_MeanPooledStreaming, Probe):
         return self.decision(x)
 
     def state_tensors(self):
-        return {
-            "mean": torch.from_numpy(self.mean),
-            "scale": torch.from_numpy(self.scale),
-            "coef": torch.from_numpy(self.coef),
-            "intercept": torch.tensor([self.intercept], dtype=torch.float64),
-        }
+        return _affine_state(self)
 
     def load_state_tensors(self, t):
-        self.mean, self.scale, self.coef = t["mean"].numpy(), t["scale"].numpy(), t["coef"].numpy()
-        self.intercept = float(t["intercept"][0])
+        _load_affine_state(self, t)

@@ -33,7 +33,7 @@ from torch import nn
 
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.evaluation.metrics import safe_auroc
-from mup_core.probes.base import Probe, register
+from mup_core.probes.base import Probe
 from mup_core.probes.linear import _check_labels, _check_weights
 
 
@@ -234,83 +234,76 @@ class _MultiMaxHead(nn.Module):
 class TorchSequenceProbe(Probe):
     """Shared training loop for probes over per-token activations."""
 
-    @classmethod
-    def default_hyperparameters(cls):
-        return {
-            "lr": 5e-3,
-            "weight_decay": 1e-3,
-            "batch_size": 16,
-            "max_epochs": 40,
-            "patience": 6,
-            "val_fraction": 0.15,
-            "seed": 0,
-        }
+    def __init__(self, lr: float = 5e-3, weight_decay: float = 1e-3, batch_size: int = 16, max_epochs: int = 40,
+                 patience: int = 6, val_fraction: float = 0.15, seed: int = 0):
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.val_fraction = val_fraction
+        self.seed = seed
 
     def build_head(self, hidden: int) -> nn.Module:
         raise NotImplementedError
 
     def validate(self) -> None:
-        hp = self.hyperparameters
         for name in ("max_epochs", "batch_size", "patience"):
-            if int(hp[name]) < 1:
-                raise ValueError(f"{self.probe_type}: {name} must be at least 1, got {hp[name]}")
-        if not 0.0 < float(hp["val_fraction"]) < 1.0:
-            raise ValueError(f"{self.probe_type}: val_fraction must be in (0, 1), got {hp['val_fraction']}")
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{self.probe_type}: {name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 < float(self.val_fraction) < 1.0:
+            raise ValueError(f"{self.probe_type}: val_fraction must be in (0, 1), got {self.val_fraction}")
         try:
             self.build_head(1)  # the head's own checks: window, alpha, heads, temperature
         except (TypeError, ValueError) as exc:
             raise ValueError(str(exc) if str(exc).startswith(self.probe_type) else f"{self.probe_type}: {exc}") from None
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mu) / self.sigma
+        return (x - self.mu_) / self.sigma_
 
-    def _logits(self, acts: RaggedActivations, batch_size: int = 64) -> np.ndarray:
-        self.head.eval()
+    def _decision(self, acts: RaggedActivations, batch_size: int = 64) -> np.ndarray:
+        self.head_.eval()
         out = []
         with torch.no_grad():
             for start in range(0, len(acts), batch_size):
                 idx = range(start, min(start + batch_size, len(acts)))
                 x, mask = acts.padded(idx)
-                out.append(self.head(self._prepare(x), mask).double().numpy())
+                out.append(self.head_(self._prepare(x), mask).double().numpy())
         return np.concatenate(out)
-
-    def predict_proba(self, acts):
-        return 1.0 / (1.0 + np.exp(-np.clip(self._logits(acts), -60, 60)))
 
     def token_scores(self, acts: RaggedActivations, i: int) -> np.ndarray:
         with torch.no_grad():
-            return self.head.token_scores(self._prepare(acts.example(i).float())).double().numpy()
+            return self.head_.token_scores(self._prepare(acts.example(i).float())).double().numpy()
 
     def stream_terms(self, x: torch.Tensor) -> np.ndarray:
         with torch.no_grad():
-            return self.head.terms(self._prepare(x.float())).double().numpy()
+            return self.head_.terms(self._prepare(x.float())).double().numpy()
 
     def aggregate_prefixes(self, terms: np.ndarray) -> np.ndarray:
-        return self.head.aggregate(terms)
+        return self.head_.aggregate(terms)
 
     token_level_loss: bool = False  # train every token on its example's label
 
     def _loss(self, x, mask, labels, weights):
         if self.token_level_loss:
-            s = self.head.token_scores(x)
+            s = self.head_.token_scores(x)
             per_token = nn.functional.binary_cross_entropy_with_logits(
                 s, labels[:, None].expand_as(s), reduction="none"
             )
             per_example = (per_token * mask).sum(-1) / mask.sum(-1)  # each example weighs the same
         else:
-            per_example = nn.functional.binary_cross_entropy_with_logits(self.head(x, mask), labels, reduction="none")
+            per_example = nn.functional.binary_cross_entropy_with_logits(self.head_(x, mask), labels, reduction="none")
         return (per_example * weights).sum() / weights.sum()
 
     def fit(self, acts, labels, val=None, sample_weight=None):
-        hp = self.hyperparameters
         y = _check_labels(labels, len(acts))
         w = _check_weights(sample_weight, len(acts))
-        gen = torch.Generator().manual_seed(int(hp["seed"]))
-        torch.manual_seed(int(hp["seed"]))
+        gen = torch.Generator().manual_seed(int(self.seed))
+        torch.manual_seed(int(self.seed))
         if val is None:  # carve a validation split from training, stratified and seeded
-            rng = np.random.default_rng(int(hp["seed"]))
+            rng = np.random.default_rng(int(self.seed))
             val_idx = np.concatenate(
-                [rng.permutation(np.flatnonzero(y == c))[: max(1, int(hp["val_fraction"] * (y == c).sum()))] for c in (0, 1)]
+                [rng.permutation(np.flatnonzero(y == c))[: max(1, int(self.val_fraction * (y == c).sum()))] for c in (0, 1)]
             )
             train_idx = np.setdiff1d(np.arange(len(y)), val_idx)
             val = (acts.subset(val_idx), y[val_idx])
@@ -318,24 +311,24 @@ class TorchSequenceProbe(Probe):
         val_acts, val_y = val[0], np.asarray(val[1]).astype(np.int64)
 
         values = acts.values.float()
-        self.mu = values.mean(0)
-        self.sigma = values.std(0) + 1e-6
-        self.head = self.build_head(acts.hidden_size)
-        opt = torch.optim.AdamW(self.head.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
-        steps_per_epoch = math.ceil(len(y) / hp["batch_size"])
-        total_steps = steps_per_epoch * hp["max_epochs"]
+        self.mu_ = values.mean(0)
+        self.sigma_ = values.std(0) + 1e-6
+        self.head_ = self.build_head(acts.hidden_size)
+        opt = torch.optim.AdamW(self.head_.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        steps_per_epoch = math.ceil(len(y) / self.batch_size)
+        total_steps = steps_per_epoch * self.max_epochs
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / total_steps)))
         labels_t = torch.from_numpy(y).float()
         weights_t = torch.from_numpy(w).float()
 
         best_auroc, best_state, best_epoch, since_best = -1.0, None, -1, 0
-        self.history = []
-        for epoch in range(hp["max_epochs"]):
-            self.head.train()
+        self.history_ = []
+        for epoch in range(self.max_epochs):
+            self.head_.train()
             order = torch.randperm(len(y), generator=gen).tolist()
             total = 0.0
-            for start in range(0, len(order), hp["batch_size"]):
-                idx = order[start : start + hp["batch_size"]]
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
                 x, mask = acts.padded(idx)
                 loss = self._loss(self._prepare(x), mask, labels_t[idx], weights_t[idx])
                 opt.zero_grad()
@@ -343,33 +336,35 @@ class TorchSequenceProbe(Probe):
                 opt.step()
                 sched.step()
                 total += loss.item() * len(idx)
-            val_auroc = safe_auroc(val_y, self._logits(val_acts))
-            self.history.append({"epoch": epoch, "train_loss": total / len(y), "val_auroc": val_auroc})
+            val_auroc = safe_auroc(val_y, self._decision(val_acts))
+            self.history_.append({"epoch": epoch, "train_loss": total / len(y), "val_auroc": val_auroc})
             if val_auroc > best_auroc:
                 best_auroc, best_epoch, since_best = val_auroc, epoch, 0
-                best_state = copy.deepcopy(self.head.state_dict())
+                best_state = copy.deepcopy(self.head_.state_dict())
             else:
                 since_best += 1
-                if since_best >= hp["patience"]:
+                if since_best >= self.patience:
                     break
-        self.head.load_state_dict(best_state)
-        self.best_epoch = best_epoch
-        self.best_val_auroc = best_auroc
-        self.info.extra.update({"best_epoch": best_epoch, "best_val_auroc": best_auroc, "epochs_run": len(self.history)})
+        self.head_.load_state_dict(best_state)
+        self.best_epoch_ = best_epoch
+        self.best_val_auroc_ = best_auroc
+        self.classes_ = np.array([0, 1])
         return self
 
+    def fitted_summary(self):
+        return {"best_epoch": self.best_epoch_, "best_val_auroc": self.best_val_auroc_, "epochs_run": len(self.history_)}
+
     def state_tensors(self):
-        state = {f"head.{k}": v for k, v in self.head.state_dict().items()}
-        return {**state, "mu": self.mu, "sigma": self.sigma}
+        state = {f"head.{k}": v for k, v in self.head_.state_dict().items()}
+        return {**state, "mu": self.mu_, "sigma": self.sigma_}
 
     def load_state_tensors(self, t):
-        self.mu, self.sigma = t["mu"], t["sigma"]
-        self.head = self.build_head(int(self.mu.shape[0]))
-        self.head.load_state_dict({k[5:]: v for k, v in t.items() if k.startswith("head.")})
-        self.head.eval()
+        self.mu_, self.sigma_ = t["mu"], t["sigma"]
+        self.head_ = self.build_head(int(self.mu_.shape[0]))
+        self.head_.load_state_dict({k[5:]: v for k, v in t.items() if k.startswith("head.")})
+        self.head_.eval()
 
 
-@register
 class AttentionProbe(TorchSequenceProbe):
     probe_type = "attention"
 
@@ -377,19 +372,17 @@ class AttentionProbe(TorchSequenceProbe):
         return _AttentionHead(hidden)
 
 
-@register
 class SoftmaxProbe(TorchSequenceProbe):
     probe_type = "softmax"
 
-    @classmethod
-    def default_hyperparameters(cls):
-        return {**super().default_hyperparameters(), "temperature": 5.0}
+    def __init__(self, temperature: float = 5.0, **training):
+        super().__init__(**training)
+        self.temperature = temperature
 
     def build_head(self, hidden):
-        return _SoftmaxPoolHead(hidden, float(self.hyperparameters["temperature"]))
+        return _SoftmaxPoolHead(hidden, float(self.temperature))
 
 
-@register
 class MaxProbe(TorchSequenceProbe):
     probe_type = "max"
 
@@ -397,7 +390,6 @@ class MaxProbe(TorchSequenceProbe):
         return _MaxHead(hidden)
 
 
-@register
 class LastTokenProbe(TorchSequenceProbe):
     probe_type = "last_token"
 
@@ -405,19 +397,17 @@ class LastTokenProbe(TorchSequenceProbe):
         return _LastTokenHead(hidden)
 
 
-@register
 class RollingMaxProbe(TorchSequenceProbe):
     probe_type = "rolling_max"
 
-    @classmethod
-    def default_hyperparameters(cls):
-        return {**super().default_hyperparameters(), "window": 10}
+    def __init__(self, window: int = 10, **training):
+        super().__init__(**training)
+        self.window = window
 
     def build_head(self, hidden):
-        return _RollingMaxHead(hidden, int(self.hyperparameters["window"]))
+        return _RollingMaxHead(hidden, int(self.window))
 
 
-@register
 class PerTokenProbe(TorchSequenceProbe):
     probe_type = "per_token"
     token_level_loss = True
@@ -426,25 +416,23 @@ class PerTokenProbe(TorchSequenceProbe):
         return _MeanHead(hidden)
 
 
-@register
 class EMAProbe(TorchSequenceProbe):
     probe_type = "ema"
 
-    @classmethod
-    def default_hyperparameters(cls):
-        return {**super().default_hyperparameters(), "alpha": 0.5}
+    def __init__(self, alpha: float = 0.5, **training):
+        super().__init__(**training)
+        self.alpha = alpha
 
     def build_head(self, hidden):
-        return _EMAHead(hidden, float(self.hyperparameters["alpha"]))
+        return _EMAHead(hidden, float(self.alpha))
 
 
-@register
 class MultiMaxProbe(TorchSequenceProbe):
     probe_type = "multimax"
 
-    @classmethod
-    def default_hyperparameters(cls):
-        return {**super().default_hyperparameters(), "heads": 4}
+    def __init__(self, heads: int = 4, **training):
+        super().__init__(**training)
+        self.heads = heads
 
     def build_head(self, hidden):
-        return _MultiMaxHead(hidden, int(self.hyperparameters["heads"]))
+        return _MultiMaxHead(hidden, int(self.heads))

@@ -7,9 +7,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from mup_core.activations.ragged import RaggedActivations
-from mup_core.probes.base import PROBE_TYPES, Probe, ProbeInfo, make_probe
-
-from mup_core.probe_types import ALL_PROBE_TYPES
+from mup_core.probe_types import ALL_PROBE_TYPES, PROBE_CLASSES
+from mup_core.probes.base import Probe, ProbeInfo, make_probe
 
 DEFAULT_PROBE_TYPES = ALL_PROBE_TYPES
 
@@ -19,22 +18,29 @@ def train_probe(
     train: tuple[RaggedActivations, np.ndarray],
     val: tuple[RaggedActivations, np.ndarray] | None,
     *,
-    model: str,
-    layer: int,
+    model: str | None = None,
+    layer: int | None = None,
     train_inputs_hash: str = "",
     train_labels_hash: str = "",
     hyperparameters: dict[str, Any] | None = None,
     sample_weight: np.ndarray | None = None,
 ) -> Probe:
+    """A probe of ``probe_type`` fitted on ``train`` (early stopping on ``val``), knowing the
+    model and layer it reads: given, or those the training activations come from."""
+    acts = train[0]
+    model = model or acts.model
+    layer = acts.layer if layer is None else layer
+    if not model or layer is None:
+        raise ValueError(f"{probe_type}: say which model and layer the training activations are of (model=, layer=)")
+    for what, given, known in (("model", model, acts.model), ("layer", int(layer), acts.layer)):
+        if known is not None and given != known:
+            raise ValueError(f"{probe_type}: the training activations are of {what} {known}, not {given}")
+    info = ProbeInfo(model=model, layer=int(layer), train_inputs_hash=train_inputs_hash,
+                     train_labels_hash=train_labels_hash, train_examples=len(acts))
     probe = make_probe(probe_type, **(hyperparameters or {}))
-    probe.info = ProbeInfo(
-        model=model,
-        layer=int(layer),
-        train_inputs_hash=train_inputs_hash,
-        train_labels_hash=train_labels_hash,
-        train_examples=len(train[0]),
-    )
-    probe.fit(train[0], train[1], val=val, sample_weight=sample_weight)
+    probe.fit(acts, train[1], val=val, sample_weight=sample_weight)
+    info.extra.update(probe.fitted_summary())
+    probe.info = info
     return probe
 
 
@@ -47,9 +53,9 @@ def configured_probes(
     and publishes nothing."""
     hyperparameters = hyperparameters or {}
     problems: list[str] = []
-    unknown = [t for t in probe_types if t not in PROBE_TYPES]
+    unknown = [t for t in probe_types if t not in PROBE_CLASSES]
     if unknown:
-        problems.append(f"unknown probe types {unknown}; known: {', '.join(PROBE_TYPES)}")
+        problems.append(f"unknown probe types {unknown}; known: {', '.join(PROBE_CLASSES)}")
     if not probe_types:
         problems.append("no probe types to train")
     if len(set(probe_types)) != len(probe_types):
