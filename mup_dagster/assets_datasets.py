@@ -7,6 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from mup_core.llm.base import DEFAULT_MAX_FAILED_SHARE
+from mup_dagster.config import Seeded
 from mup_dagster.metadata import label_balance
 from mup_dagster.resources import ArtifactStoreResource, LLMResource
 
@@ -45,9 +46,8 @@ class SourceSpec(dg.Config):
     limit: Optional[int] = None
 
 
-class ImportConfig(dg.Config):
+class ImportConfig(Seeded):
     sources: list[SourceSpec] = Field(default_factory=list)
-    seed: int = 0
     low_max: int = 3
     high_min: int = 8
     min_confidence: int = 7
@@ -102,9 +102,8 @@ def imported_datasets(
 
 
 # -- synthetic generation and labelling --------------------------------------------
-class SituationsConfig(dg.Config):
+class SituationsConfig(Seeded):
     n_pairs: int = Field(default=4, description="factor combinations, each one high/low situation pair")
-    seed: int = 0
     factors_file: Optional[str] = Field(default=None, description="a situation_factors.json; default: the project's")
     max_failed_share: float = MAX_FAILED_SHARE
 
@@ -131,9 +130,8 @@ def synthetic_situations(context: dg.AssetExecutionContext, config: SituationsCo
     return {"key": key, "rows": df.height}
 
 
-class PromptsConfig(dg.Config):
+class PromptsConfig(Seeded):
     per_situation: int = 1
-    seed: int = 0
     variations_file: Optional[str] = Field(default=None, description="a prompt_variations.json; default: the project's")
     max_failed_share: float = MAX_FAILED_SHARE
 

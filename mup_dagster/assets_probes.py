@@ -20,6 +20,7 @@ from mup_core.monitor.bundle import IN_DISTRIBUTION
 from mup_core.probe_types import ALL_PROBE_TYPES
 from mup_core.storage import content_digest
 from mup_dagster.automation import GPU_POOL, on_any_upstream_partition_update, on_upstream_version_change
+from mup_dagster.config import Seeded
 from mup_dagster.metadata import image_markdown, label_balance
 from mup_dagster.partitions import by_model, layer_and_model, model_layer_partitions, model_partitions, of_model
 from mup_dagster.resources import ArtifactStoreResource, DatasetSourcesResource
@@ -115,8 +116,7 @@ def stakes_corpus(
     )
 
 
-class SplitConfig(dg.Config):
-    seed: int = 0
+class SplitConfig(Seeded):
     train: float = 0.7
     val: float = 0.1
     test: float = 0.2
