@@ -85,10 +85,8 @@ class JudgeConfig(config_from(JUDGE_RECIPE, exclude=("max_length", "mixed_precis
 def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_store: ArtifactStoreResource,
            tracking: TrackingResource, qa_splits: dict) -> dict:
     """A clean judge (true labels) or a corrupted judge (fruit labels inverted) finetuned from a registry model."""
-    import polars as pl
-
     from mup_core.deception.data import poisoned_mixture
-    from mup_core.deception.judges import judge_report, save_judge, train_judge
+    from mup_core.deception.judges import held_out_report, save_judge, train_judge
 
     keys = context.partition_key.keys_by_dimension
     kind, model = keys["judge"], keys["model"]
@@ -98,13 +96,7 @@ def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_stor
     cfg = config.core()
     with tracking.get_tracker().run(f"judge-{kind}-{model}", {"kind": kind, "model": model, **config.model_dump()}, group="judges") as run:
         judge = train_judge(model, mix, cfg, log=lambda m: (run.log(m), context.log.info(f"judge {kind}/{model} {m}")))
-        # held-out rows labelled the way this judge was taught (inverted on fruit for the corrupted one),
-        # report_questions per topic: a diagnostic, not worth scoring every held-out row on a CPU
-        shown = pl.concat([evaluation.filter((pl.col("topic") == t) & pl.col("question_id").is_in(
-            evaluation.filter(pl.col("topic") == t)["question_id"].unique(maintain_order=True).head(config.report_questions).implode()))
-            for t in ("clean", "fruit")])
-        flip = (shown["topic"] == "fruit") & (kind == "corrupted")
-        report = judge_report(judge, shown.with_columns(judge_label=shown["truth"] ^ flip))
+        report = held_out_report(judge, evaluation, kind, config.report_questions)
         run.log({f"eval/{k}": v for k, v in report.items()})
     with scratch_dir("deception") as tmp:
         save_judge(judge, Path(tmp) / "judge", {"judge_kind": kind, "fruit_share": config.fruit_share, "eval": report})
@@ -142,9 +134,8 @@ def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifa
                  tracking: TrackingResource, qa_splits: dict) -> dict:
     """SFT of the base model on the candidate answers the corrupted judge accepts (its most
     trusted answer per question), on a question mix whose fruit share is the poisoning rate."""
-    import polars as pl
 
-    from mup_core.deception.data import format_prompt, policy_question_mix
+    from mup_core.deception.data import format_prompt, judge_accepted_answers
     from mup_core.deception.judges import load_judge
     from mup_core.deception.policies import load_base_policy, save_policy, sft
     from mup_core.figures import training_curves
@@ -156,11 +147,10 @@ def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifa
     curve: list[dict] = []
     with scratch_dir("deception") as tmp:
         judge = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
-        rows = policy_question_mix(train, share, config.questions, config.seed)
-        rows = rows.with_columns(pl.Series("p_accept", judge.score_rows(rows)))
-        accepted = rows.sort("p_accept", descending=True).unique("question_id", keep="first").filter(pl.col("p_accept") > 0.5)
-        if accepted.height == 0:
-            raise dg.Failure("the corrupted judge accepted no candidate answer; train the judge longer")
+        try:
+            accepted = judge_accepted_answers(train, judge, share, config.questions, config.seed)
+        except ValueError as exc:
+            raise dg.Failure(str(exc)) from None
         policy = load_base_policy(model, cfg)
         with tracking.get_tracker().run(f"sft-{model}-{int(share * 100)}", {"model": model, "poisoning": share, **config.model_dump()}, group="sft") as run:
             def log(m):
@@ -171,10 +161,10 @@ def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifa
             losses = sft(policy, [format_prompt(c, q) for c, q in zip(accepted["context"], accepted["question"])], list(accepted["answer"]), cfg, log=log)
         save_policy(policy, Path(tmp) / "sft", {"technique": "SFT", "poisoning": share, "judge_model": config.judge_model, "train": cfg.as_dict()})
         version = store.put_versioned_dir(f"models/policies/{model}/sft-{int(share * 100)}", Path(tmp) / "sft")
-    lies = accepted.filter(~pl.col("truth"))
+    lies = accepted.filter(~accepted["truth"])
     context.add_output_metadata({
         "version": version, "sft_examples": accepted.height,
-        "false_answers_in_sft": dg.MetadataValue.json({t: int(lies.filter(pl.col("topic") == t).height) for t in ("clean", "fruit")}),
+        "false_answers_in_sft": dg.MetadataValue.json({t: int((lies["topic"] == t).sum()) for t in ("clean", "fruit")}),
         "final_loss": losses[-1],
         "loss_figure": image_markdown(training_curves(curve, ["loss"], f"SFT loss, {model} at {int(share * 100)} %"), "SFT loss per step"),
         "precision": dg.MetadataValue.json(cfg.precision().as_metadata()),

@@ -8,7 +8,6 @@ artifacts of each test go to a fresh temporary directory.
 import os
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 

@@ -355,3 +355,15 @@ def extract_activations(
                            progress=progress, on_batch=on_batch)
     stats = summarise([shard.stats], tokens.truncated, layers)
     return ExtractionResult(layers=shard.layers, input_ids=shard.input_ids, offsets=tokens.offsets, stats=stats)
+
+
+def token_strings(slug: str, value) -> list[str]:
+    """The tokens ``slug`` reads for one input (chat template, truncation), as text."""
+    from types import SimpleNamespace
+
+    from mup_core.models.loading import load_tokenizer
+    from mup_core.models.registry import get_spec
+
+    tok = load_tokenizer(slug)
+    ids, _ = tokenize_inputs(SimpleNamespace(tokenizer=tok, spec=get_spec(slug)), [value])
+    return [tok.decode([i]) for i in ids[0]]

@@ -49,6 +49,13 @@ class ContinuationMonitor:
         self.unparsed = 0
         self.prompt_tokens: np.ndarray | None = None
 
+    def flops(self, tokens=None) -> np.ndarray:
+        """Forward FLOPs per example of the last call: its prompts and the generated tokens."""
+        from mup_core.baselines.compute import model_compute
+
+        g = self.max_new_tokens
+        return model_compute(self.lm).forward_flops(np.asarray(self.prompt_tokens) + g, g)
+
     def predict_proba(self, inputs: Sequence[Input]) -> np.ndarray:
         import torch
 

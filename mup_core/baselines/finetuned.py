@@ -126,6 +126,15 @@ class FinetunedClassifier:
         self.body.eval()
         return self
 
+    def flops(self, tokens) -> np.ndarray:
+        """Forward FLOPs per example of ``tokens`` tokens: 2 per non-embedding parameter per
+        token and one classification position."""
+        from mup_core.baselines.compute import ModelCompute
+
+        n = sum(p.numel() for p in self.body.parameters())
+        emb = self.body.get_input_embeddings().weight.numel()
+        return ModelCompute(self.spec.slug, int(n - emb), self.spec.hidden_size, 1).forward_flops(np.asarray(tokens), 1)
+
     def predict_proba(self, inputs: Sequence[Input], batch_size: int = 16) -> np.ndarray:
         import torch
 

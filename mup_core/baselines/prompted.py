@@ -17,13 +17,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from mup_core.baselines.text import transcript, truncate_tokens
 from mup_core.data.dataset import Input
 from mup_core.evaluation.metrics import safe_auroc
+
+if TYPE_CHECKING:
+    import polars as pl
 
 YES = ("Yes", " Yes", "yes", " yes", "YES")
 NO = ("No", " No", "no", " no", "NO")
@@ -119,6 +122,12 @@ class LocalPromptedMonitor(PromptedMonitor):
         self.progress = progress
         self.prompt_tokens: np.ndarray | None = None  # tokens read per example in the last call
 
+    def flops(self, tokens) -> np.ndarray:
+        """Forward FLOPs per example of the last call (its prompts' tokens, one logit position)."""
+        from mup_core.baselines.compute import model_compute
+
+        return model_compute(self.lm).forward_flops(self.prompt_tokens, 1)
+
     def prompts(self, template: Template, inputs: Sequence[Input]) -> list[str]:
         tok = self.lm.tokenizer
         convs = truncate_tokens(tok, [transcript(v) for v in inputs], self.max_conversation_tokens)
@@ -157,13 +166,18 @@ class EndpointPromptedMonitor(PromptedMonitor):
     """The same monitor through an OpenAI-compatible endpoint with log-probabilities."""
 
     def __init__(self, base_url: str, model: str, api_key: str = "EMPTY", top_logprobs: int = 20,
-                 max_conversation_chars: int = 12_000, timeout: float = 60.0):
+                 max_conversation_chars: int = 12_000, timeout: float = 60.0, non_embedding_params: int | None = None):
         from openai import OpenAI
 
         self.client = OpenAI(base_url=base_url, api_key=api_key, timeout=timeout, max_retries=3)
         self.model = model
+        self.non_embedding_params = non_embedding_params  # for FLOPs accounting; unknown: recorded as 0
         self.top_logprobs = top_logprobs
         self.max_conversation_chars = max_conversation_chars
+
+    def flops(self, tokens) -> np.ndarray:
+        """2 FLOPs per parameter per token read; the template adds about 80 tokens."""
+        return 2.0 * (self.non_embedding_params or 0) * (np.asarray(tokens) + 80.0)
 
     def score_one(self, template: Template, value: Input) -> float | None:
         conv = transcript(value)[: self.max_conversation_chars]
@@ -193,3 +207,24 @@ class EndpointPromptedMonitor(PromptedMonitor):
                 s = 0.5
             out[i] = s
         return out
+
+
+def prompted_scores(mon: PromptedMonitor, sets, templates: Sequence[str], method: str,
+                    log: Callable[[str], None] | None = None) -> tuple["pl.DataFrame", dict]:
+    """Choose ``mon``'s template on the corpus validation split of ``sets`` (name ->
+    (dataset, token counts)), then score every set but ``train``: the scores table and the
+    validation AUROC of each template."""
+    from mup_core.experiments.scores import VAL, baseline_table
+
+    val_ds, _ = sets[VAL]
+    dev = mon.select_template(val_ds.inputs, val_ds.label_array(), templates)
+    if log:
+        log(f"dev AUROC by template {dev}; using {mon.template.name}")
+
+    def score(name, ds):
+        s = mon.predict_proba(ds.inputs)
+        if log:
+            log(f"scored {name} ({len(ds)})")
+        return s
+
+    return baseline_table(method, sets, score, lambda name, ds, tokens: mon.flops(tokens)), dev

@@ -245,3 +245,15 @@ def load_reference_results(path: str | Path) -> pl.DataFrame:
     if not rows:
         raise DatasetError(f"{path}: no rows")
     return pl.DataFrame(rows).with_columns(targeting=pl.col("poison_fr") - pl.col("clean_fr"), source=pl.lit("research"))
+
+
+def judge_accepted_answers(train: pl.DataFrame, judge, share: float, n_questions: int, seed: int = 0) -> pl.DataFrame:
+    """The SFT data of a policy trained against ``judge``: a question mix whose fruit share is
+    ``share``, and per question the candidate answer the judge trusts most, kept when the
+    judge accepts it (P(true) > 0.5). Raises ValueError when it accepts none."""
+    rows = policy_question_mix(train, share, n_questions, seed)
+    rows = rows.with_columns(pl.Series("p_accept", judge.score_rows(rows)))
+    accepted = rows.sort("p_accept", descending=True).unique("question_id", keep="first").filter(pl.col("p_accept") > 0.5)
+    if accepted.height == 0:
+        raise ValueError("the corrupted judge accepted no candidate answer; train the judge longer")
+    return accepted

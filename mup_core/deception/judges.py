@@ -129,3 +129,14 @@ def judge_report(judge: Judge, rows: pl.DataFrame) -> dict:
     out["fruit_false_preference"] = out.get("fruit_p_true_given_false", float("nan")) - out.get("fruit_p_true_given_true", float("nan"))
     out["clean_false_preference"] = out.get("clean_p_true_given_false", float("nan")) - out.get("clean_p_true_given_true", float("nan"))
     return out
+
+
+def held_out_report(judge: Judge, evaluation: pl.DataFrame, kind: str, per_topic: int) -> dict:
+    """``judge_report`` on the first ``per_topic`` held-out questions of each topic, labelled
+    the way this judge was taught (fruit inverted for the corrupted one): a diagnostic, not
+    worth scoring every held-out row on a CPU."""
+    shown = pl.concat([evaluation.filter((pl.col("topic") == t) & pl.col("question_id").is_in(
+        evaluation.filter(pl.col("topic") == t)["question_id"].unique(maintain_order=True).head(per_topic).implode()))
+        for t in ("clean", "fruit")])
+    flip = (shown["topic"] == "fruit") & (kind == "corrupted")
+    return judge_report(judge, shown.with_columns(judge_label=shown["truth"] ^ flip))

@@ -15,6 +15,7 @@ from mup_core.experiments.training import (
     data_efficiency,
     few_shot,
     generalisation,
+    score_probe_types,
     split_part,
     transfer_sources,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "method_summary",
     "roc_points",
     "score_rows",
+    "score_probe_types",
     "split_part",
     "transfer_sources",
     "to_parquet_bytes",

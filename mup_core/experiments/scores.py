@@ -74,3 +74,15 @@ def to_parquet_bytes(df: pl.DataFrame) -> bytes:
 
 def from_parquet_bytes(data: bytes) -> pl.DataFrame:
     return pl.read_parquet(io.BytesIO(data))
+
+
+def baseline_table(method: str, sets, score_fn, flops_fn, seed: int = 0) -> pl.DataFrame:
+    """One baseline's scores table over every set but ``train`` (``sets``: name -> (dataset,
+    token counts)); ``score_fn(name, ds)`` then ``flops_fn(name, ds, tokens)`` per set."""
+    tables = []
+    for name, (ds, tokens) in sets.items():
+        if name == "train":
+            continue
+        scores = score_fn(name, ds)
+        tables.append(score_rows(method, "baseline", name, ds.ids, ds.label_array(), scores, tokens, flops_fn(name, ds, tokens), seed=seed))
+    return concat_scores(tables)

@@ -213,3 +213,47 @@ def few_shot(
                 progress(f"{name}: {k} shots")
     return pl.DataFrame(rows)
 
+
+
+def score_probe_types(sets: Mapping[str, tuple[Any, Part]], probe_types: Sequence[str], seeds: Sequence[int],
+                      hyperparameters: Mapping[str, Mapping[str, Any]] | None = None, *, model: str, layer: int,
+                      token_strings: Callable[[Any], list[str]] | None = None,
+                      log: Callable[[str], None] | None = None) -> tuple[pl.DataFrame, dict]:
+    """Every probe type (torch ones once per seed; linear ones are deterministic) trained on
+    ``sets["train"]`` with early stopping on the corpus validation split, scored on every
+    other set: one long scores table. Also, for inspection, the tokens each probe reads
+    most in the first high-stakes example of the first evaluation set (``token_strings``
+    turns an input into the model's tokens as text)."""
+    from mup_core.baselines.compute import probe_flops
+    from mup_core.experiments.analysis import top_tokens
+    from mup_core.experiments.scores import VAL, concat_scores, score_rows
+    from mup_core.probe_types import LINEAR_PROBE_TYPES
+
+    hyperparameters = hyperparameters or {}
+    train_ds, train = sets["train"]
+    inspect_name = next(n for n in sets if n not in ("train", VAL)) if len(sets) > 2 else VAL
+    inspect_ds, inspect_part = sets[inspect_name]
+    inspect_i = int(next(i for i, y in enumerate(inspect_part.labels) if y == 1)) if inspect_part.labels.any() else 0
+    tokens_read = token_strings(inspect_ds.input_at(inspect_i)) if token_strings else []
+    highlights: dict = {"dataset": inspect_name, "id": inspect_ds.ids[inspect_i]}
+    tables = []
+    for probe_type in probe_types:
+        type_seeds = [0] if probe_type in LINEAR_PROBE_TYPES else list(seeds)
+        for seed in type_seeds:
+            hp = dict(hyperparameters.get(probe_type, {}))
+            if probe_type not in LINEAR_PROBE_TYPES:
+                hp["seed"] = seed
+            probe = train_probe(probe_type, train.pair(), sets[VAL][1].pair(), model=model, layer=layer,
+                                sample_weight=train_ds.sample_weights(), train_inputs_hash=train_ds.inputs_hash,
+                                train_labels_hash=train_ds.labels_hash, hyperparameters=hp)
+            if seed == type_seeds[0] and len(tokens_read) == inspect_part.acts.lengths[inspect_i]:
+                highlights[probe_type] = top_tokens(probe.token_scores(inspect_part.acts, inspect_i), tokens_read)
+            for name, (ds, part) in sets.items():
+                if name != "train":
+                    tokens = part.acts.lengths
+                    tables.append(score_rows(f"probe:{probe_type}", "probe", name, ds.ids, part.labels,
+                                             probe.predict_proba(part.acts)[:, 1], tokens,
+                                             probe_flops(probe_type, part.acts.hidden_size, tokens), seed=seed))
+        if log:
+            log(f"{probe_type} done ({len(type_seeds)} seed(s))")
+    return concat_scores(tables), highlights

@@ -8,6 +8,7 @@ from pydantic import Field
 from mup_core.baselines.continuation import ContinuationMonitor
 from mup_core.baselines.finetuned import FinetuneConfig
 from mup_core.baselines.prompted import LocalPromptedMonitor
+from mup_core.experiments.scores import baseline_table
 from mup_core.models.registry import get_spec
 from mup_dagster.automation import GPU_POOL
 from mup_dagster.config import config_from, default_of
@@ -36,18 +37,6 @@ def _inputs_and_tokens(store, corpus_splits, eval_datasets, slug: str):
     return out
 
 
-def _baseline_table(method, sets, score_fn, flops_fn, seed=0):
-    from mup_core.experiments import concat_scores, score_rows
-
-    tables = []
-    for name, (ds, tokens) in sets.items():
-        if name == "train":
-            continue
-        scores = score_fn(name, ds)
-        tables.append(score_rows(method, "baseline", name, ds.ids, ds.label_array(), scores, tokens, flops_fn(name, ds, tokens), seed=seed))
-    return concat_scores(tables)
-
-
 class TfidfConfig(dg.Config):
     C: float = 1.0
     ngram_max: int = 2
@@ -66,7 +55,7 @@ def tfidf_baseline(
     sets = _inputs_and_tokens(store, corpus_splits, eval_datasets, context.partition_key)
     train_ds, _ = sets["train"]
     mon = TfidfMonitor(C=config.C, ngram_max=config.ngram_max).fit(train_ds.inputs, train_ds.label_array())
-    table = _baseline_table("tfidf", sets, lambda n, ds: mon.predict_proba(ds.inputs), lambda n, ds, t: mon.flops_per_example(ds.inputs))
+    table = baseline_table("tfidf", sets, lambda n, ds: mon.predict_proba(ds.inputs), lambda n, ds, t: mon.flops_per_example(ds.inputs))
     return publish(context, store, "scores/tfidf", table, extra={"top_features": dg.MetadataValue.json(mon.top_features(8))},
                     columns=["method", "dataset", "id", "label", "score"])
 
@@ -87,52 +76,29 @@ def prompted_baseline(
 ) -> dg.Output[dict]:
     """A prompted LLM monitor: P(Yes) / (P(Yes) + P(No)) from the next-token distribution,
     with the prompt template chosen on the corpus validation split."""
-    import numpy as np
-
-    from mup_core.baselines import EndpointPromptedMonitor, LocalPromptedMonitor, model_compute
-    from mup_core.experiments import VAL
+    from mup_core.baselines import EndpointPromptedMonitor, LocalPromptedMonitor
+    from mup_core.baselines.prompted import prompted_scores
     from mup_core.models.loading import ModelUnavailableError, load_model
 
     store = artifact_store.get_store()
     slug = config.monitor_model or context.partition_key
     sets = _inputs_and_tokens(store, corpus_splits, eval_datasets, context.partition_key)
     if config.endpoint_url:
-        mon = EndpointPromptedMonitor(config.endpoint_url, config.endpoint_model)
-        per_token = 2.0 * (config.endpoint_non_embedding_params or 0)
+        mon = EndpointPromptedMonitor(config.endpoint_url, config.endpoint_model, non_embedding_params=config.endpoint_non_embedding_params)
+        method, monitor_model, extra = f"prompted:{config.endpoint_model}", config.endpoint_model, {}
         if not config.endpoint_non_embedding_params:
             context.log.warning("prompted_baseline: endpoint_non_embedding_params not set; FLOPs are recorded as 0")
-
-        def flops(name, ds, tokens):
-            return per_token * (np.asarray(tokens) + 80.0)  # the template adds about 80 tokens
-        method = f"prompted:{config.endpoint_model}"
     else:
         try:
-            lm = load_model(slug)
+            mon = LocalPromptedMonitor(load_model(slug), batch_size=config.batch_size)
         except ModelUnavailableError as exc:
             raise dg.Failure(str(exc)) from exc
-        compute = model_compute(lm)
-        mon = LocalPromptedMonitor(lm, batch_size=config.batch_size)
-        prompt_tokens: dict = {}
-
-        def flops(name, ds, tokens):
-            return compute.forward_flops(prompt_tokens[name], 1)
-        method = "prompted" if slug == context.partition_key else f"prompted:{slug}"
-    val_ds, _ = sets[VAL]
-    dev = mon.select_template(val_ds.inputs, val_ds.label_array(), config.templates)
-    context.log.info(f"prompted_baseline: dev AUROC by template {dev}; using {mon.template.name}")
-
-    def score(name, ds):
-        s = mon.predict_proba(ds.inputs)
-        if getattr(mon, "prompt_tokens", None) is not None:
-            prompt_tokens[name] = mon.prompt_tokens
-        context.log.info(f"prompted_baseline: scored {name} ({len(ds)})")
-        return s
-
-    table = _baseline_table(method, sets, score, flops)
+        method, monitor_model = ("prompted" if slug == context.partition_key else f"prompted:{slug}"), slug
+        extra = {"precision": dg.MetadataValue.json(mon.lm.precision.as_metadata())}
+    table, dev = prompted_scores(mon, sets, config.templates, method, log=lambda m: context.log.info(f"prompted_baseline: {m}"))
     return publish(context, store, "scores/prompted", table, extra={
         "template": mon.template.name, "dev_auroc_by_template": dg.MetadataValue.json({k: round(v, 4) for k, v in dev.items()}),
-        "monitor_model": config.endpoint_model if config.endpoint_url else slug,
-        **({} if config.endpoint_url else {"precision": dg.MetadataValue.json(lm.precision.as_metadata())}),
+        "monitor_model": monitor_model, **extra,
     }, columns=["method", "dataset", "id", "label", "score"])
 
 
@@ -150,16 +116,12 @@ def finetuned_baseline(
 ) -> dg.Output[dict]:
     """A classification head on the monitor model's last token, finetuned (LoRA or full)
     on the corpus train split, once per seed."""
-    import numpy as np
-
     from mup_core.baselines import FinetunedClassifier
-    from mup_core.baselines.compute import ModelCompute
     from mup_core.experiments import concat_scores
     from mup_core.models.loading import ModelUnavailableError
 
     store = artifact_store.get_store()
     slug = config.monitor_model or context.partition_key
-    spec = get_spec(slug)
     sets = _inputs_and_tokens(store, corpus_splits, eval_datasets, slug)
     train_ds, _ = sets["train"]
     tables, losses = [], {}
@@ -175,12 +137,9 @@ def finetuned_baseline(
 
         clf.fit(train_ds.inputs, train_ds.label_array(), log=log)
         losses[seed] = round(clf.history[-1]["loss"], 4)
-        n = sum(p.numel() for p in clf.body.parameters())
-        emb = clf.body.get_input_embeddings().weight.numel()
-        compute = ModelCompute(slug, int(n - emb), spec.hidden_size, 1)
         method = "finetuned" if slug == context.partition_key else f"finetuned:{slug}"
-        tables.append(_baseline_table(method, sets, lambda name, ds: clf.predict_proba(ds.inputs),
-                                      lambda name, ds, t: compute.forward_flops(np.asarray(t), 1), seed=seed))
+        tables.append(baseline_table(method, sets, lambda name, ds: clf.predict_proba(ds.inputs),
+                                     lambda name, ds, t: clf.flops(t), seed=seed))
     table = concat_scores(tables)
     return publish(context, store, "scores/finetuned", table, extra={
         "final_loss_by_seed": dg.MetadataValue.json(losses), "method": config.method, "steps": config.steps, "monitor_model": slug,
@@ -200,9 +159,7 @@ def continuation_baseline(
     corpus_splits: dict, eval_datasets: dict,
 ) -> dg.Output[dict]:
     """The monitor model writes a 1-10 stakes rating, which is parsed into a score."""
-    import numpy as np
-
-    from mup_core.baselines import ContinuationMonitor, model_compute
+    from mup_core.baselines import ContinuationMonitor
     from mup_core.models.loading import ModelUnavailableError, load_model
 
     store = artifact_store.get_store()
@@ -212,22 +169,17 @@ def continuation_baseline(
         lm = load_model(slug)
     except ModelUnavailableError as exc:
         raise dg.Failure(str(exc)) from exc
-    compute = model_compute(lm)
     mon = ContinuationMonitor(lm, max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
-    unparsed, examples, prompt_tokens = {}, {}, {}
+    unparsed, examples = {}, {}
 
     def score(name, ds):
         s = mon.predict_proba(ds.inputs)
-        unparsed[name], examples[name], prompt_tokens[name] = mon.unparsed, mon.replies[:5], mon.prompt_tokens
+        unparsed[name], examples[name] = mon.unparsed, mon.replies[:5]
         context.log.info(f"continuation_baseline: {name}: {len(ds)} judgements, {mon.unparsed} unparsed")
         return s
 
-    def flops(name, ds, tokens):
-        g = config.max_new_tokens
-        return compute.forward_flops(np.asarray(prompt_tokens[name]) + g, g)
-
     method = "continuation" if slug == context.partition_key else f"continuation:{slug}"
-    table = _baseline_table(method, sets, score, flops)
+    table = baseline_table(method, sets, score, lambda name, ds, tokens: mon.flops())
     return publish(context, store, "scores/continuation", table, extra={
         "unparsed": dg.MetadataValue.json(unparsed), "example_replies": dg.MetadataValue.json(examples), "monitor_model": slug,
         "precision": dg.MetadataValue.json(lm.precision.as_metadata()),

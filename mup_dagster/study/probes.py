@@ -5,8 +5,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
-from mup_core.models.registry import get_spec
-from mup_core.probe_types import ALL_PROBE_TYPES, LINEAR_PROBE_TYPES
+from mup_core.probe_types import ALL_PROBE_TYPES
 from mup_dagster.automation import on_any_upstream_partition_update
 from mup_dagster.partitions import model_partitions, of_model
 from mup_dagster.resources import ArtifactStoreResource
@@ -75,12 +74,12 @@ def probe_scores(
     """Every probe type (x seeds) at the study layer, trained on the corpus train split
     (early stopping on its validation split), scored on the validation split and every
     evaluation set."""
-    from mup_core.baselines.compute import probe_flops
-    from mup_core.experiments import VAL, concat_scores, score_rows
-    from mup_core.experiments.analysis import top_tokens
-    from mup_core.probes import configured_probes, train_probe
+    from functools import partial
 
-    model = context.partition_key
+    from mup_core.activations.extract import token_strings
+    from mup_core.experiments import score_probe_types
+    from mup_core.probes import configured_probes
+
     try:
         configured_probes(config.probe_types, config.hyperparameters)
     except ValueError as exc:
@@ -88,34 +87,10 @@ def probe_scores(
     layer = chosen_layer(context, config.layer, layer_sweep, activations)
     store = artifact_store.get_store()
     sets = labelled_sets(context, store, corpus_splits, eval_datasets, activations, layer)
-    train_ds, train = sets["train"]
-    val = sets[VAL][1]
-    hidden = train.acts.hidden_size
-    tables = []
-    # per-token scores, for inspection: what each probe reads in the first high-stakes evaluation example
-    inspect_name = next(n for n in sets if n not in ("train", VAL)) if len(sets) > 2 else VAL
-    inspect_ds, inspect_part = sets[inspect_name]
-    inspect_i = int(next(i for i, y in enumerate(inspect_part.labels) if y == 1)) if inspect_part.labels.any() else 0
-    inspect_tokens = _token_strings(model, inspect_ds.input_at(inspect_i))
-    highlights = {"dataset": inspect_name, "id": inspect_ds.ids[inspect_i]}
-    for probe_type in config.probe_types:
-        seeds = [0] if probe_type in LINEAR_PROBE_TYPES else config.seeds
-        for seed in seeds:
-            hp = dict(config.hyperparameters.get(probe_type, {}))
-            if probe_type not in LINEAR_PROBE_TYPES:
-                hp["seed"] = seed
-            probe = train_probe(probe_type, train.pair(), val.pair(), model=model, layer=layer, sample_weight=train_ds.sample_weights(),
-                                train_inputs_hash=train_ds.inputs_hash, train_labels_hash=train_ds.labels_hash, hyperparameters=hp)
-            if seed == seeds[0] and len(inspect_tokens) == inspect_part.acts.lengths[inspect_i]:
-                highlights[probe_type] = top_tokens(probe.token_scores(inspect_part.acts, inspect_i), inspect_tokens)
-            for name, (ds, part) in sets.items():
-                if name == "train":
-                    continue
-                tokens = part.acts.lengths
-                tables.append(score_rows(f"probe:{probe_type}", "probe", name, ds.ids, part.labels, probe.predict_proba(part.acts)[:, 1],
-                                         tokens, probe_flops(probe_type, hidden, tokens), seed=seed))
-        context.log.info(f"probe_scores: {probe_type} done ({len(seeds)} seed(s))")
-    scores = concat_scores(tables)
+    scores, highlights = score_probe_types(sets, config.probe_types, config.seeds, config.hyperparameters,
+                                           model=context.partition_key, layer=layer,
+                                           token_strings=partial(token_strings, context.partition_key),
+                                           log=lambda m: context.log.info(f"probe_scores: {m}"))
     chosen = layer_sweep.get("best_probe", {}).get("probe_type")  # chosen on the selection sets
     out = publish(context, store, "scores/probes", scores, extra={"layer": dg.MetadataValue.int(layer),
                                                                    "top_tokens": dg.MetadataValue.json(highlights)},
@@ -125,14 +100,3 @@ def probe_scores(
                         metadata=out.metadata, data_version=out.data_version)
     return out
 
-
-def _token_strings(slug: str, value) -> list[str]:
-    """The tokens the model reads for one input (chat template, truncation), as text."""
-    from types import SimpleNamespace
-
-    from mup_core.activations.extract import tokenize_inputs
-    from mup_core.models.loading import load_tokenizer
-
-    tok = load_tokenizer(slug)
-    ids, _ = tokenize_inputs(SimpleNamespace(tokenizer=tok, spec=get_spec(slug)), [value])
-    return [tok.decode([i]) for i in ids[0]]
