@@ -171,11 +171,3 @@ def s3_store(s3_server, tmp_path, monkeypatch):
     return S3Store(client, bucket, prefix="runs", cache_dir=tmp_path / "cache")
 
 
-
-
-def pytest_collection_modifyitems(session, config, items):
-    """Files with slow or integration tests first (their own order kept): under `make test`'s two
-    workers (xdist, one file at a time per worker) the long end-to-end files start at once and
-    the quick unit files fill the gaps, instead of one worker finishing a long file alone."""
-    heavy = {item.path for item in items if item.get_closest_marker("slow") or item.get_closest_marker("integration")}
-    items.sort(key=lambda item: item.path not in heavy)  # stable: the order inside each group is kept
