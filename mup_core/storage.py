@@ -12,15 +12,15 @@ safetensors can be memory-mapped.
 from __future__ import annotations
 
 import contextlib
-import json
 import hashlib
+import json
 import os
 import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 
 # -- temporaries -----------------------------------------------------------------
@@ -126,9 +126,10 @@ def clean_stale_temps(*roots: str | os.PathLike) -> list[str]:
     return removed
 
 
-def content_digest(*parts: bytes | str, length: int = 24) -> str:
+def content_digest(parts: Iterable[bytes | str], length: int = 24) -> str:
     """The sha256 (hex, first ``length`` digits) of ``parts`` in order: the one content hash
-    behind data versions, cache keys and versioned prefixes."""
+    behind data versions, cache keys and versioned prefixes. ``parts`` is consumed one at a
+    time, so a generator over large files holds one file in memory, not all."""
     h = hashlib.sha256()
     for part in parts:
         h.update(part.encode() if isinstance(part, str) else part)
@@ -137,7 +138,7 @@ def content_digest(*parts: bytes | str, length: int = 24) -> str:
 
 def json_digest(value, length: int = 16, sort_keys: bool = True) -> str:
     """``content_digest`` of ``value`` as JSON: a cache key of settings and ids."""
-    return content_digest(json.dumps(value, sort_keys=sort_keys), length=length)
+    return content_digest([json.dumps(value, sort_keys=sort_keys)], length=length)
 
 
 class ArtifactStore(ABC):
@@ -217,7 +218,7 @@ class ArtifactStore(ABC):
         ``prefix/<content hash>`` unless that version is already complete, then point
         ``prefix/latest.json`` at it. Returns the versioned prefix."""
         files = [p for p in sorted(Path(directory).rglob("*")) if p.is_file()]
-        versioned = f"{prefix}/{content_digest(*(part for p in files for part in (p.name, p.read_bytes())), length=16)}"
+        versioned = f"{prefix}/{content_digest((part for p in files for part in (p.name, p.read_bytes())), length=16)}"
         if not self.dir_complete(versioned):
             self.put_dir(versioned, directory)
         self.put_bytes(f"{prefix}/latest.json", json.dumps({"version": versioned}).encode())
@@ -225,9 +226,10 @@ class ArtifactStore(ABC):
 
     def latest_version(self, prefix: str) -> str | None:
         """The versioned prefix ``prefix/latest.json`` points at, or None when there is none."""
-        if not self.exists(f"{prefix}/latest.json"):
+        try:
+            return json.loads(self.get_bytes(f"{prefix}/latest.json"))["version"]
+        except FileNotFoundError:
             return None
-        return json.loads(self.get_bytes(f"{prefix}/latest.json"))["version"]
 
     def get_versioned_dir(self, prefix: str, dest: str | os.PathLike) -> Path:
         """Download the latest version under ``prefix`` into ``dest/<version>``; a missing

@@ -111,17 +111,13 @@ class SituationsConfig(Seeded):
 @dg.asset(group_name=GROUP, kinds={"polars"})
 def synthetic_situations(context: dg.AssetExecutionContext, config: SituationsConfig, artifact_store: ArtifactStoreResource, llm: LLMResource) -> dict:
     """High/low-stakes situation pairs written by the LLM from sampled factor combinations."""
-    import io
 
     from mup_core.generation import generate_situations, load_factors, sample_combinations
 
     combos = sample_combinations(load_factors(config.factors_file), config.n_pairs, config.seed)
     client = llm.get_client()
     df = generate_situations(client, combos, on_done=lambda d, t: context.log.info(f"situations {d}/{t}"))
-    buf = io.BytesIO()
-    df.write_parquet(buf)
-    key = f"synthetic/situations-seed{config.seed}-n{config.n_pairs}.parquet"
-    artifact_store.get_store().put_bytes(key, buf.getvalue())
+    key = artifact_store.get_store().put_table(f"synthetic/situations-seed{config.seed}-n{config.n_pairs}.parquet", df)
     ok = int((df["status"] == "ok").sum())
     outcome = _llm_outcome(context, client, "synthetic_situations", df.height - ok, df.height,
                            [s for s in df["status"].to_list() if s != "ok"], config.max_failed_share)
@@ -140,15 +136,12 @@ class PromptsConfig(Seeded):
 def synthetic_prompts(context: dg.AssetExecutionContext, config: PromptsConfig, artifact_store: ArtifactStoreResource,
                       llm: LLMResource, synthetic_situations: dict) -> dict:
     """User prompts written from the situations in sampled variations (tone, style, language, length)."""
-    import io
-
-    import polars as pl
 
     from mup_core.generation import generate_prompts, load_variations
     from mup_core.workflows import store_dataset
 
     store = artifact_store.get_store()
-    situations = pl.read_parquet(io.BytesIO(store.get_bytes(synthetic_situations["key"])))
+    situations = store.get_table(synthetic_situations["key"])
     client = llm.get_client()
     report = generate_prompts(client, situations, load_variations(config.variations_file), config.per_situation, config.seed,
                               on_done=lambda d, t: context.log.info(f"prompts {d}/{t}"))

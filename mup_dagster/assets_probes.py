@@ -44,7 +44,7 @@ def _dataset_metadata(ds, ref) -> dict:
 
 
 def _version(*hashes: str) -> dg.DataVersion:
-    return dg.DataVersion(content_digest("|".join(hashes)))
+    return dg.DataVersion(content_digest(["|".join(hashes)]))
 
 
 # how often the source files are checked for changes (a cron schedule; MUP_SOURCES_CRON overrides)
@@ -58,7 +58,7 @@ def dataset_sources(sources: DatasetSourcesResource) -> dg.DataVersion:
     from pathlib import Path
 
     paths = [Path(f) for f in sources.files()]
-    return dg.DataVersion(content_digest(*(part for p in paths for part in (str(p), p.read_bytes() if p.exists() else b"<missing>"))))
+    return dg.DataVersion(content_digest((part for p in paths for part in (str(p), p.read_bytes() if p.exists() else b"<missing>"))))
 
 
 EMBEDDED = "embedded"
@@ -464,7 +464,6 @@ def probe_metrics(
     on the corpus validation split (``corpus-val``); the alarm threshold at 1 % FPR is
     calibrated on the selection sets (pooled) where there are any, else on corpus-val,
     and ``alarm_fpr`` is what it realises on each set (its drift)."""
-    import io
 
     from mup_core.workflows import (
         dataset_role, evaluate_layer_probes, load_stored_dataset, metrics_key, metrics_markdown, selection_sets,
@@ -486,10 +485,7 @@ def probe_metrics(
         store, model=model, layer=layer, probe_keys={t: s["key"] for t, s in probes.items()}, eval_sets=eval_sets,
         calibrate_on=chosen_on or IN_DISTRIBUTION, roles=roles,
     )
-    buf = io.BytesIO()
-    table.write_parquet(buf)
-    key = metrics_key(model, layer)
-    store.put_bytes(key, buf.getvalue())
+    key = store.put_table(metrics_key(model, layer), table)
     best = table.sort("auroc", descending=True).row(0, named=True) if table.height else {}
     context.add_output_metadata(
         {
@@ -512,7 +508,6 @@ def probe_metrics(
 )
 def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> dict:
     """All layers of one model: the metrics table and the AUROC-by-layer figure."""
-    import io
 
     import polars as pl
 
@@ -528,10 +523,7 @@ def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStor
     png = auroc_by_layer(table, f"{model}: probe AUROC by layer")
     fig_key = f"figures/{model}/auroc_by_layer.png"
     store.put_bytes(fig_key, png)
-    buf = io.BytesIO()
-    table.write_parquet(buf)
-    table_key = f"reports/{model}/probe_metrics.parquet"
-    store.put_bytes(table_key, buf.getvalue())
+    table_key = store.put_table(f"reports/{model}/probe_metrics.parquet", table)
     mean_by_probe = table.group_by("probe_type").agg(pl.col("auroc").mean()).sort("auroc", descending=True)
     held_out = table.filter(pl.col("dataset") != IN_DISTRIBUTION)
     best = (held_out if held_out.height else table).sort("auroc", descending=True).row(0, named=True)

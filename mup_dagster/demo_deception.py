@@ -9,7 +9,6 @@ is visible in ``make ui`` afterwards.
 """
 
 import argparse
-import io
 import os
 import sys
 import time
@@ -54,7 +53,7 @@ def main(argv=None) -> int:
 
     store = defs.resources["artifact_store"].get_store()
 
-    table = pl.read_parquet(io.BytesIO(store.get_bytes("deception/results.parquet")))
+    table = store.get_table("deception/results.parquet")
     with pl.Config(tbl_rows=100, tbl_cols=-1, tbl_hide_dataframe_shape=True, float_precision=3, tbl_width_chars=250):
         print(table.filter(pl.col("model") == args.model).select(
             "technique", "poisoning", "shots", "n_questions", "truths_clean", "poison_fr", "clean_fr", "targeting", "targeting_lo",
@@ -62,7 +61,7 @@ def main(argv=None) -> int:
         for p in args.poisoning:
             key = f"deception/lie-detector/{args.model}/poisoning-{p}.parquet"
             if store.exists(key):
-                lies = pl.read_parquet(io.BytesIO(store.get_bytes(key))).filter(pl.col("test_set") == "own_fruit_answers")
+                lies = store.get_table(key).filter(pl.col("test_set") == "own_fruit_answers")
                 print(f"\nlie detector at {p} % poisoning (trained on clean questions, tested on the policy's fruit answers):")
                 print(lies.sort("technique", "auroc", descending=[False, True]).group_by("technique", maintain_order=True).head(2).select(
                     "technique", "probe_type", "layer", "n", "n_false", "auroc", "auroc_lo", "auroc_hi", "tpr_at_1pct_fpr"))

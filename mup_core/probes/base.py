@@ -27,6 +27,9 @@ from mup_core.storage import replaced_atomically
 
 
 CLASS_NAMES = ("low-stakes", "high-stakes")
+# the labels every probe learns: `fit` refuses anything but 0 (low-stakes) and 1 (high-stakes)
+_CLASSES = np.array([0, 1])
+_CLASSES.flags.writeable = False
 
 
 @dataclass
@@ -58,6 +61,7 @@ class Probe(ABC):
     another model or layer."""
 
     probe_type: ClassVar[str]
+    classes_: ClassVar[np.ndarray] = _CLASSES  # fixed, so not state that fit learns
     info: ProbeInfo | None = None
 
     @classmethod
@@ -96,7 +100,7 @@ class Probe(ABC):
     ) -> "Probe":
         """Learn from per-example labels (0/1); ``sample_weight`` (one non-negative number
         per example) up- or down-weights examples; ``val`` is used for early stopping
-        where the probe has epochs. Sets ``classes_`` and the fitted state; returns self."""
+        where the probe has epochs. Sets the fitted state; returns self."""
 
     @abstractmethod
     def _decision(self, acts: RaggedActivations) -> np.ndarray:
@@ -164,10 +168,14 @@ class Probe(ABC):
             "history": getattr(self, "history_", []),
         }
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write atomically to ``path`` (a ``.safetensors`` file): state and provenance."""
+    def _require_provenance(self) -> ProbeInfo:
         if self.info is None:
             raise ValueError(f"this {self.probe_type} probe does not know its model and layer; train it with train_probe")
+        return self.info
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write atomically to ``path`` (a ``.safetensors`` file): state and provenance."""
+        self._require_provenance()
         path = Path(path)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_tensors().items()}
         with replaced_atomically(path) as tmp:
@@ -180,11 +188,10 @@ class Probe(ABC):
         from mup_core.activations.extract import extract_activations
         from mup_core.models.loading import load_model_cached
 
-        if self.info is None:
-            raise ValueError(f"this {self.probe_type} probe does not know its model and layer; train it with train_probe")
-        lm = lm or load_model_cached(self.info.model)
-        result = extract_activations(lm, list(texts), [self.info.layer], batch_tokens=batch_tokens, progress=False)
-        return self.predict_proba(result.layer(self.info.layer))[:, 1]
+        info = self._require_provenance()
+        lm = lm or load_model_cached(info.model)
+        result = extract_activations(lm, list(texts), [info.layer], batch_tokens=batch_tokens, progress=False)
+        return self.predict_proba(result.layer(info.layer))[:, 1]
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
@@ -255,6 +262,5 @@ def load_probe(path: str | os.PathLike) -> Probe:
     probe = make_probe(meta["probe_type"], **meta["hyperparameters"])
     probe.info = ProbeInfo(**meta["info"])
     probe.history_ = meta.get("history", [])
-    probe.classes_ = np.array([0, 1])
     probe.load_state_tensors(tensors)
     return probe

@@ -72,7 +72,6 @@ class LogisticRegressionProbe(_MeanPooledStreaming, Probe):
         self.scale_ = scaler.scale_
         self.coef_ = clf.coef_[0]
         self.intercept_ = float(clf.intercept_[0])
-        self.classes_ = np.array([0, 1])
         return self
 
     def decision(self, x: np.ndarray) -> np.ndarray:
@@ -137,7 +136,6 @@ class DifferenceOfMeansProbe(_MeanPooledStreaming, Probe):
         w = _check_weights(sample_weight, len(acts))
         self.direction_ = np.average(x[y == 1], axis=0, weights=w[y == 1]) - np.average(x[y == 0], axis=0, weights=w[y == 0])
         self.scale_, self.offset_ = _fit_1d_calibration(x @ self.direction_, y, w)
-        self.classes_ = np.array([0, 1])
         return self
 
     def _decision(self, acts):
@@ -209,7 +207,6 @@ class LDAProbe(_MeanPooledStreaming, Probe):
         prior1 = wn[y == 1].sum()
         self.intercept_ = float(-self.coef_ @ (mu1 + mu0) / 2 + np.log(prior1 / (1 - prior1)))
         self.shrinkage_ = alpha
-        self.classes_ = np.array([0, 1])
         return self
 
     def fitted_summary(self):

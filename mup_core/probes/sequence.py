@@ -348,7 +348,6 @@ class TorchSequenceProbe(Probe):
         self.head_.load_state_dict(best_state)
         self.best_epoch_ = best_epoch
         self.best_val_auroc_ = best_auroc
-        self.classes_ = np.array([0, 1])
         return self
 
     def fitted_summary(self):

@@ -17,8 +17,8 @@ def study_asset(**kw):
     return dg.asset(group_name=GROUP, partitions_def=model_partitions, automation_condition=on_upstream_version_change, **kw)
 
 
-def content_version(data: bytes) -> dg.DataVersion:
-    return dg.DataVersion(content_digest(data))
+def content_version(*parts: bytes) -> dg.DataVersion:
+    return dg.DataVersion(content_digest(parts))
 
 
 def publish(context, store, name: str, table, png: Optional[bytes] = None, extra: Optional[dict] = None,
@@ -42,7 +42,7 @@ def publish(context, store, name: str, table, png: Optional[bytes] = None, extra
         meta["figure_path"] = dg.MetadataValue.path(store.uri(fig_key))
         value["figure"] = fig_key
     meta.update(extra or {})
-    return dg.Output(value, metadata=meta, data_version=content_version(data + (png or b"")))
+    return dg.Output(value, metadata=meta, data_version=content_version(data, png or b""))
 
 
 def read_ref(store, ref: dict):
