@@ -269,10 +269,11 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
     qs, shot_pool = held_out_questions(store.get_table(qa_splits["train"]), evaluation)
     judges = f"models/judges/{config.judge_model}"
     base_key = _base_eval_key(store, model, qs, judges, config)
+    base_answers_key = base_key.replace(".parquet", "-answers.parquet")
     settings = dict(shots=config.shots, max_new_tokens=config.max_new_tokens, reaffirm=config.reaffirmation,
                     n_boot=config.n_boot, seed=config.seed, log=context.log.info)
-    reused = store.exists(base_key) and store.exists(base_key.replace(".parquet", "-answers.parquet"))
-    rows, answers = ([store.get_table(base_key)], [store.get_table(base_key.replace(".parquet", "-answers.parquet"))]) if reused else ([], [])
+    reused = store.exists(base_key) and store.exists(base_answers_key)
+    rows, answers = ([store.get_table(base_key)], [store.get_table(base_answers_key)]) if reused else ([], [])
     with scratch_dir("deception") as tmp:
         clean, biased = (load_judge(_fetch_model(store, f"{judges}/{kind}", tmp)) for kind in ("clean", "corrupted"))
         for technique, policy in _policies(store, model, share, tmp, with_base=not reused):
@@ -283,7 +284,7 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
             answers.append(pl.concat(a, how="diagonal_relaxed"))
     table, answers = pl.concat(rows, how="diagonal_relaxed"), pl.concat(answers, how="diagonal_relaxed")
     if not reused:
-        store.put_table(base_key.replace(".parquet", "-answers.parquet"), answers.filter(pl.col("technique") == "Base"))
+        store.put_table(base_answers_key, answers.filter(pl.col("technique") == "Base"))
         store.put_table(base_key, table.filter(pl.col("technique") == "Base"))
     store.put_table(_answers_key(model, share), answers)
     key = store.put_table(f"deception/eval/{model}/poisoning-{int(share * 100)}.parquet", table)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mup_core.models.registry import get_spec, model_slugs, valid_probe_partitions
+from mup_core.models.registry import get_spec, model_slugs
 
 model_partitions = dg.StaticPartitionsDefinition(model_slugs())
+# each model's probe layers: the registry's, the only (layer, model) pairs there are
+LAYERS_OF = {slug: list(get_spec(slug).default_layers) for slug in model_slugs()}
 
 
 def layer_model_key(layer: int, model: str) -> str:
@@ -23,21 +25,20 @@ def layer_and_model(key: str) -> tuple[int, str]:
 def partition_key_hint(key: str) -> str:
     """Why ``key`` is not a LAYER|MODEL partition, and the keys that are meant."""
     parts = key.split("|")
-    layers_of = {slug: list(get_spec(slug).default_layers) for slug in model_slugs()}
-    if len(parts) == 2 and parts[0] in layers_of and parts[1] not in layers_of:
+    if len(parts) == 2 and parts[0] in LAYERS_OF and parts[1] not in LAYERS_OF:
         parts = [parts[1], parts[0]]
         guess = f"; did you mean `{parts[0]}|{parts[1]}` (layer first)?"
     else:
         guess = ""
     model = parts[1] if len(parts) == 2 else None
-    if model in layers_of:
-        detail = f"{model}'s probe layers are {layers_of[model]}, e.g. `{layers_of[model][0]}|{model}`"
+    if model in LAYERS_OF:
+        detail = f"{model}'s probe layers are {LAYERS_OF[model]}, e.g. `{LAYERS_OF[model][0]}|{model}`"
     else:
-        detail = f"models: {', '.join(layers_of)}"
-    example = valid_probe_partitions()[0]
+        detail = f"models: {', '.join(LAYERS_OF)}"
+    example = next(iter(_pairs_of_model.values()))[0]
     return (
         f"`{key}` is not a partition of the probe assets: their keys are LAYER|MODEL, e.g. "
-        f"`{layer_model_key(*example)}`{guess} {detail}"
+        f"`{example}`{guess} {detail}"
     )
 
 
@@ -57,11 +58,8 @@ class LayerModelPartitions(dg.StaticPartitionsDefinition):
             raise DagsterInvalidSubsetError(partition_key_hint(str(partition_key))) from None
 
 
-model_layer_partitions = LayerModelPartitions([layer_model_key(layer, model) for layer, model in valid_probe_partitions()])
-
-_pairs_of_model: dict[str, list[str]] = {}
-for _layer, _model in valid_probe_partitions():
-    _pairs_of_model.setdefault(_model, []).append(layer_model_key(_layer, _model))
+_pairs_of_model = {model: [layer_model_key(layer, model) for layer in layers] for model, layers in LAYERS_OF.items()}
+model_layer_partitions = LayerModelPartitions([key for keys in _pairs_of_model.values() for key in keys])
 
 # probes (layer|model) read the activations of their model
 by_model = dg.StaticPartitionMapping(_pairs_of_model)

@@ -357,13 +357,19 @@ def extract_activations(
     return ExtractionResult(layers=shard.layers, input_ids=shard.input_ids, offsets=tokens.offsets, stats=stats)
 
 
-def token_strings(slug: str, value) -> list[str]:
-    """The tokens ``slug`` reads for one input (chat template, truncation), as text."""
+def tokenizer_only(slug: str):
+    """What ``tokenize_inputs`` reads of a loaded model (tokenizer and spec), without its
+    weights: token counts and token strings of a registry model for free."""
     from types import SimpleNamespace
 
     from mup_core.models.loading import load_tokenizer
     from mup_core.models.registry import get_spec
 
-    tok = load_tokenizer(slug)
-    ids, _ = tokenize_inputs(SimpleNamespace(tokenizer=tok, spec=get_spec(slug)), [value])
-    return [tok.decode([i]) for i in ids[0]]
+    return SimpleNamespace(tokenizer=load_tokenizer(slug), spec=get_spec(slug))
+
+
+def token_strings(slug: str, value) -> list[str]:
+    """The tokens ``slug`` reads for one input (chat template, truncation), as text."""
+    lm = tokenizer_only(slug)
+    ids, _ = tokenize_inputs(lm, [value])
+    return [lm.tokenizer.decode([i]) for i in ids[0]]

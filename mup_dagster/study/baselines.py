@@ -9,7 +9,6 @@ from mup_core.baselines.continuation import ContinuationMonitor
 from mup_core.baselines.finetuned import FinetuneConfig
 from mup_core.baselines.prompted import LocalPromptedMonitor
 from mup_core.experiments.scores import baseline_table
-from mup_core.models.registry import get_spec
 from mup_dagster.automation import GPU_POOL
 from mup_dagster.config import config_from, default_of
 from mup_dagster.resources import ArtifactStoreResource
@@ -19,14 +18,11 @@ from mup_dagster.study.common import publish, study_asset
 def _inputs_and_tokens(store, corpus_splits, eval_datasets, slug: str):
     """{name: (dataset without ambiguous rows, token counts under ``slug``'s chat template)} for
     train, corpus-val and every evaluation set."""
-    from mup_core.activations.extract import tokenize_inputs
+    from mup_core.activations.extract import tokenize_inputs, tokenizer_only
     from mup_core.experiments import VAL
-    from mup_core.models.loading import load_tokenizer
     from mup_core.workflows import evaluation_sets, load_stored_dataset
 
-    from types import SimpleNamespace
-
-    lm = SimpleNamespace(tokenizer=load_tokenizer(slug), spec=get_spec(slug))  # what tokenize_inputs reads
+    lm = tokenizer_only(slug)
     refs = {"train": corpus_splits["train"], VAL: corpus_splits["val"], **evaluation_sets(eval_datasets)}
     out = {}
     for name, ref in refs.items():
