@@ -143,7 +143,7 @@ def stop_processes(entries: list[dict], timeout: float = 20.0) -> None:
     """SIGTERM to every process of ``entries`` (see ``_family``) at once; SIGKILL, after
     ``timeout``, to what is left — the family is looked up again before each signal, so a
     process forked meanwhile is not missed. Only processes whose start time still matches."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 15.0)):
         family = _family(entries)
         for pid, start in family.items():
             if _start_time(pid) == start:
@@ -464,7 +464,9 @@ def down(cfg: StackConfig | None = None, echo=print) -> int:
     cfg = cfg or StackConfig()
     entries = read_pids(cfg)
     running = [e for e in entries if _alive(e)]
-    stop_processes(running)
+    # every recorded session, not only the live leaders: a worker or code server whose leader
+    # was killed (re-parented to init) is still in its leader's session and must stop too
+    stop_processes(entries)
     for entry in running:
         echo(f"stopped {entry['name']} (pid {entry['pid']})")
     cfg.pid_file.unlink(missing_ok=True)
