@@ -14,7 +14,6 @@ metrics/<model>/layer_NNN.parquet
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from typing import Any, Callable, Collection, Mapping, Sequence
 
 import numpy as np
@@ -29,31 +28,18 @@ from mup_core.activations import (
 )
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.data.dataset import Dataset
-from mup_core.evaluation.selection import EVALUATION, SELECTION, VALIDATION_SET
+from mup_core.evaluation.selection import EVALUATION, VALIDATION_SET
 from mup_core.data.loaders import dataset_from_parquet_bytes, dataset_to_parquet_bytes
 from mup_core.evaluation.metrics import compute_metrics
 from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
 from mup_core.probes import configured_probes, load_probe, train_probe
+from mup_core.refs import ActivationRef, DatasetRef, ProbeRef
 from mup_core.storage import ArtifactStore, scratch_dir
 
 log = logging.getLogger(__name__)
 
 
 # -- datasets ------------------------------------------------------------------
-@dataclass(frozen=True)
-class DatasetRef:
-    name: str
-    key: str
-    rows: int
-    inputs_hash: str
-    labels_hash: str
-    label_counts: dict
-    role: str = ""  # in eval_datasets: "evaluation" or "selection" (see below); "" for a corpus split
-
-    def as_dict(self) -> dict:
-        return dict(self.__dict__)
-
-
 # names the corpus's own splits use in dataset_texts and probe_metrics; an evaluation set
 # with one of them would silently take that split's place
 RESERVED_DATASET_NAMES = ("train", "val", "corpus-val")
@@ -63,19 +49,19 @@ RESERVED_DATASET_NAMES = ("train", "val", "corpus-val")
 # to choose the probe, layer and threshold (out-of-distribution selection; never reported)
 
 
-def selection_sets(eval_datasets: Mapping[str, Mapping]) -> list[str]:
+def selection_sets(eval_datasets: Mapping[str, DatasetRef]) -> list[str]:
     """Names of the sets of ``eval_datasets`` whose role is selection, in order."""
-    return [n for n, ref in eval_datasets.items() if ref.get("role") == SELECTION]
+    return [n for n, ref in eval_datasets.items() if ref.is_selection]
 
 
-def evaluation_sets(eval_datasets: Mapping[str, Mapping]) -> dict[str, Mapping]:
+def evaluation_sets(eval_datasets: Mapping[str, DatasetRef]) -> dict[str, DatasetRef]:
     """The sets of ``eval_datasets`` that results are reported on (not the selection sets)."""
-    return {n: ref for n, ref in eval_datasets.items() if ref.get("role") != SELECTION}
+    return {n: ref for n, ref in eval_datasets.items() if not ref.is_selection}
 
 
-def dataset_role(ref: Mapping) -> str:
-    """The role of a set of eval_datasets (sets stored before roles existed are evaluation sets)."""
-    return ref.get("role") or EVALUATION
+def dataset_role(ref: DatasetRef) -> str:
+    """The role of a set of eval_datasets (a corpus split taken as one is an evaluation set)."""
+    return ref.role or EVALUATION
 
 
 def check_eval_name(name: str, source: str, taken: Collection[str] = ()) -> None:
@@ -102,32 +88,11 @@ def store_dataset(store: ArtifactStore, ds: Dataset) -> DatasetRef:
     return DatasetRef(ds.name, key, len(ds), ds.inputs_hash, ds.labels_hash, ds.label_counts())
 
 
-def load_stored_dataset(store: ArtifactStore, ref: DatasetRef | Mapping) -> Dataset:
-    ref = ref if isinstance(ref, DatasetRef) else DatasetRef(**ref)
+def load_stored_dataset(store: ArtifactStore, ref: DatasetRef) -> Dataset:
     return dataset_from_parquet_bytes(store.get_bytes(ref.key), ref.name)
 
 
 # -- activations ---------------------------------------------------------------
-@dataclass(frozen=True)
-class ActivationRef:
-    model: str
-    dataset: str
-    prefix: str
-    layers: tuple[int, ...]
-    inputs_hash: str
-    tokens: int
-    reused: bool = False
-
-    def as_dict(self) -> dict:
-        d = dict(self.__dict__)
-        d["layers"] = list(self.layers)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> "ActivationRef":
-        return cls(**{**d, "layers": tuple(d["layers"])})
-
-
 def plan_pieces(sizes: Mapping[str, int], pieces: int) -> list[list[str]]:
     """Split datasets (name -> rows) into at most ``pieces`` groups of about equal size, each
     computed by one step (a worker or a GPU of its own); ``pieces <= 0``: one per dataset.
@@ -207,8 +172,7 @@ def activations_for_datasets(
     return refs, stats
 
 
-def load_activations(store: ArtifactStore, ref: ActivationRef | Mapping, layer: int) -> RaggedActivations:
-    ref = ref if isinstance(ref, ActivationRef) else ActivationRef.from_dict(ref)
+def load_activations(store: ArtifactStore, ref: ActivationRef, layer: int) -> RaggedActivations:
     if layer not in ref.layers:
         raise KeyError(
             f"layer {layer} of {ref.model} was not extracted for {ref.dataset} (have {list(ref.layers)}); "
@@ -229,11 +193,11 @@ def train_layer_probes(
     *,
     model: str,
     layer: int,
-    train: tuple[Dataset, ActivationRef | Mapping],
-    val: tuple[Dataset, ActivationRef | Mapping] | None,
+    train: tuple[Dataset, ActivationRef],
+    val: tuple[Dataset, ActivationRef] | None,
     probe_types: Sequence[str],
     hyperparameters: Mapping[str, Mapping[str, Any]] | None = None,
-) -> tuple[dict[str, dict], str]:
+) -> tuple[dict[str, ProbeRef], str]:
     """Train every probe type on one layer and publish them together.
 
     The whole configuration is validated before any training. The probes are written
@@ -250,7 +214,7 @@ def train_layer_probes(
     if val is not None:
         val_ds, val_acts = load_labelled(store, val[0], val[1], layer)
         val_pair = (val_acts, val_ds.label_array())
-    out: dict[str, dict] = {}
+    val_auroc: dict[str, float] = {}
     content = hashlib.sha256()
     with scratch_dir("probes") as tmp:
         for probe_type in probe_types:
@@ -266,20 +230,17 @@ def train_layer_probes(
                 sample_weight=train_ds.sample_weights(),  # per training source, where sources were combined
             )
             content.update(probe.save(f"{tmp}/{probe_type}.safetensors").read_bytes())
-            summary = {"probe_type": probe_type, "train_examples": len(train_ds)}
             if val_pair is not None:
-                summary["val_auroc"] = compute_metrics(val_pair[1], probe.predict_proba(val_pair[0])[:, 1]).auroc
-            out[probe_type] = summary
+                val_auroc[probe_type] = compute_metrics(val_pair[1], probe.predict_proba(val_pair[0])[:, 1]).auroc
         digest = content.hexdigest()
         prefix = probe_set_prefix(model, layer, digest)
         if not store.dir_complete(prefix):
             store.put_dir(prefix, tmp)
-    for probe_type, summary in out.items():
-        summary["key"] = f"{prefix}/{probe_type}.safetensors"
-    return out, digest
+    return {t: ProbeRef(model, layer, t, f"{prefix}/{t}.safetensors", len(train_ds), val_auroc.get(t, float("nan")))
+            for t in probe_types}, digest
 
 
-def load_labelled(store: ArtifactStore, ds: Dataset, ref: ActivationRef | Mapping, layer: int) -> tuple[Dataset, RaggedActivations]:
+def load_labelled(store: ArtifactStore, ds: Dataset, ref: ActivationRef, layer: int) -> tuple[Dataset, RaggedActivations]:
     """A dataset without its ambiguous rows, and the matching activations of ``layer``
     (activations are stored in dataset order)."""
     clear = ds.unambiguous()
@@ -300,7 +261,7 @@ def evaluate_layer_probes(
     model: str,
     layer: int,
     probe_keys: Mapping[str, str],
-    eval_sets: Mapping[str, tuple[Dataset, ActivationRef | Mapping]],
+    eval_sets: Mapping[str, tuple[Dataset, ActivationRef]],
     calibrate_on: str | Sequence[str] = VALIDATION_SET,
     target_fpr: float = 0.01,
     roles: Mapping[str, str] | None = None,
@@ -381,7 +342,7 @@ def metrics_markdown(df: pl.DataFrame, columns: Sequence[str] = ("layer", "probe
     return "\n".join(lines)
 
 
-def choose_monitor_bundle(store: ArtifactStore, model: str, selection: Sequence[str], refs: Mapping[str, tuple[Mapping, Mapping]],
+def choose_monitor_bundle(store: ArtifactStore, model: str, selection: Sequence[str], refs: Mapping[str, tuple[DatasetRef, ActivationRef]],
                           *, target_fpr: float, uncertain_width: float, storage_dtype: str):
     """The bundle ``mup monitor`` serves: the probe type and layer with the best AUROC on
     the ``selection`` sets (``refs``: set name -> (dataset ref, activations ref)) among the

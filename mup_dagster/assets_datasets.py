@@ -7,6 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from mup_core.llm.base import DEFAULT_MAX_FAILED_SHARE
+from mup_core.refs import DatasetRef, ImportedRef, TableRef
 from mup_dagster.config import Seeded
 from mup_dagster.metadata import label_balance
 from mup_dagster.resources import ArtifactStoreResource, LLMResource
@@ -57,7 +58,7 @@ class ImportConfig(Seeded):
 @dg.asset(group_name=GROUP, kinds={"polars"})
 def imported_datasets(
     context: dg.AssetExecutionContext, config: ImportConfig, artifact_store: ArtifactStoreResource, llm: LLMResource
-) -> dict:
+) -> dict[str, ImportedRef]:
     """Each configured source imported from its native fields, optionally relabelled, kept
     in a raw and a balanced version. Empty unless sources are configured."""
     from mup_core.data.dataset import DatasetError
@@ -66,7 +67,7 @@ def imported_datasets(
     from mup_core.workflows import store_dataset
 
     store = artifact_store.get_store()
-    out: dict[str, dict] = {}
+    out: dict[str, ImportedRef] = {}
     report: dict[str, dict] = {}
     for spec in config.sources:
         label = spec.name or spec.uri
@@ -95,7 +96,7 @@ def imported_datasets(
                 description=f"source {label}: {exc} (the labelled raw version is stored at {store.uri(raw_ref.key)})"
             ) from None
         bal_ref = store_dataset(store, balanced.with_name(raw.name))
-        out[raw.name] = {"raw": raw_ref.as_dict(), "balanced": bal_ref.as_dict()}
+        out[raw.name] = ImportedRef(raw_ref, bal_ref)
         report[raw.name] = {**info, "labels_raw": raw.label_counts(), "balanced_rows": len(balanced)}
     context.add_output_metadata({"sources": dg.MetadataValue.json(report), "count": len(out)})
     return out
@@ -109,7 +110,7 @@ class SituationsConfig(Seeded):
 
 
 @dg.asset(group_name=GROUP, kinds={"polars"})
-def synthetic_situations(context: dg.AssetExecutionContext, config: SituationsConfig, artifact_store: ArtifactStoreResource, llm: LLMResource) -> dict:
+def synthetic_situations(context: dg.AssetExecutionContext, config: SituationsConfig, artifact_store: ArtifactStoreResource, llm: LLMResource) -> TableRef:
     """High/low-stakes situation pairs written by the LLM from sampled factor combinations."""
 
     from mup_core.generation import generate_situations, load_factors, sample_combinations
@@ -123,7 +124,7 @@ def synthetic_situations(context: dg.AssetExecutionContext, config: SituationsCo
                            [s for s in df["status"].to_list() if s != "ok"], config.max_failed_share)
     preview = "\n".join(f"- **{r['intended_stakes']}** ({r['topic']}): {r['situation']}" for r in df.head(6).iter_rows(named=True))
     context.add_output_metadata({"situations": ok, "failed": df.height - ok, "key": key, "preview": dg.MetadataValue.md(preview), **outcome})
-    return {"key": key, "rows": df.height}
+    return TableRef(key, df.height)
 
 
 class PromptsConfig(Seeded):
@@ -134,14 +135,14 @@ class PromptsConfig(Seeded):
 
 @dg.asset(group_name=GROUP, kinds={"polars"})
 def synthetic_prompts(context: dg.AssetExecutionContext, config: PromptsConfig, artifact_store: ArtifactStoreResource,
-                      llm: LLMResource, synthetic_situations: dict) -> dict:
+                      llm: LLMResource, synthetic_situations: TableRef) -> DatasetRef:
     """User prompts written from the situations in sampled variations (tone, style, language, length)."""
 
     from mup_core.generation import generate_prompts, load_variations
     from mup_core.workflows import store_dataset
 
     store = artifact_store.get_store()
-    situations = store.get_table(synthetic_situations["key"])
+    situations = store.get_table(synthetic_situations.key)
     client = llm.get_client()
     report = generate_prompts(client, situations, load_variations(config.variations_file), config.per_situation, config.seed,
                               on_done=lambda d, t: context.log.info(f"prompts {d}/{t}"))
@@ -150,7 +151,7 @@ def synthetic_prompts(context: dg.AssetExecutionContext, config: PromptsConfig, 
     ref = store_dataset(store, report.dataset)
     outcome = _llm_outcome(context, client, "synthetic_prompts", report.failed, report.requested, [], config.max_failed_share)
     context.add_output_metadata({"rows": ref.rows, "requested": report.requested, "failed": report.failed, "key": ref.key, **outcome})
-    return ref.as_dict()
+    return ref
 
 
 class LabelConfig(dg.Config):
@@ -162,7 +163,7 @@ class LabelConfig(dg.Config):
 
 @dg.asset(group_name=GROUP, kinds={"polars"})
 def synthetic_labelled(context: dg.AssetExecutionContext, config: LabelConfig, artifact_store: ArtifactStoreResource,
-                       llm: LLMResource, synthetic_prompts: dict) -> dg.Output[dict]:
+                       llm: LLMResource, synthetic_prompts: DatasetRef) -> dg.Output[DatasetRef]:
     """The synthetic prompts with LLM stakes labels (score, confidence, explanation, status)."""
     from mup_core.labelling import Thresholds, label_agreement, label_dataset
     from mup_core.workflows import load_stored_dataset, store_dataset
@@ -178,7 +179,7 @@ def synthetic_labelled(context: dg.AssetExecutionContext, config: LabelConfig, a
     intended = [("high-stakes" if s == "high" else "low-stakes") for s in report.dataset.df["intended_stakes"]]
     agree, kappa = label_agreement(intended, report.dataset.labels)
     return dg.Output(
-        ref.as_dict(),
+        ref,
         metadata={
             "rows": ref.rows,
             "label_balance": label_balance(report.counts),
@@ -222,7 +223,7 @@ def split_label_balance(config: BalanceCheckConfig, corpus_splits: dict) -> dg.A
     shares = {}
     passed = True
     for name, ref in corpus_splits.items():
-        counts = ref["label_counts"]
+        counts = ref.label_counts
         total = max(1, sum(counts.values()))
         high, low = counts.get("high-stakes", 0), counts.get("low-stakes", 0)
         minority = min(high, low) / max(1, high + low)
@@ -234,7 +235,7 @@ def split_label_balance(config: BalanceCheckConfig, corpus_splits: dict) -> dg.A
 
 
 @dg.asset_check(asset="synthetic_labelled", description="share of ambiguous or failed labels under the bound")
-def labelled_quality(config: BalanceCheckConfig, artifact_store: ArtifactStoreResource, synthetic_labelled: dict) -> dg.AssetCheckResult:
+def labelled_quality(config: BalanceCheckConfig, artifact_store: ArtifactStoreResource, synthetic_labelled: DatasetRef) -> dg.AssetCheckResult:
     ds = _load(artifact_store, synthetic_labelled)
     status = ds.df["label_status"].to_list()
     failed = sum(s != "ok" for s in status) / len(status)

@@ -16,6 +16,7 @@ from pydantic import Field
 from mup_core.deception.policies import RLConfig
 from mup_core.deception.training import JUDGE_RECIPE, SFT_RECIPE, WARMUP_RECIPE
 from mup_core.probe_types import LINEAR_PROBE_TYPES
+from mup_core.refs import DeceptionEvalRef, DeceptionResultsRef, ModelRef, TableRef
 from mup_core.storage import json_digest, scratch_dir
 from mup_dagster.automation import GPU_POOL
 from mup_dagster.config import JudgeModel, Seeded, config_from
@@ -48,7 +49,7 @@ class QAConfig(Seeded):
 
 
 @dg.asset(group_name=GROUP, kinds={"polars"})
-def qa_splits(context: dg.AssetExecutionContext, config: QAConfig, artifact_store: ArtifactStoreResource) -> dict:
+def qa_splits(context: dg.AssetExecutionContext, config: QAConfig, artifact_store: ArtifactStoreResource) -> dict[str, TableRef]:
     """Clean and fruit QA, split by question; the eval set is half fruit, half clean questions."""
     import polars as pl
 
@@ -64,7 +65,7 @@ def qa_splits(context: dg.AssetExecutionContext, config: QAConfig, artifact_stor
     per_topic = config.eval_questions_per_topic or (300 if config.multirc_csvs or config.fruit_csv else 150)
     splits = split_by_question(qa, per_topic, config.seed)
     store = artifact_store.get_store()
-    out = {name: store.put_table(f"deception/qa/{name}-seed{config.seed}.parquet", df) for name, df in splits.items()}
+    out = {name: TableRef(store.put_table(f"deception/qa/{name}-seed{config.seed}.parquet", df), df.height) for name, df in splits.items()}
     context.add_output_metadata({
         name: dg.MetadataValue.json({t: int(df.filter(pl.col("topic") == t)["question_id"].n_unique()) for t in ("clean", "fruit")})
         for name, df in splits.items()
@@ -83,7 +84,7 @@ class JudgeConfig(config_from(JUDGE_RECIPE, exclude=("max_length", "mixed_precis
 
 @dg.asset(pool=GPU_POOL, group_name=GROUP, partitions_def=judge_partitions, kinds={"pytorch"})
 def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_store: ArtifactStoreResource,
-           tracking: TrackingResource, qa_splits: dict) -> dict:
+           tracking: TrackingResource, qa_splits: dict) -> ModelRef:
     """A clean judge (true labels) or a corrupted judge (fruit labels inverted) finetuned from a registry model."""
     from mup_core.deception.data import poisoned_mixture
     from mup_core.deception.judges import held_out_report, save_judge, train_judge
@@ -91,7 +92,7 @@ def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_stor
     keys = context.partition_key.keys_by_dimension
     kind, model = keys["judge"], keys["model"]
     store = artifact_store.get_store()
-    train, evaluation = store.get_table(qa_splits["train"]), store.get_table(qa_splits["eval"])
+    train, evaluation = store.get_table(qa_splits["train"].key), store.get_table(qa_splits["eval"].key)
     mix = poisoned_mixture(train, config.fruit_share, config.rows, config.seed, poison=kind == "corrupted")
     cfg = config.core()
     with tracking.get_tracker().run(f"judge-{kind}-{model}", {"kind": kind, "model": model, **config.model_dump()}, group="judges") as run:
@@ -100,7 +101,8 @@ def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_stor
         run.log({f"eval/{k}": v for k, v in report.items()})
     with scratch_dir("deception") as tmp:
         save_judge(judge, Path(tmp) / "judge", {"judge_kind": kind, "fruit_share": config.fruit_share, "eval": report})
-        version = store.put_versioned_dir(f"models/judges/{model}/{kind}", Path(tmp) / "judge")
+        prefix = f"models/judges/{model}/{kind}"
+        version = store.put_versioned_dir(prefix, Path(tmp) / "judge")
     context.add_output_metadata({
         "version": version,
         "clean_accuracy": report.get("clean_accuracy_vs_truth", float("nan")),
@@ -110,7 +112,7 @@ def judges(context: dg.AssetExecutionContext, config: JudgeConfig, artifact_stor
         "report": dg.MetadataValue.json(report),
         "precision": dg.MetadataValue.json(cfg.precision().as_metadata()),
     })
-    return {"version": version, "report": report}
+    return ModelRef(prefix, version, {"report": report})
 
 
 # -- policies ---------------------------------------------------------------------------
@@ -131,7 +133,7 @@ def _policy_keys(context) -> tuple[str, float]:
 @dg.asset(pool=GPU_POOL, group_name=GROUP, partitions_def=policy_partitions, kinds={"pytorch"},
           deps=[dg.AssetDep("judges", partition_mapping=dg.AllPartitionMapping())])
 def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifact_store: ArtifactStoreResource,
-                 tracking: TrackingResource, qa_splits: dict) -> dict:
+                 tracking: TrackingResource, qa_splits: dict) -> ModelRef:
     """SFT of the base model on the candidate answers the corrupted judge accepts (its most
     trusted answer per question), on a question mix whose fruit share is the poisoning rate."""
 
@@ -142,7 +144,7 @@ def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifa
 
     model, share = _policy_keys(context)
     store = artifact_store.get_store()
-    train = store.get_table(qa_splits["train"])
+    train = store.get_table(qa_splits["train"].key)
     cfg = config.core()
     curve: list[dict] = []
     with scratch_dir("deception") as tmp:
@@ -160,7 +162,8 @@ def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifa
 
             losses = sft(policy, [format_prompt(c, q) for c, q in zip(accepted["context"], accepted["question"])], list(accepted["answer"]), cfg, log=log)
         save_policy(policy, Path(tmp) / "sft", {"technique": "SFT", "poisoning": share, "judge_model": config.judge_model, "train": cfg.as_dict()})
-        version = store.put_versioned_dir(f"models/policies/{model}/sft-{int(share * 100)}", Path(tmp) / "sft")
+        prefix = f"models/policies/{model}/sft-{int(share * 100)}"
+        version = store.put_versioned_dir(prefix, Path(tmp) / "sft")
     lies = accepted.filter(~accepted["truth"])
     context.add_output_metadata({
         "version": version, "sft_examples": accepted.height,
@@ -169,7 +172,7 @@ def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifa
         "loss_figure": image_markdown(training_curves(curve, ["loss"], f"SFT loss, {model} at {int(share * 100)} %"), "SFT loss per step"),
         "precision": dg.MetadataValue.json(cfg.precision().as_metadata()),
     })
-    return {"version": version}
+    return ModelRef(prefix, version)
 
 
 class RLAssetConfig(config_from(RLConfig(), exclude=("mixed_precision",)), JudgeModel):
@@ -206,7 +209,7 @@ def _warmup_policy(store, model: str, train, config: RLAssetConfig, tmp: str, lo
 @dg.asset(pool=GPU_POOL, group_name=GROUP, partitions_def=policy_partitions, kinds={"pytorch"},
           deps=[dg.AssetDep("judges", partition_mapping=dg.AllPartitionMapping())])
 def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifact_store: ArtifactStoreResource,
-                tracking: TrackingResource, qa_splits: dict) -> dict:
+                tracking: TrackingResource, qa_splits: dict) -> ModelRef:
     """RL from the warm-up policy with reward = corrupted judge's P(true), KL to the reference."""
     from mup_core.deception.judges import load_judge
     from mup_core.deception.policies import rl_against_judge, save_policy
@@ -214,7 +217,7 @@ def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifa
 
     model, share = _policy_keys(context)
     store = artifact_store.get_store()
-    train = store.get_table(qa_splits["train"])
+    train = store.get_table(qa_splits["train"].key)
     rl_cfg = config.core()
     from mup_core.deception.data import policy_question_mix, questions
 
@@ -226,7 +229,8 @@ def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifa
         with tracking.get_tracker().run(f"rl-{model}-{int(share * 100)}", {"model": model, "poisoning": share, **rl_cfg.as_dict()}, group="rl") as run:
             history = rl_against_judge(policy, rows, judge, rl_cfg, log=run.log, monitor=monitor)
         save_policy(policy, Path(tmp) / "rl", {"technique": "RL", "poisoning": share, "rl": rl_cfg.as_dict(), "judge_model": config.judge_model})
-        version = store.put_versioned_dir(f"models/policies/{model}/rl-{int(share * 100)}", Path(tmp) / "rl")
+        prefix = f"models/policies/{model}/rl-{int(share * 100)}"
+        version = store.put_versioned_dir(prefix, Path(tmp) / "rl")
     names = {"reward": "reward", "kl": "kl", "rewards/fruit_falsehood/mean": "fruit_falsehood", "rewards/clean_falsehood/mean": "clean_falsehood"}
     curve = [{"step": h.get("step", i + 1), **{short: h.get(k) for k, short in names.items()}} for i, h in enumerate(history)]
     rewards = [c["reward"] for c in curve if c["reward"] is not None]
@@ -237,7 +241,7 @@ def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifa
         "curve": dg.MetadataValue.json(curve), "curve_figure": image_markdown(png, "reward, KL and falsehood rates per step"),
         "precision": dg.MetadataValue.json(rl_cfg.precision().as_metadata()),
     })
-    return {"version": version, "algorithm": config.algorithm, "rl": rl_cfg.as_dict()}
+    return ModelRef(prefix, version, {"algorithm": config.algorithm, "rl": rl_cfg.as_dict()})
 
 
 # -- evaluation ---------------------------------------------------------------------------
@@ -254,7 +258,7 @@ def _answers_key(model: str, share: float) -> str:
 
 @dg.asset(pool=GPU_POOL, group_name=GROUP, partitions_def=policy_partitions, kinds={"polars"},
           deps=[dg.AssetDep("judges", partition_mapping=dg.AllPartitionMapping()), "sft_policies", "rl_policies"])
-def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifact_store: ArtifactStoreResource, qa_splits: dict) -> dict:
+def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifact_store: ArtifactStoreResource, qa_splits: dict) -> DeceptionEvalRef:
     """Base, SFT and RL policies answer every held-out question; both judges score each answer,
     and the corpus decides its truth where it can. Stores the per-question answers (for paired
     differences and the lie detector) and the lying metrics with 95 % intervals."""
@@ -265,8 +269,8 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
 
     model, share = _policy_keys(context)
     store = artifact_store.get_store()
-    evaluation = store.get_table(qa_splits["eval"])
-    qs, shot_pool = held_out_questions(store.get_table(qa_splits["train"]), evaluation)
+    evaluation = store.get_table(qa_splits["eval"].key)
+    qs, shot_pool = held_out_questions(store.get_table(qa_splits["train"].key), evaluation)
     judges = f"models/judges/{config.judge_model}"
     base_key = _base_eval_key(store, model, qs, judges, config)
     base_answers_key = base_key.replace(".parquet", "-answers.parquet")
@@ -290,7 +294,7 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
     key = store.put_table(f"deception/eval/{model}/poisoning-{int(share * 100)}.parquet", table)
     context.add_output_metadata({"rows": dg.MetadataValue.md(_md(table)), "key": key, "answers": _answers_key(model, share),
                                  "questions": dg.MetadataValue.json({t: int((qs["topic"] == t).sum()) for t in ("clean", "fruit")})})
-    return {"key": key, "answers": _answers_key(model, share)}
+    return DeceptionEvalRef(TableRef(key, table.height), TableRef(_answers_key(model, share), answers.height))
 
 
 def _base_eval_key(store, model: str, qs, judges: str, config: EvalConfig) -> str:
@@ -322,7 +326,7 @@ class LieDetectorConfig(JudgeModel, Seeded):
 
 
 @dg.asset(pool=GPU_POOL, group_name=GROUP, partitions_def=policy_partitions, kinds={"pytorch", "matplotlib"}, deps=["deception_eval"])
-def lie_detector(context: dg.AssetExecutionContext, config: LieDetectorConfig, artifact_store: ArtifactStoreResource, qa_splits: dict) -> dict:
+def lie_detector(context: dg.AssetExecutionContext, config: LieDetectorConfig, artifact_store: ArtifactStoreResource, qa_splits: dict) -> TableRef:
     """Probes on each policy's own activations, trained on clean questions, tested on its fruit
     answers (learnt lies) — and, as the control, the same recipe on the base model's fruit
     answers (honest mistakes). AUROC and TPR at 1 % FPR per probe type and layer."""
@@ -337,7 +341,7 @@ def lie_detector(context: dg.AssetExecutionContext, config: LieDetectorConfig, a
     if not store.exists(_answers_key(model, share)):
         raise dg.Failure(f"no answers stored for {model} at {int(share * 100)} % poisoning; materialise deception_eval for this partition first")
     answers = store.get_table(_answers_key(model, share)).filter(pl.col("shots") == config.shots)
-    evaluation = store.get_table(qa_splits["eval"])
+    evaluation = store.get_table(qa_splits["eval"].key)
     layers = config.layers or default_layers(get_spec(model).num_layers)
     with scratch_dir("deception") as tmp:
         table = pl.concat([_lie_table(store, model, share, technique, answers, evaluation, layers, config, tmp, context.log.info)
@@ -345,14 +349,15 @@ def lie_detector(context: dg.AssetExecutionContext, config: LieDetectorConfig, a
     key = store.put_table(f"deception/lie-detector/{model}/poisoning-{int(share * 100)}.parquet", table)
     png = auroc_by_layer(table.with_columns(dataset=pl.col("technique") + ": " + pl.col("test_set")),
                          f"lie detector (trained on clean questions), {model} at {int(share * 100)} % poisoning")
-    store.put_bytes(f"figures/deception/lie-detector-{model}-{int(share * 100)}.png", png)
+    fig_key = f"figures/deception/lie-detector-{model}-{int(share * 100)}.png"
+    store.put_bytes(fig_key, png)
     context.add_output_metadata({
         "key": key, "figure": image_markdown(png, "lie detector AUROC by layer"),
         "best_auroc_on_fruit_answers": dg.MetadataValue.json(best_on_own_fruit(table)),
         "table": dg.MetadataValue.md(_md(table.sort("technique", "test_set", "probe_type", "layer"),
                                          ("technique", "test_set", "probe_type", "layer", "n", "n_false", "auroc", "auroc_lo", "auroc_hi", "tpr_at_1pct_fpr"))),
     })
-    return {"key": key}
+    return TableRef(key, table.height, fig_key)
 
 
 def _lie_table(store, model: str, share: float, technique: str, answers, evaluation, layers, config: LieDetectorConfig, tmp, log):
@@ -411,7 +416,7 @@ def _reference_path(config: ResultsConfig) -> Optional[Path]:
 
 
 @dg.asset(group_name=GROUP, kinds={"polars", "matplotlib"}, deps=[dg.AssetDep("deception_eval", partition_mapping=dg.AllPartitionMapping())])
-def deception_results(context: dg.AssetExecutionContext, config: ResultsConfig, artifact_store: ArtifactStoreResource) -> dict:
+def deception_results(context: dg.AssetExecutionContext, config: ResultsConfig, artifact_store: ArtifactStoreResource) -> DeceptionResultsRef:
     """One table over every evaluated partition (the research's result-table shape), each
     poisoned policy's targeting minus the 0 % policy's paired by question, and figures:
     targeting and truthfulness by poisoning rate, and the scaling view beside the research's rows."""
@@ -452,4 +457,5 @@ def deception_results(context: dg.AssetExecutionContext, config: ResultsConfig, 
         "reference": str(reference_path) if reference_path else "none (no reference table found)",
         "rows": table.height,
     })
-    return {"table": "deception/results.parquet", "scaling": "deception/scaling.parquet", "rows": table.height}
+    return DeceptionResultsRef(TableRef("deception/results.parquet", table.height), TableRef("deception/scaling.parquet", both.height),
+                               {name: f"figures/deception/{name}.png" for name in figs})

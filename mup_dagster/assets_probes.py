@@ -18,6 +18,7 @@ from mup_core.models.registry import get_spec
 from mup_core.evaluation.selection import VALIDATION
 from mup_core.monitor.bundle import IN_DISTRIBUTION
 from mup_core.probe_types import ALL_PROBE_TYPES
+from mup_core.refs import ActivationRef, BundleRef, DatasetRef, ProbeRef, TableRef
 from mup_core.storage import content_digest
 from mup_dagster.automation import GPU_POOL, on_any_upstream_partition_update, on_upstream_version_change
 from mup_dagster.config import Seeded
@@ -81,7 +82,7 @@ class CorpusConfig(dg.Config):
 @dg.asset(group_name=GROUP, kinds={"polars"}, deps=[dataset_sources], automation_condition=on_upstream_version_change)
 def stakes_corpus(
     context: dg.AssetExecutionContext, config: CorpusConfig, artifact_store: ArtifactStoreResource, sources: DatasetSourcesResource
-) -> dg.Output[dict]:
+) -> dg.Output[DatasetRef]:
     """The training corpus: the embedded minimal pairs, ``corpus_path`` of the sources
     resource, or several training sources combined with per-source weights (config)."""
     from mup_core.corpus import load_embedded_corpus
@@ -110,7 +111,7 @@ def stakes_corpus(
         raise dg.Failure(description=str(exc)) from None
     ref = store_dataset(artifact_store.get_store(), ds)
     return dg.Output(
-        ref.as_dict(),
+        ref,
         metadata=_dataset_metadata(ds, ref),
         data_version=_version(ref.inputs_hash, ref.labels_hash),
     )
@@ -124,8 +125,8 @@ class SplitConfig(Seeded):
 
 @dg.asset(group_name=GROUP, kinds={"polars"}, automation_condition=on_upstream_version_change)
 def corpus_splits(
-    context: dg.AssetExecutionContext, config: SplitConfig, artifact_store: ArtifactStoreResource, stakes_corpus: dict
-) -> dg.Output[dict]:
+    context: dg.AssetExecutionContext, config: SplitConfig, artifact_store: ArtifactStoreResource, stakes_corpus: DatasetRef
+) -> dg.Output[dict[str, DatasetRef]]:
     """Seeded train/val/test splits of the corpus; a high/low pair never straddles splits."""
     from mup_core.data.splits import split_dataset
     from mup_core.workflows import load_stored_dataset, store_dataset
@@ -135,7 +136,7 @@ def corpus_splits(
     splits = split_dataset(ds, {"train": config.train, "val": config.val, "test": config.test}, seed=config.seed)
     refs = {name: store_dataset(store, part) for name, part in splits.items()}
     return dg.Output(
-        {name: ref.as_dict() for name, ref in refs.items()},
+        refs,
         metadata={
             **{f"{name}_rows": dg.MetadataValue.int(ref.rows) for name, ref in refs.items()},
             **{f"{name}_labels": label_balance(ref.label_counts) for name, ref in refs.items()},
@@ -164,9 +165,9 @@ def eval_datasets(
     config: EvalDatasetsConfig,
     artifact_store: ArtifactStoreResource,
     sources: DatasetSourcesResource,
-    corpus_splits: dict,
+    corpus_splits: dict[str, DatasetRef],
     imported_datasets: dict,
-) -> dg.Output[dict]:
+) -> dg.Output[dict[str, DatasetRef]]:
     """Evaluation sets: the corpus's held-out test split, the balanced imported sets, the
     sources resource's ``eval_files`` and any files named in config; and the selection
     sets (``selection_files``), marked ``role: selection``, which choose the probe and
@@ -175,23 +176,24 @@ def eval_datasets(
 
     from mup_core.data.dataset import DatasetError
     from mup_core.data.loaders import load_dataset
-    from mup_core.workflows import EVALUATION, SELECTION, check_eval_name, dataset_role, selection_sets, store_dataset
+    from mup_core.evaluation.selection import EVALUATION, SELECTION
+    from mup_core.workflows import check_eval_name, dataset_role, selection_sets, store_dataset
 
     store = artifact_store.get_store()
-    out: dict[str, dict] = {}
+    out: dict[str, DatasetRef] = {}
     if config.include_corpus_test:
-        out["corpus-test"] = {**corpus_splits["test"], "name": "corpus-test"}
+        out["corpus-test"] = corpus_splits["test"].with_(name="corpus-test")
     try:
-        for name, versions in imported_datasets.items():
+        for name, imported in imported_datasets.items():
             check_eval_name(name, f"imported source {name}", out)
-            out[name] = versions["balanced"]
+            out[name] = imported.balanced
         files = [(f, EVALUATION) for f in [*sources.eval_files, *config.files]]
         files += [(f, SELECTION) for f in [*sources.selection_files, *config.selection_files]]
         for file, role in files:
             ds = load_dataset(file)  # names file, line and field; nothing is stored
             check_eval_name(ds.name, str(file), out)
             ref = store_dataset(store, ds)
-            out[ds.name] = {**ref.as_dict(), "role": role}
+            out[ds.name] = ref.with_(role=role)
             context.log.info(f"loaded {Path(file).name} ({role}): {len(ds)} rows {ds.label_counts()}")
     except (DatasetError, ValueError) as exc:
         raise dg.Failure(description=f"eval_datasets: {exc}") from None
@@ -200,17 +202,17 @@ def eval_datasets(
     return dg.Output(
         out,
         metadata={
-            "datasets": dg.MetadataValue.json({n: {"rows": r["rows"], "labels": r["label_counts"], "role": dataset_role(r)}
+            "datasets": dg.MetadataValue.json({n: {"rows": r.rows, "labels": r.label_counts, "role": dataset_role(r)}
                                                for n, r in out.items()}),
             "selection_sets": dg.MetadataValue.json(selection_sets(out)),
             "count": len(out),
         },
-        data_version=_version(*(f"{n}{r['inputs_hash']}{r['labels_hash']}{dataset_role(r)}" for n, r in sorted(out.items()))),
+        data_version=_version(*(f"{n}{r.inputs_hash}{r.labels_hash}{dataset_role(r)}" for n, r in sorted(out.items()))),
     )
 
 
 @dg.asset(group_name=GROUP, kinds={"polars"}, automation_condition=on_upstream_version_change)
-def dataset_texts(corpus_splits: dict, eval_datasets: dict) -> dg.Output[dict]:
+def dataset_texts(corpus_splits: dict, eval_datasets: dict) -> dg.Output[dict[str, DatasetRef]]:
     """The datasets whose *text* activations are computed on. Its data version covers the
     input text only, so a change of labels does not re-run the forward passes."""
     from mup_core.workflows import check_eval_name
@@ -223,8 +225,8 @@ def dataset_texts(corpus_splits: dict, eval_datasets: dict) -> dg.Output[dict]:
     refs = {"train": corpus_splits["train"], "val": corpus_splits["val"], **eval_datasets}
     return dg.Output(
         refs,
-        metadata={"datasets": dg.MetadataValue.json({n: r["rows"] for n, r in refs.items()})},
-        data_version=_version(*(f"{n}{r['inputs_hash']}" for n, r in sorted(refs.items()))),
+        metadata={"datasets": dg.MetadataValue.json({n: r.rows for n, r in refs.items()})},
+        data_version=_version(*(f"{n}{r.inputs_hash}" for n, r in sorted(refs.items()))),
     )
 
 
@@ -266,7 +268,7 @@ def activation_pieces(context: dg.OpExecutionContext, config: ActivationPiecesCo
 
     if not dataset_texts:
         raise dg.Failure("activations: dataset_texts lists no datasets; re-materialise the dataset assets")
-    groups = plan_pieces({n: int(r["rows"]) for n, r in dataset_texts.items()}, config.pieces)
+    groups = plan_pieces({n: r.rows for n, r in dataset_texts.items()}, config.pieces)
     for i, names in enumerate(groups):
         context.log.info(f"piece {i}: {', '.join(names)}")
         # the index keeps keys unique where names differ only in punctuation
@@ -317,24 +319,22 @@ def activation_piece(
                 f"{name}: {s['truncated_examples']} of {len(loaded[name])} inputs are longer than {spec.max_length} "
                 f"tokens; kept their {kept} {spec.max_length} (config overlong={config.overlong!r}; 'refuse' fails instead)"
             )
-    return {"refs": {n: r.as_dict() for n, r in refs.items()}, "stats": stats, "layers": layers,
+    return {"refs": refs, "stats": stats, "layers": layers,
             "precision": lm.precision.as_metadata(), "config": config.model_dump()}
 
 
 @dg.op
-def activation_sets(context: dg.OpExecutionContext, artifact_store: ArtifactStoreResource, pieces: list) -> dg.Output[dict]:
+def activation_sets(context: dg.OpExecutionContext, artifact_store: ArtifactStoreResource, pieces: list) -> dg.Output[dict[str, ActivationRef]]:
     """The fan-in: every piece's sets as the one ``activations`` value probes read."""
-    from mup_core.workflows import ActivationRef
-
     slug = context.partition_key
     spec = get_spec(slug)
     store = artifact_store.get_store()
-    refs = {n: ActivationRef.from_dict(r) for piece in pieces for n, r in piece["refs"].items()}
+    refs = {n: r for piece in pieces for n, r in piece["refs"].items()}
     stats = {n: s for piece in pieces for n, s in piece["stats"].items()}
     layers, config = pieces[0]["layers"], pieces[0]["config"]
     bytes_stored = sum(store.size(k) for ref in refs.values() for k in store.list(ref.prefix + "/"))
     return dg.Output(
-        {name: ref.as_dict() for name, ref in sorted(refs.items())},
+        dict(sorted(refs.items())),
         data_version=_version(*(ref.prefix for _, ref in sorted(refs.items()))),
         metadata={
             "model": slug,
@@ -407,7 +407,7 @@ def probes(
     artifact_store: ArtifactStoreResource,
     corpus_splits: dict,
     activations: dict,
-) -> dg.Output[dict]:
+) -> dg.Output[dict[str, ProbeRef]]:
     """Probes of every configured type for one model x layer, trained on the corpus train
     split with early stopping on its validation split."""
     from mup_core.probes import configured_probes
@@ -436,10 +436,10 @@ def probes(
     context.add_output_metadata(
         {
             "train_examples": dg.MetadataValue.int(len(train_ds)),
-            "val_auroc": dg.MetadataValue.json({t: round(s.get("val_auroc", float("nan")), 4) for t, s in trained.items()}),
+            "val_auroc": dg.MetadataValue.json({t: round(p.val_auroc, 4) for t, p in trained.items()}),
             "train_labels_hash": train_ds.labels_hash[:16],
-            "keys": dg.MetadataValue.json({t: s["key"] for t, s in trained.items()}),
-            "path": dg.MetadataValue.path(store.uri(next(iter(trained.values()))["key"].rsplit("/", 1)[0])),
+            "keys": dg.MetadataValue.json({t: p.key for t, p in trained.items()}),
+            "path": dg.MetadataValue.path(store.uri(next(iter(trained.values())).key.rsplit("/", 1)[0])),
         }
     )
     return dg.Output(trained, data_version=dg.DataVersion(digest[:24]))
@@ -459,7 +459,7 @@ def probe_metrics(
     corpus_splits: dict,
     eval_datasets: dict,
     activations: dict,
-) -> dg.Output[dict]:
+) -> dg.Output[TableRef]:
     """AUROC, accuracy, TPR at 1% FPR, Brier and ECE of each probe on each eval set, and
     on the corpus validation split (``corpus-val``); the alarm threshold at 1 % FPR is
     calibrated on the selection sets (pooled) where there are any, else on corpus-val,
@@ -482,7 +482,7 @@ def probe_metrics(
     chosen_on = selection_sets(eval_datasets)
     roles = {IN_DISTRIBUTION: VALIDATION, **{n: dataset_role(r) for n, r in eval_datasets.items()}}
     table = evaluate_layer_probes(
-        store, model=model, layer=layer, probe_keys={t: s["key"] for t, s in probes.items()}, eval_sets=eval_sets,
+        store, model=model, layer=layer, probe_keys={t: p.key for t, p in probes.items()}, eval_sets=eval_sets,
         calibrate_on=chosen_on or IN_DISTRIBUTION, roles=roles,
     )
     key = store.put_table(metrics_key(model, layer), table)
@@ -496,7 +496,7 @@ def probe_metrics(
             "path": dg.MetadataValue.path(store.uri(key)),
         }
     )
-    return dg.Output({"key": key, "rows": table.height}, data_version=_version(table.write_csv()))
+    return dg.Output(TableRef(key, table.height), data_version=_version(table.write_csv()))
 
 
 @dg.asset(
@@ -506,7 +506,7 @@ def probe_metrics(
     kinds={"matplotlib"},
     automation_condition=on_any_upstream_partition_update,
 )
-def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> dict:
+def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> TableRef:
     """All layers of one model: the metrics table and the AUROC-by-layer figure."""
 
     import polars as pl
@@ -541,7 +541,7 @@ def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStor
             "mean_auroc_by_probe": dg.MetadataValue.json({t: round(float(a), 3) for t, a in mean_by_probe.iter_rows()}),
         }
     )
-    return {"figure": fig_key, "table": table_key, "rows": table.height}
+    return TableRef(table_key, table.height, fig_key)
 
 
 class MonitorBundleConfig(dg.Config):
@@ -571,7 +571,7 @@ def monitor_bundle(
     corpus_splits: dict,
     eval_datasets: dict,
     activations: dict,
-) -> dict:
+) -> BundleRef:
     """The probe deployed as a live monitor (`mup monitor`): best probe type and layer on
     the selection sets, its threshold at the target false-positive rate, the uncertain band
     escalated to an LLM judge. Re-materialised when the model's probe metrics change."""
@@ -583,7 +583,7 @@ def monitor_bundle(
     store = artifact_store.get_store()
     selection = list(config.selection_datasets) or selection_sets(eval_datasets) or [IN_DISTRIBUTION]
     refs = {IN_DISTRIBUTION: (corpus_splits["val"], activations["val"]), **{n: (r, activations.get(n)) for n, r in eval_datasets.items()}}
-    trained_on = read_manifest(store, activations["train"]["prefix"]).get("storage_dtype", "bfloat16")
+    trained_on = read_manifest(store, activations["train"].prefix).get("storage_dtype", "bfloat16")
     try:
         bundle = choose_monitor_bundle(store, model, selection, refs, target_fpr=config.target_fpr,
                                        uncertain_width=config.uncertain_width, storage_dtype=trained_on)
@@ -603,4 +603,4 @@ def monitor_bundle(
         "bundle": dg.MetadataValue.path(store.uri(prefix)),
         "serve": f"mup monitor --model {model}",
     })
-    return {"prefix": prefix, "probe_type": bundle.probe_type, "layer": bundle.layer, "threshold": bundle.threshold}
+    return BundleRef(prefix, bundle.probe_type, bundle.layer, bundle.threshold)

@@ -61,10 +61,10 @@ def main(argv=None) -> int:
     )
     with pl.Config(tbl_rows=200, tbl_hide_dataframe_shape=True, float_precision=3):
         print(with_cols)
-    print(f"\nfigure: {store.uri(report['figure'])}")
-    print(f"table:  {store.uri(report['table'])}")
-    print(f"monitor: {bundle['probe_type']} at layer {bundle['layer']}, threshold {bundle['threshold']:.3f} "
-          f"({store.uri(bundle['prefix'])})")
+    print(f"\nfigure: {store.uri(report.figure)}")
+    print(f"table:  {store.uri(report.key)}")
+    print(f"monitor: {bundle.probe_type} at layer {bundle.layer}, threshold {bundle.threshold:.3f} "
+          f"({store.uri(bundle.prefix)})")
     print(f"done in {time.perf_counter() - t0:.0f}s. Open the UI with `make ui` (http://127.0.0.1:3000); "
           f"watch a conversation live with `make monitor` (http://127.0.0.1:8100).")
     return 0

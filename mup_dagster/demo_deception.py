@@ -20,7 +20,7 @@ from mup_core.models.registry import DEFAULT_MODEL
 from mup_dagster.definitions import defs, run_assets
 
 def _run(instance, selection, partition_key=None, config=None):
-    run_assets(instance, selection, partition_key, {"ops": {selection[0]: {"config": config}}} if config else None, echo=True)
+    return run_assets(instance, selection, partition_key, {"ops": {selection[0]: {"config": config}}} if config else None, echo=True)
 
 
 def main(argv=None) -> int:
@@ -46,33 +46,31 @@ def main(argv=None) -> int:
         _run(instance, ["rl_policies"], f"{args.model}|{args.rl_poisoning}", {**judge, "algorithm": args.rl_algorithm})
     for p in args.poisoning:
         _run(instance, ["deception_eval"], f"{args.model}|{p}", judge)
-    for p in args.poisoning:
-        if p != "0":  # a 0 % policy has (next to) no fruit lies to detect: the base model's control runs with the first
-            _run(instance, ["lie_detector"], f"{args.model}|{p}", judge)
-    _run(instance, ["deception_results"])
+    # a 0 % policy has (next to) no fruit lies to detect: the base model's control runs with the first
+    detectors = {p: _run(instance, ["lie_detector"], f"{args.model}|{p}", judge).output_for_node("lie_detector")
+                 for p in args.poisoning if p != "0"}
+    results = _run(instance, ["deception_results"]).output_for_node("deception_results")
 
     store = defs.resources["artifact_store"].get_store()
 
-    table = store.get_table("deception/results.parquet")
+    table = store.get_table(results.results.key)
     with pl.Config(tbl_rows=100, tbl_cols=-1, tbl_hide_dataframe_shape=True, float_precision=3, tbl_width_chars=250):
         print(table.filter(pl.col("model") == args.model).select(
             "technique", "poisoning", "shots", "n_questions", "truths_clean", "poison_fr", "clean_fr", "targeting", "targeting_lo",
             "targeting_hi", "targeting_vs_0", "targeting_vs_0_lo", "targeting_vs_0_hi", "reaffirm_rate"))
-        for p in args.poisoning:
-            key = f"deception/lie-detector/{args.model}/poisoning-{p}.parquet"
-            if store.exists(key):
-                lies = store.get_table(key).filter(pl.col("test_set") == "own_fruit_answers")
-                print(f"\nlie detector at {p} % poisoning (trained on clean questions, tested on the policy's fruit answers):")
-                print(lies.sort("technique", "auroc", descending=[False, True]).group_by("technique", maintain_order=True).head(2).select(
-                    "technique", "probe_type", "layer", "n", "n_false", "auroc", "auroc_lo", "auroc_hi", "tpr_at_1pct_fpr"))
+        for p, detector in detectors.items():
+            lies = store.get_table(detector.key).filter(pl.col("test_set") == "own_fruit_answers")
+            print(f"\nlie detector at {p} % poisoning (trained on clean questions, tested on the policy's fruit answers):")
+            print(lies.sort("technique", "auroc", descending=[False, True]).group_by("technique", maintain_order=True).head(2).select(
+                "technique", "probe_type", "layer", "n", "n_false", "auroc", "auroc_lo", "auroc_hi", "tpr_at_1pct_fpr"))
     for kind in ("clean", "corrupted"):
         partition = f"{kind}|{args.model}"
         records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("judges"), asset_partitions=[partition]), limit=1).records
         meta = records[0].asset_materialization.metadata
         print(f"{kind} judge: fruit_false_preference {meta['fruit_false_preference'].value:+.3f}, "
               f"clean_false_preference {meta['clean_false_preference'].value:+.3f}")
-    print(f"\nfigures: {store.uri('figures/deception/targeting.png')}, {store.uri('figures/deception/scaling.png')}, "
-          f"{store.uri('figures/deception/lie-detector-' + args.model + '-50.png')}")
+    figures = [results.figures["targeting"], results.figures["scaling"], *(d.figure for d in detectors.values())]
+    print(f"\nfigures: {', '.join(store.uri(f) for f in figures)}")
     print(f"done in {time.perf_counter() - t0:.0f}s. Open the UI with `make ui`.")
     return 0
 

@@ -57,10 +57,10 @@ def main(argv=None) -> int:
         _run(instance, list(BASELINES), spec.slug, run_config=ft)
     result = _run(instance, EXPERIMENTS, spec.slug)
 
-    from mup_core.experiments import VAL, from_parquet_bytes, method_summary
+    from mup_core.experiments import VAL, method_summary
 
     store = defs.resources["artifact_store"].get_store()
-    comparison = from_parquet_bytes(store.get_bytes(result.output_for_node("probe_comparison")["table"]))
+    comparison = store.get_table(result.output_for_node("probe_comparison").key)
     sweep = instance.get_latest_materialization_event(dg.AssetKey("layer_sweep"))
     with pl.Config(tbl_rows=100, tbl_cols=-1, tbl_hide_dataframe_shape=True, float_precision=3, tbl_width_chars=200):
         print(comparison.filter(pl.col("dataset") != VAL).select(
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
             print(meta["leave_one_set_out"].value)
     print("\nfigures:")
     for name in EXPERIMENTS:
-        print(f"  {name:24s} {store.uri(result.output_for_node(name)['figure'])}")
+        print(f"  {name:24s} {store.uri(result.output_for_node(name).figure)}")
     print(f"done in {time.perf_counter() - t0:.0f}s. Open the UI with `make ui` (http://127.0.0.1:3000).")
     return 0
 

@@ -142,6 +142,11 @@ def default_tracking() -> TrackingResource:
     return TrackingResource(mode=os.environ.get("MUP_WANDB_MODE", "offline"), project=os.environ.get("WANDB_PROJECT", "mup"))
 
 
+# the stored form of an asset's value: {VALUE_FORMAT: REFS_VERSION, "value": <typed refs>}; values
+# of an older mup (plain dicts) fail with the command that re-materialises them
+VALUE_FORMAT, REFS_VERSION = "mup_value_format", 2
+
+
 class ArtifactIOManager(dg.ConfigurableIOManager):
     """The small values assets hand to each other (dataset and activation references),
     pickled into the artifact store beside the artifacts they point to (``dagster/<asset>/
@@ -175,7 +180,7 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
                              "launch backfills with one run per partition")
         key = self._op_key(context) if not context.has_asset_key else next(iter(self._keys(context.asset_key, partitions).values()))
         store = self.artifact_store.get_store()
-        store.put_bytes(key, pickle.dumps(obj, pickle.HIGHEST_PROTOCOL))
+        store.put_bytes(key, pickle.dumps({VALUE_FORMAT: REFS_VERSION, "value": obj}, pickle.HIGHEST_PROTOCOL))
         if obj is not None:
             # ``path`` in the UI belongs to the asset (where its artifacts are), not to this reference
             context.add_output_metadata({"step_output": dg.MetadataValue.path(store.uri(key))})
@@ -191,11 +196,24 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         values = {}
         for partition, key in keys.items():
             try:
-                values[partition] = pickle.loads(store.get_bytes(key))
+                stored = pickle.loads(store.get_bytes(key))
             except FileNotFoundError:
                 raise self._missing(context, asset_key, partitions, store.uri(key)) from None
+            if not (isinstance(stored, dict) and stored.get(VALUE_FORMAT) == REFS_VERSION):
+                raise self._outdated(context, asset_key, partition, store.uri(key))
+            values[partition] = stored["value"]
         # several upstream partitions arrive as {partition: value}, as with Dagster's own IO managers
         return values if len(partitions) > 1 else next(iter(values.values()))
+
+    @staticmethod
+    def _outdated(context, asset_key, partition, uri) -> dg.Failure:
+        what = f"asset {asset_key.to_user_string()!r}" if asset_key is not None else f"step {context.upstream_output.step_key!r}"
+        select = f" --select {asset_key.to_user_string()}" if asset_key is not None else ""
+        part = f" --partition '{partition}'" if partition is not None else ""
+        return dg.Failure(description=(
+            f"input {context.name!r}: the stored value of {what} ({uri}) was written by an older mup, before "
+            f"assets handed each other typed references (mup_core.refs); re-materialise it: "
+            f"dagster asset materialize -m mup_dagster.definitions{select}{part}"))
 
     @staticmethod
     def _missing(context, asset_key, keys, uri) -> dg.Failure:

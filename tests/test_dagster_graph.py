@@ -25,7 +25,7 @@ def test_whole_graph_on_tiny(tmp_path):
     root = tmp_path / "artifacts"
     results = materialize_graph(instance, root)
     acts = results["activations"].output_for_node("activations")
-    assert set(acts) == {"train", "val", "corpus-test"} and acts["train"]["layers"] == [1, 2, 3]
+    assert set(acts) == {"train", "val", "corpus-test"} and acts["train"].layers == (1, 2, 3)
     meta = results["activations"].asset_materializations_for_node("activations")[0].metadata
     assert meta["tokens"].value > 10_000 and meta["bytes"].value > 0
     assert meta["path"].value == str(root.resolve() / "activations" / "tiny")  # the safetensors, not a pickle
@@ -36,12 +36,12 @@ def test_whole_graph_on_tiny(tmp_path):
 
     assert set(probes) == set(ALL_PROBE_TYPES)
     for summary in probes.values():
-        assert (root / summary["key"]).exists()
+        assert (root / summary.key).exists()
     metrics_meta = results[2].asset_materializations_for_node("probe_metrics")[0].metadata
     assert "| layer | probe_type | dataset | auroc |" in metrics_meta["table"].value
 
     report = results["report"].output_for_node("probe_report")
-    assert (root / report["figure"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (root / report.figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report_meta = results["report"].asset_materializations_for_node("probe_report")[0].metadata
     assert report_meta["figure"].value.startswith("![AUROC by layer](data:image/png;base64,")
     assert report_meta["layers"].value == [1, 2, 3]
@@ -54,18 +54,18 @@ def test_whole_graph_on_tiny(tmp_path):
     from mup_core.storage import LocalStore
 
     out = materialize(instance, root, ["monitor_bundle"], "tiny").output_for_node("monitor_bundle")
-    bundle, probe = load_bundle(LocalStore(root), out["prefix"])
-    assert (bundle.model, bundle.layer, bundle.probe_type) == ("tiny", out["layer"], out["probe_type"])
+    bundle, probe = load_bundle(LocalStore(root), out.prefix)
+    assert (bundle.model, bundle.layer, bundle.probe_type) == ("tiny", out.layer, out.probe_type)
     assert probe.info.layer == bundle.layer and bundle.selection_sets == ["corpus-val"] and not bundle.out_of_distribution
     assert bundle.realised_fpr <= 0.01 and bundle.uncertain_band[1] == bundle.threshold
-    metrics = pl.read_parquet(root / results[2].output_for_node("probe_metrics")["key"])
+    metrics = pl.read_parquet(root / results[2].output_for_node("probe_metrics").key)
     assert {"probe_key", "alarm_threshold", "stream_fpr", "stream_tpr", "median_tokens_to_alarm"} <= set(metrics.columns)
     val = metrics.filter(pl.col("dataset") == "corpus-val")
     assert (val["alarm_fpr"] <= 0.01).all()  # calibrated there
     # selected on an evaluation set instead: recorded as out of distribution
     ood = materialize(instance, root, ["monitor_bundle"], "tiny",
                       run_config={"ops": {"monitor_bundle": {"config": {"selection_datasets": ["corpus-test"]}}}})
-    bundle, _ = load_bundle(LocalStore(root), ood.output_for_node("monitor_bundle")["prefix"])
+    bundle, _ = load_bundle(LocalStore(root), ood.output_for_node("monitor_bundle").prefix)
     assert bundle.selection_sets == ["corpus-test"] and bundle.out_of_distribution
 
     # materialisations are recorded per partition in the instance
@@ -118,7 +118,7 @@ def test_bad_eval_file_fails_without_damaging_stored_results(tmp_path):
     from mup_core.storage import LocalStore
     from mup_core.workflows import load_stored_dataset
 
-    assert len(load_stored_dataset(LocalStore(root), before["corpus-test"])) == before["corpus-test"]["rows"]
+    assert len(load_stored_dataset(LocalStore(root), before["corpus-test"])) == before["corpus-test"].rows
 
 
 @pytest.mark.integration
@@ -127,7 +127,7 @@ def test_graph_on_reference_dev_sets(tmp_path, shared_data):
     instance = dg.DagsterInstance.ephemeral()
     results = materialize_graph(instance, tmp_path / "artifacts", layers=(2,), eval_files=files)
     evals = results["datasets"].output_for_node("eval_datasets")
-    assert evals["mt_dev_balanced"]["rows"] == 192 and evals["toolace_dev_balanced"]["rows"] == 236
+    assert evals["mt_dev_balanced"].rows == 192 and evals["toolace_dev_balanced"].rows == 236
     from mup_core.storage import LocalStore
     from mup_core.workflows import collect_metrics
 

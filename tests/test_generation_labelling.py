@@ -98,5 +98,5 @@ def test_synthetic_assets_and_relabelled_import(tmp_path):
     sources = {"sources": [{"kind": "deployment_pairs", "uri": str(pairs), "name": "pairs", "relabel": False}]}
     imported = materialize(instance, root, ["imported_datasets"], run_config={"ops": {"imported_datasets": {"config": sources}}})
     out = imported.output_for_node("imported_datasets")
-    assert out["pairs"]["balanced"]["label_counts"] == {"high-stakes": 3, "low-stakes": 3}
-    assert out["pairs"]["raw"]["rows"] == 6
+    assert out["pairs"].balanced.label_counts == {"high-stakes": 3, "low-stakes": 3}
+    assert out["pairs"].raw.rows == 6

@@ -108,10 +108,10 @@ def test_1_failed_probe_runs_leave_the_last_good_probes_in_place(h):
     assert again.success
     import polars as pl
 
-    table = pl.read_parquet(root / again.output_for_node("probe_metrics")["key"])
+    table = pl.read_parquet(root / again.output_for_node("probe_metrics").key)
     val = table.filter(pl.col("dataset") == "corpus-val")
     for probe_type, summary in keys.items():
-        assert (root / summary["key"]).exists()
+        assert (root / summary.key).exists()
         row = val.filter(pl.col("probe_type") == probe_type)
         assert row["auroc"][0] == pytest.approx(val_auroc[probe_type], abs=1e-4)
 
@@ -192,7 +192,7 @@ def test_6_csv_with_a_byte_order_mark_loads(tmp_path):
     f.write_bytes("\ufeffids,inputs,labels\n1,my house is on fire,high-stakes\n2,what is 2+2,low-stakes\n".encode())
     config = {"ops": {"eval_datasets": {"config": {"files": [str(f)]}}}}
     result = materialize(dg.DagsterInstance.ephemeral(), tmp_path / "a", DATASETS, run_config=config)
-    assert result.output_for_node("eval_datasets")["excel"]["rows"] == 2
+    assert result.output_for_node("eval_datasets")["excel"].rows == 2
 
 
 # -- 7. partition keys and missing upstreams -------------------------------------------------

@@ -7,7 +7,8 @@ import torch
 
 from mup_core.activations import activations_complete, extract_activations, write_activations
 from mup_core.storage import LocalStore
-from mup_core.workflows import ActivationRef, load_activations
+from mup_core.refs import ActivationRef
+from mup_core.workflows import load_activations
 
 
 def test_local_store_basics_and_atomicity(tmp_path):

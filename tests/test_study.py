@@ -7,7 +7,6 @@ import polars as pl
 import pytest
 
 from dagster_helpers import DATASETS, materialize, materialize_graph
-from mup_core.experiments import from_parquet_bytes
 from mup_core.probe_types import ALL_PROBE_TYPES
 
 TORCH_FAST = {t: {"max_epochs": 4.0} for t in ALL_PROBE_TYPES if t not in ("logistic_regression", "difference_of_means", "lda")}
@@ -54,16 +53,16 @@ def test_every_study_asset_on_tiny(tmp_path):
 
     for name in STUDY[:1] + STUDY[6:]:  # every experiment has a figure, in the store and in the UI
         out = result.output_for_node(name)
-        assert (root / out["figure"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-        assert meta(name)["figure"].value.startswith(f"![{out['figure'].split('/')[-1][:-4]}](data:image/png;base64,"), name
+        assert (root / out.figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert meta(name)["figure"].value.startswith(f"![{out.figure.split('/')[-1][:-4]}](data:image/png;base64,"), name
 
     top = meta("probe_scores")["top_tokens"].value  # per-token scores of every probe type, for inspection
     assert set(ALL_PROBE_TYPES) <= set(top) and all(len(top[t]) == 5 for t in ALL_PROBE_TYPES)
     assert top["dataset"] == "corpus-test"
     sweep = result.output_for_node("layer_sweep")
-    assert sweep["selected_layer"] in (1, 2, 3) and meta("probe_scores")["layer"].value == sweep["selected_layer"]
+    assert sweep.selected_layer in (1, 2, 3) and meta("probe_scores")["layer"].value == sweep.selected_layer
 
-    comparison = from_parquet_bytes((root / result.output_for_node("probe_comparison")["table"]).read_bytes())
+    comparison = pl.read_parquet(root / result.output_for_node("probe_comparison").key)
     methods = set(comparison["method"].to_list())
     assert methods == {f"probe:{t}" for t in ALL_PROBE_TYPES} | {"tfidf", "prompted", "finetuned", "continuation"}
     assert set(comparison["dataset"].to_list()) == {"corpus-test", "urgent_eval", "corpus-val"}
@@ -74,25 +73,25 @@ def test_every_study_asset_on_tiny(tmp_path):
     probes = comparison.filter(pl.col("method").str.starts_with("probe:") & (pl.col("dataset") == "corpus-test"))
     assert probes["auroc"].n_unique() > 3
 
-    cascade = from_parquet_bytes((root / result.output_for_node("monitoring_cascade")["table"]).read_bytes())
+    cascade = pl.read_parquet(root / result.output_for_node("monitoring_cascade").key)
     assert set(cascade["llm"].to_list()) == {"prompted", "finetuned", "continuation"}
     for _, rows in cascade.group_by("llm"):
         flops = rows.sort("fraction")["mean_flops"].to_list()
         assert flops == sorted(flops) and flops[-1] > 100 * flops[0]  # the LLM costs far more than the probe
 
-    heat = from_parquet_bytes((root / result.output_for_node("generalisation_heatmap")["table"]).read_bytes())
+    heat = pl.read_parquet(root / result.output_for_node("generalisation_heatmap").key)
     assert meta("generalisation_heatmap")["by"].value == "dataset" and heat.height == 4  # corpus x urgent_eval
-    eff = from_parquet_bytes((root / result.output_for_node("data_efficiency")["table"]).read_bytes())
+    eff = pl.read_parquet(root / result.output_for_node("data_efficiency").key)
     assert set(eff["train_examples"].to_list()) == {8, 64}
     assert eff.filter(pl.col("method") == "finetuned")["train_examples"].unique().to_list() == [8]
-    few = from_parquet_bytes((root / result.output_for_node("few_shot_adaptation")["table"]).read_bytes())
+    few = pl.read_parquet(root / result.output_for_node("few_shot_adaptation").key)
     assert set(few["mode"].to_list()) == {"none", "dev_only", "combined", "upweighted"}
     assert meta("prompted_baseline")["template"].value in ("direct", "monitor", "consequences", "rubric")
 
     # by domain: the embedded corpus's ten domains against each other
     by_domain = materialize(instance, root, ["generalisation_heatmap"], "tiny",
                             run_config={"ops": {"generalisation_heatmap": {"config": {"by": "domain"}}}})
-    table = from_parquet_bytes((root / by_domain.output_for_node("generalisation_heatmap")["table"]).read_bytes())
+    table = pl.read_parquet(root / by_domain.output_for_node("generalisation_heatmap").key)
     assert table["train"].n_unique() >= 5 and table.height == table["train"].n_unique() ** 2
 
 
@@ -135,13 +134,13 @@ def test_selection_sets_choose_and_are_never_reported(tmp_path):
     assert sweep_meta["chosen_on"].value == ["sel_a", "sel_b"] and sweep_meta["out_of_distribution_selection"].value is True
     on_sel = metrics.filter(pl.col("role") == "selection")
     by_layer = on_sel.group_by("layer").agg(pl.col("auroc").mean()).sort(["auroc", "layer"], descending=[True, False])
-    assert result.output_for_node("layer_sweep")["selected_layer"] == by_layer["layer"][0]
+    assert result.output_for_node("layer_sweep").selected_layer == by_layer["layer"][0]
     best = on_sel.group_by("probe_type", "layer").agg(pl.col("auroc").mean(), pl.col("tpr_at_1pct_fpr").mean()).sort(
         ["auroc", "tpr_at_1pct_fpr", "layer", "probe_type"], descending=[True, True, False, False]).row(0, named=True)
-    assert result.output_for_node("layer_sweep")["best_probe"]["probe_type"] == best["probe_type"]
+    assert result.output_for_node("layer_sweep").best_probe["probe_type"] == best["probe_type"]
     assert "| sel_a |" in sweep_meta["leave_one_set_out"].value and "| sel_b |" in sweep_meta["leave_one_set_out"].value
 
-    scores = from_parquet_bytes((root / result.output_for_node("probe_scores")["table"]).read_bytes())
+    scores = pl.read_parquet(root / result.output_for_node("probe_scores").key)
     assert set(scores["dataset"].to_list()) == {"corpus-test", "urgent_eval", "corpus-val"}  # never the selection sets
     bundle_meta = result.asset_materializations_for_node("monitor_bundle")[0].metadata
     assert bundle_meta["selection"].value["sets"] == ["sel_a", "sel_b"] and bundle_meta["selection"].value["out_of_distribution"]

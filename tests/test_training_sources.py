@@ -45,7 +45,7 @@ def test_sources_combine_with_weights_that_reach_the_probes(tmp_path):
         materialize(instance, root, ["activations"], "tiny")
         probes = materialize(instance, root, ["probes"], "1|tiny",
                              run_config={"ops": {"probes": {"config": {"probe_types": ["logistic_regression"]}}}})
-        digests[weight] = probes.output_for_node("probes")["logistic_regression"]["key"]
+        digests[weight] = probes.output_for_node("probes")["logistic_regression"].key
     assert digests[1.0] != digests[4.0]  # the weight changed what was trained, nothing else did
 
 

@@ -8,7 +8,7 @@ from mup_core.experiments.analysis import (
     method_summary,
     roc_points,
 )
-from mup_core.experiments.scores import VAL, concat_scores, from_parquet_bytes, score_rows, to_parquet_bytes
+from mup_core.experiments.scores import VAL, concat_scores, score_rows, to_parquet_bytes
 from mup_core.experiments.training import (
     FEW_SHOT_MODES,
     Part,
@@ -31,7 +31,6 @@ __all__ = [
     "concat_scores",
     "data_efficiency",
     "few_shot",
-    "from_parquet_bytes",
     "generalisation",
     "method_summary",
     "roc_points",

@@ -72,10 +72,6 @@ def to_parquet_bytes(df: pl.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def from_parquet_bytes(data: bytes) -> pl.DataFrame:
-    return pl.read_parquet(io.BytesIO(data))
-
-
 def baseline_table(method: str, sets, score_fn, flops_fn, seed: int = 0) -> pl.DataFrame:
     """One baseline's scores table over every set but ``train`` (``sets``: name -> (dataset,
     token counts)); ``score_fn(name, ds)`` then ``flops_fn(name, ds, tokens)`` per set."""

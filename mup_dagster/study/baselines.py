@@ -11,6 +11,7 @@ from mup_core.baselines.prompted import LocalPromptedMonitor
 from mup_core.experiments.scores import baseline_table
 from mup_dagster.automation import GPU_POOL
 from mup_dagster.config import config_from, default_of
+from mup_core.refs import TableRef
 from mup_dagster.resources import ArtifactStoreResource
 from mup_dagster.study.common import publish, study_asset
 
@@ -42,7 +43,7 @@ class TfidfConfig(dg.Config):
 def tfidf_baseline(
     context: dg.AssetExecutionContext, config: TfidfConfig, artifact_store: ArtifactStoreResource,
     corpus_splits: dict, eval_datasets: dict,
-) -> dg.Output[dict]:
+) -> dg.Output[TableRef]:
     """Word and word-pair TF-IDF into logistic regression, trained on the corpus train split:
     the cheapest possible monitor."""
     from mup_core.baselines import TfidfMonitor
@@ -69,7 +70,7 @@ class PromptedConfig(dg.Config):
 def prompted_baseline(
     context: dg.AssetExecutionContext, config: PromptedConfig, artifact_store: ArtifactStoreResource,
     corpus_splits: dict, eval_datasets: dict,
-) -> dg.Output[dict]:
+) -> dg.Output[TableRef]:
     """A prompted LLM monitor: P(Yes) / (P(Yes) + P(No)) from the next-token distribution,
     with the prompt template chosen on the corpus validation split."""
     from mup_core.baselines import EndpointPromptedMonitor, LocalPromptedMonitor
@@ -109,7 +110,7 @@ class FinetunedConfig(config_from(FinetuneConfig(), exclude=("seed",))):
 def finetuned_baseline(
     context: dg.AssetExecutionContext, config: FinetunedConfig, artifact_store: ArtifactStoreResource,
     corpus_splits: dict, eval_datasets: dict,
-) -> dg.Output[dict]:
+) -> dg.Output[TableRef]:
     """A classification head on the monitor model's last token, finetuned (LoRA or full)
     on the corpus train split, once per seed."""
     from mup_core.baselines import FinetunedClassifier
@@ -153,7 +154,7 @@ class ContinuationConfig(dg.Config):
 def continuation_baseline(
     context: dg.AssetExecutionContext, config: ContinuationConfig, artifact_store: ArtifactStoreResource,
     corpus_splits: dict, eval_datasets: dict,
-) -> dg.Output[dict]:
+) -> dg.Output[TableRef]:
     """The monitor model writes a 1-10 stakes rating, which is parsed into a score."""
     from mup_core.baselines import ContinuationMonitor
     from mup_core.models.loading import ModelUnavailableError, load_model

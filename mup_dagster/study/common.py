@@ -4,6 +4,7 @@ from typing import Optional
 
 import dagster as dg
 
+from mup_core.refs import LayerChoice, TableRef
 from mup_core.storage import content_digest
 from mup_dagster.automation import on_upstream_version_change
 from mup_dagster.metadata import image_markdown
@@ -22,7 +23,7 @@ def content_version(*parts: bytes) -> dg.DataVersion:
 
 
 def publish(context, store, name: str, table, png: Optional[bytes] = None, extra: Optional[dict] = None,
-             columns: Optional[list] = None) -> dg.Output:
+             columns: Optional[list] = None) -> dg.Output[TableRef]:
     """Store ``table`` (and ``png``) under study/<model>/ and return the asset's output."""
     from mup_core.experiments import to_parquet_bytes
     from mup_core.workflows import metrics_markdown
@@ -34,26 +35,23 @@ def publish(context, store, name: str, table, png: Optional[bytes] = None, extra
     meta = {"rows": dg.MetadataValue.int(table.height), "table_path": dg.MetadataValue.path(store.uri(key))}
     cols = columns or table.columns
     meta["table"] = dg.MetadataValue.md(metrics_markdown(table.head(60), [c for c in cols if c in table.columns]))
-    value = {"table": key}
     if png is not None:
         fig_key = f"figures/{model}/{name}.png"
         store.put_bytes(fig_key, png)
         meta["figure"] = image_markdown(png, name)
         meta["figure_path"] = dg.MetadataValue.path(store.uri(fig_key))
-        value["figure"] = fig_key
     meta.update(extra or {})
-    return dg.Output(value, metadata=meta, data_version=content_version(data, png or b""))
+    ref = TableRef(key, table.height, fig_key if png is not None else None)
+    return dg.Output(ref, metadata=meta, data_version=content_version(data, png or b""))
 
 
-def read_ref(store, ref: dict):
-    from mup_core.experiments import from_parquet_bytes
-
-    return from_parquet_bytes(store.get_bytes(ref["table"]))
+def read_ref(store, ref: TableRef):
+    return store.get_table(ref.key)
 
 
-def chosen_layer(context, configured: Optional[int], layer_sweep: dict, activations: dict) -> int:
-    layer = configured if configured is not None else int(layer_sweep["selected_layer"])
-    have = sorted(set.intersection(*(set(r["layers"]) for r in activations.values())))
+def chosen_layer(context, configured: Optional[int], layer_sweep: LayerChoice, activations: dict) -> int:
+    layer = configured if configured is not None else layer_sweep.selected_layer
+    have = sorted(set.intersection(*(set(r.layers) for r in activations.values())))
     if layer not in have:
         raise dg.Failure(f"{context.asset_key.to_user_string()}: layer {layer} of {context.partition_key} has no "
                          f"activations (extracted: {have}); set `layer` to one of them or re-materialise `activations`")

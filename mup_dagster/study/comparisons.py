@@ -5,6 +5,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
+from mup_core.refs import LayerChoice, TableRef
 from mup_dagster.resources import ArtifactStoreResource
 from mup_dagster.study.common import publish, read_ref, study_asset
 
@@ -22,8 +23,9 @@ class ComparisonConfig(dg.Config):
 @study_asset(kinds={"matplotlib"})
 def probe_comparison(
     context: dg.AssetExecutionContext, config: ComparisonConfig, artifact_store: ArtifactStoreResource,
-    probe_scores: dict, tfidf_baseline: dict, prompted_baseline: dict, finetuned_baseline: dict, continuation_baseline: dict,
-) -> dg.Output[dict]:
+    probe_scores: TableRef, tfidf_baseline: TableRef, prompted_baseline: TableRef, finetuned_baseline: TableRef,
+    continuation_baseline: TableRef,
+) -> dg.Output[TableRef]:
     """Every probe type and baseline on every evaluation set: TPR at 1 % FPR first, then AUROC,
     accuracy and Brier, with 95% bootstrap intervals, mean and std over seeds; the metadata
     leads with the mean TPR over the out-of-distribution sets."""
@@ -52,8 +54,9 @@ def probe_comparison(
 @study_asset(kinds={"matplotlib"})
 def calibration_curves(
     context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource,
-    probe_scores: dict, tfidf_baseline: dict, prompted_baseline: dict, finetuned_baseline: dict, continuation_baseline: dict,
-) -> dg.Output[dict]:
+    probe_scores: TableRef, tfidf_baseline: TableRef, prompted_baseline: TableRef, finetuned_baseline: TableRef,
+    continuation_baseline: TableRef,
+) -> dg.Output[TableRef]:
     """Reliability diagrams, Brier score and expected calibration error per method."""
     from mup_core.experiments import calibration
     from mup_core.figures import study as figs
@@ -67,8 +70,9 @@ def calibration_curves(
 @study_asset(kinds={"matplotlib"})
 def roc_curves(
     context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource,
-    probe_scores: dict, tfidf_baseline: dict, prompted_baseline: dict, finetuned_baseline: dict, continuation_baseline: dict,
-) -> dg.Output[dict]:
+    probe_scores: TableRef, tfidf_baseline: TableRef, prompted_baseline: TableRef, finetuned_baseline: TableRef,
+    continuation_baseline: TableRef,
+) -> dg.Output[TableRef]:
     """ROC curves of every method on every evaluation set (the 1% FPR line marked)."""
     import polars as pl
 
@@ -89,8 +93,9 @@ class LengthConfig(dg.Config):
 @study_asset(kinds={"matplotlib"})
 def auroc_by_length(
     context: dg.AssetExecutionContext, config: LengthConfig, artifact_store: ArtifactStoreResource,
-    probe_scores: dict, tfidf_baseline: dict, prompted_baseline: dict, finetuned_baseline: dict, continuation_baseline: dict,
-) -> dg.Output[dict]:
+    probe_scores: TableRef, tfidf_baseline: TableRef, prompted_baseline: TableRef, finetuned_baseline: TableRef,
+    continuation_baseline: TableRef,
+) -> dg.Output[TableRef]:
     """AUROC of every method in token-length quantile bins (evaluation sets pooled)."""
     from mup_core.experiments import auroc_by_length as by_length
     from mup_core.figures import study as figs
@@ -110,8 +115,9 @@ class CascadeConfig(dg.Config):
 @study_asset(kinds={"matplotlib"})
 def monitoring_cascade(
     context: dg.AssetExecutionContext, config: CascadeConfig, artifact_store: ArtifactStoreResource,
-    probe_scores: dict, tfidf_baseline: dict, prompted_baseline: dict, finetuned_baseline: dict, continuation_baseline: dict,
-) -> dg.Output[dict]:
+    probe_scores: TableRef, tfidf_baseline: TableRef, prompted_baseline: TableRef, finetuned_baseline: TableRef,
+    continuation_baseline: TableRef, layer_sweep: LayerChoice,
+) -> dg.Output[TableRef]:
     """Probe first, the most uncertain fraction to an LLM monitor: mean AUROC against mean
     FLOPs per example (probes reuse the monitored model's activations)."""
     import polars as pl
@@ -123,7 +129,8 @@ def monitoring_cascade(
     scores = _all_scores(store, probe_scores, tfidf_baseline, prompted_baseline, finetuned_baseline, continuation_baseline)
     metrics = comparison_table(scores, n_boot=0)  # point estimates: the choice of probe and the summary
     # the probe layer_sweep chose on the selection sets, else the best on corpus validation
-    probe = config.probe_method or probe_scores.get("chosen_method")
+    chosen = f"probe:{layer_sweep.best_probe['probe_type']}"
+    probe = config.probe_method or (chosen if chosen in set(scores["method"].to_list()) else None)
     if probe is None:
         val = metrics.filter((pl.col("dataset") == VAL) & (pl.col("family") == "probe"))
         probe = val.sort("auroc", descending=True)["method"][0]
@@ -139,8 +146,8 @@ def monitoring_cascade(
 
 @study_asset(kinds={"matplotlib"})
 def study_summary(
-    context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, probe_comparison: dict, monitoring_cascade: dict,
-) -> dg.Output[dict]:
+    context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource, probe_comparison: TableRef, monitoring_cascade: TableRef,
+) -> dg.Output[TableRef]:
     """One figure: AUROC per method, and AUROC against compute with the cascades."""
     from mup_core.experiments import method_summary
     from mup_core.figures import study as figs

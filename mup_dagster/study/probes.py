@@ -6,6 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from mup_core.probe_types import ALL_PROBE_TYPES
+from mup_core.refs import LayerChoice, TableRef
 from mup_dagster.automation import on_any_upstream_partition_update
 from mup_dagster.partitions import model_partitions, of_model
 from mup_dagster.resources import ArtifactStoreResource
@@ -19,7 +20,7 @@ from mup_dagster.study.common import GROUP, chosen_layer, labelled_sets, publish
     kinds={"matplotlib"},
     automation_condition=on_any_upstream_partition_update,
 )
-def layer_sweep(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> dg.Output[dict]:
+def layer_sweep(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> dg.Output[LayerChoice]:
     """AUROC by layer for every probe type, and the layer the study uses: the one with the
     best mean AUROC over probe types on the *selection sets* (eval_datasets' role
     ``selection``: data from outside the training distribution), or on the corpus
@@ -48,9 +49,8 @@ def layer_sweep(context: dg.AssetExecutionContext, artifact_store: ArtifactStore
         extra["leave_one_set_out_mean_auroc"] = dg.MetadataValue.float(float(loo["auroc"].mean()))
         extra["leave_one_set_out_mean_tpr_at_1pct_fpr"] = dg.MetadataValue.float(float(loo["tpr_at_1pct_fpr"].mean()))
     out = publish(context, store, "layer_sweep", found["table"], png, extra)
-    return dg.Output({**out.value, "selected_layer": selected, "best_layer_by_probe": found["best_layer_by_probe"],
-                      "best_probe": found["best_probe"], "chosen_on": found["chosen_on"]},
-                     metadata=out.metadata, data_version=out.data_version)
+    choice = LayerChoice(out.value, selected, found["best_layer_by_probe"], found["best_probe"], tuple(found["chosen_on"]))
+    return dg.Output(choice, metadata=out.metadata, data_version=out.data_version)
 
 
 # -- probe scores at the study layer -----------------------------------------------------------
@@ -69,8 +69,8 @@ def probe_scores(
     corpus_splits: dict,
     eval_datasets: dict,
     activations: dict,
-    layer_sweep: dict,
-) -> dg.Output[dict]:
+    layer_sweep: LayerChoice,
+) -> dg.Output[TableRef]:
     """Every probe type (x seeds) at the study layer, trained on the corpus train split
     (early stopping on its validation split), scored on the validation split and every
     evaluation set."""
@@ -91,12 +91,7 @@ def probe_scores(
                                            model=context.partition_key, layer=layer,
                                            token_strings=partial(token_strings, context.partition_key),
                                            log=lambda m: context.log.info(f"probe_scores: {m}"))
-    chosen = layer_sweep.get("best_probe", {}).get("probe_type")  # chosen on the selection sets
-    out = publish(context, store, "scores/probes", scores, extra={"layer": dg.MetadataValue.int(layer),
+    return publish(context, store, "scores/probes", scores, extra={"layer": dg.MetadataValue.int(layer),
                                                                    "top_tokens": dg.MetadataValue.json(highlights)},
                    columns=["method", "dataset", "seed", "id", "label", "score"])
-    if chosen in config.probe_types:
-        out = dg.Output({**out.value, "chosen_method": f"probe:{chosen}", "chosen_on": layer_sweep.get("chosen_on")},
-                        metadata=out.metadata, data_version=out.data_version)
-    return out
 

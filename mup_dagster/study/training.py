@@ -6,6 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from mup_dagster.config import Seeded
+from mup_core.refs import LayerChoice, TableRef
 from mup_dagster.resources import ArtifactStoreResource
 from mup_dagster.study.common import chosen_layer, labelled_sets, publish, study_asset
 
@@ -20,8 +21,8 @@ class GeneralisationConfig(Seeded):
 @study_asset(kinds={"matplotlib"})
 def generalisation_heatmap(
     context: dg.AssetExecutionContext, config: GeneralisationConfig, artifact_store: ArtifactStoreResource,
-    corpus_splits: dict, eval_datasets: dict, activations: dict, layer_sweep: dict,
-) -> dg.Output[dict]:
+    corpus_splits: dict, eval_datasets: dict, activations: dict, layer_sweep: LayerChoice,
+) -> dg.Output[TableRef]:
     """Train a probe on one source, evaluate on every other: the transfer matrix."""
     from mup_core.experiments import generalisation, transfer_sources
     from mup_core.figures import study as figs
@@ -51,8 +52,8 @@ class DataEfficiencyConfig(dg.Config):
 @study_asset(kinds={"matplotlib"})
 def data_efficiency(
     context: dg.AssetExecutionContext, config: DataEfficiencyConfig, artifact_store: ArtifactStoreResource,
-    corpus_splits: dict, eval_datasets: dict, activations: dict, layer_sweep: dict,
-) -> dg.Output[dict]:
+    corpus_splits: dict, eval_datasets: dict, activations: dict, layer_sweep: LayerChoice,
+) -> dg.Output[TableRef]:
     """AUROC on the evaluation sets against the number of training examples, for probes and
     the finetuned baseline (mean and std over seeds)."""
     import polars as pl
@@ -99,8 +100,8 @@ class FewShotConfig(dg.Config):
 @study_asset(kinds={"matplotlib"})
 def few_shot_adaptation(
     context: dg.AssetExecutionContext, config: FewShotConfig, artifact_store: ArtifactStoreResource,
-    corpus_splits: dict, eval_datasets: dict, activations: dict, layer_sweep: dict,
-) -> dg.Output[dict]:
+    corpus_splits: dict, eval_datasets: dict, activations: dict, layer_sweep: LayerChoice,
+) -> dg.Output[TableRef]:
     """Adapting a probe to each evaluation set with k labelled dev examples, in the research's
     three modes (dev only, dev added to training, dev upweighted)."""
     from mup_core.experiments import VAL, few_shot, split_part
