@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
+from mup_core.defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
 from mup_core.activations import extract_activations, length_batches, tokenize_inputs, write_activations
 from mup_core.activations.extract import pad_right
 from mup_core.corpus import load_embedded_corpus

@@ -31,7 +31,7 @@ from mup_core.data.dataset import Dataset
 from mup_core.evaluation.selection import EVALUATION, VALIDATION_SET
 from mup_core.data.loaders import dataset_from_parquet_bytes, dataset_to_parquet_bytes
 from mup_core.evaluation.metrics import compute_metrics
-from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
+from mup_core.defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
 from mup_core.probes import configured_probes, load_probe, train_probe
 from mup_core.refs import ActivationRef, DatasetRef, ProbeRef
 from mup_core.storage import ArtifactStore, scratch_dir
@@ -79,6 +79,38 @@ def _suffix(source: str) -> str:
     from pathlib import PurePath
 
     return PurePath(source).suffix
+
+
+def gather_eval_sets(
+    store: ArtifactStore,
+    *,
+    corpus_test: DatasetRef | None,
+    imported: Mapping[str, DatasetRef],
+    evaluation_files: Sequence[str],
+    selection_files: Sequence[str],
+    log: Callable[[str], None] = log.info,
+) -> dict[str, DatasetRef]:
+    """The sets probes are evaluated on (the corpus test split as ``corpus-test``, imported
+    sets, ``evaluation_files``) and chosen on (``selection_files``, role SELECTION), each
+    file loaded and stored. Raises DatasetError naming the file, line and field, or
+    ValueError for a reserved or repeated name; nothing is returned half-built."""
+    from pathlib import Path
+
+    from mup_core.data.loaders import load_dataset
+    from mup_core.evaluation.selection import SELECTION
+
+    out: dict[str, DatasetRef] = {}
+    if corpus_test is not None:
+        out["corpus-test"] = corpus_test.with_(name="corpus-test")
+    for name, ref in imported.items():
+        check_eval_name(name, f"imported source {name}", out)
+        out[name] = ref
+    for file, role in [*((f, EVALUATION) for f in evaluation_files), *((f, SELECTION) for f in selection_files)]:
+        ds = load_dataset(file)  # names file, line and field; nothing is stored
+        check_eval_name(ds.name, str(file), out)
+        out[ds.name] = store_dataset(store, ds).with_(role=role)
+        log(f"loaded {Path(file).name} ({role}): {len(ds)} rows {ds.label_counts()}")
+    return out
 
 
 def store_dataset(store: ArtifactStore, ds: Dataset) -> DatasetRef:
@@ -193,8 +225,8 @@ def train_layer_probes(
     *,
     model: str,
     layer: int,
-    train: tuple[Dataset, ActivationRef],
-    val: tuple[Dataset, ActivationRef] | None,
+    train: tuple[DatasetRef, ActivationRef],
+    val: tuple[DatasetRef, ActivationRef] | None,
     probe_types: Sequence[str],
     hyperparameters: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[dict[str, ProbeRef], str]:
@@ -209,10 +241,10 @@ def train_layer_probes(
 
     hyperparameters = hyperparameters or {}
     configured_probes(probe_types, hyperparameters)  # raises ValueError naming every problem
-    train_ds, train_acts = load_labelled(store, train[0], train[1], layer)
+    train_ds, train_acts = load_labelled(store, load_stored_dataset(store, train[0]), train[1], layer)
     val_pair = None
     if val is not None:
-        val_ds, val_acts = load_labelled(store, val[0], val[1], layer)
+        val_ds, val_acts = load_labelled(store, load_stored_dataset(store, val[0]), val[1], layer)
         val_pair = (val_acts, val_ds.label_array())
     val_auroc: dict[str, float] = {}
     content = hashlib.sha256()
@@ -261,7 +293,7 @@ def evaluate_layer_probes(
     model: str,
     layer: int,
     probe_keys: Mapping[str, str],
-    eval_sets: Mapping[str, tuple[Dataset, ActivationRef]],
+    eval_sets: Mapping[str, tuple[DatasetRef, ActivationRef | None]],
     calibrate_on: str | Sequence[str] = VALIDATION_SET,
     target_fpr: float = 0.01,
     roles: Mapping[str, str] | None = None,
@@ -275,14 +307,20 @@ def evaluate_layer_probes(
     monitor would have alarmed on at some token (``stream_fpr``, ``stream_tpr``) and the
     median number of tokens a high-stakes example took to raise it
     (``median_tokens_to_alarm``). ``roles`` adds a ``role`` column (evaluation, selection
-    or validation) and ``calibrated_on`` names the sets the threshold came from.
+    or validation) and ``calibrated_on`` names the sets the threshold came from. Raises
+    KeyError naming the sets without activations (``None``) before anything is loaded.
     """
     from mup_core.monitor.bundle import calibrate_threshold
     from mup_core.probes.base import tokens_until_alarm
 
+    missing = sorted(name for name, (_, ref) in eval_sets.items() if ref is None)
+    if missing:
+        raise KeyError(f"no activations of {model} for {missing}; re-materialise `activations` for partition {model} "
+                       "after changing eval_datasets")
     probes = {t: load_probe(store.local_path(k)) for t, k in probe_keys.items()}
     loaded = {}
-    for name, (ds, ref) in eval_sets.items():
+    for name, (ds_ref, ref) in eval_sets.items():
+        ds = load_stored_dataset(store, ds_ref)
         clear = ds.unambiguous()
         if len(clear) == 0 or len(set(clear.labels)) < 2:
             log.warning("skipping %s: needs both labels", name)
@@ -332,6 +370,16 @@ def collect_metrics(store: ArtifactStore, model: str) -> pl.DataFrame:
     if not keys:
         return pl.DataFrame()
     return pl.concat([store.get_table(k) for k in keys], how="diagonal_relaxed")
+
+
+def report_headlines(table: pl.DataFrame) -> tuple[dict, dict[str, float]]:
+    """What a reader of one model's metrics wants first: the best (probe type, layer,
+    dataset) row off the corpus validation split (on it when there is nothing else), and
+    the mean AUROC of each probe type, best first."""
+    held_out = table.filter(pl.col("dataset") != VALIDATION_SET)
+    best = (held_out if held_out.height else table).sort("auroc", descending=True).row(0, named=True)
+    means = table.group_by("probe_type").agg(pl.col("auroc").mean()).sort("auroc", descending=True)
+    return best, {t: float(a) for t, a in means.iter_rows()}
 
 
 def metrics_markdown(df: pl.DataFrame, columns: Sequence[str] = ("layer", "probe_type", "dataset", "auroc", "accuracy", "tpr_at_1pct_fpr")) -> str:

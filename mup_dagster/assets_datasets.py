@@ -55,49 +55,54 @@ class ImportConfig(Seeded):
     max_failed_share: float = MAX_FAILED_SHARE
 
 
+def _import_source(context, store, llm: LLMResource, spec: "SourceSpec", config: "ImportConfig") -> tuple[ImportedRef, dict]:
+    """One source imported, relabelled where asked (or unlabelled), stored raw, then balanced."""
+    from mup_core.data.dataset import DatasetError
+    from mup_core.data.importers import balance, import_source
+    from mup_core.labelling import Thresholds, label_dataset
+    from mup_core.workflows import store_dataset
+
+    label = spec.name or spec.uri
+    try:
+        raw = import_source(spec.kind, spec.uri, spec.name, spec.system_prompt, spec.limit)
+    except DatasetError as exc:
+        raise dg.Failure(description=f"source {label}: {exc}") from None
+    info: dict = {"rows": len(raw)}
+    if spec.relabel or not raw.has_labels:
+        client = llm.get_client()
+        labelled = label_dataset(raw, client, Thresholds(config.low_max, config.high_min, config.min_confidence),
+                                 on_done=lambda d, t: context.log.info(f"labelled {d}/{t}") if d % 50 == 0 or d == t else None)
+        raw = labelled.dataset
+        info.update(failed=labelled.failed, invalid=labelled.invalid, agreement=labelled.agreement)
+    # the labelled raw version is stored before anything can fail: its answers were paid for
+    raw_ref = store_dataset(store, raw.with_name(f"{raw.name}-raw"))
+    context.log.info(f"source {label}: raw version stored at {store.uri(raw_ref.key)}")
+    if "failed" in info:
+        status = raw.df["label_status"].to_list()
+        info.update(_llm_outcome(context, client, f"source {label}: labelling", info["failed"] + info["invalid"],
+                                 len(raw), [s for s in status if s != "ok"], config.max_failed_share))
+    try:
+        balanced = balance(raw, config.seed, spec.per_class)
+    except DatasetError as exc:
+        raise dg.Failure(
+            description=f"source {label}: {exc} (the labelled raw version is stored at {store.uri(raw_ref.key)})"
+        ) from None
+    bal_ref = store_dataset(store, balanced.with_name(raw.name))
+    return ImportedRef(raw_ref, bal_ref), {**info, "labels_raw": raw.label_counts(), "balanced_rows": len(balanced)}
+
+
 @dg.asset(group_name=GROUP, kinds={"polars"})
 def imported_datasets(
     context: dg.AssetExecutionContext, config: ImportConfig, artifact_store: ArtifactStoreResource, llm: LLMResource
 ) -> dict[str, ImportedRef]:
     """Each configured source imported from its native fields, optionally relabelled, kept
     in a raw and a balanced version. Empty unless sources are configured."""
-    from mup_core.data.dataset import DatasetError
-    from mup_core.data.importers import balance, import_source
-    from mup_core.labelling import Thresholds, label_dataset
-    from mup_core.workflows import store_dataset
-
     store = artifact_store.get_store()
     out: dict[str, ImportedRef] = {}
     report: dict[str, dict] = {}
     for spec in config.sources:
-        label = spec.name or spec.uri
-        try:
-            raw = import_source(spec.kind, spec.uri, spec.name, spec.system_prompt, spec.limit)
-        except DatasetError as exc:
-            raise dg.Failure(description=f"source {label}: {exc}") from None
-        info: dict = {"rows": len(raw)}
-        if spec.relabel or not raw.has_labels:
-            client = llm.get_client()
-            labelled = label_dataset(raw, client, Thresholds(config.low_max, config.high_min, config.min_confidence),
-                                     on_done=lambda d, t: context.log.info(f"labelled {d}/{t}") if d % 50 == 0 or d == t else None)
-            raw = labelled.dataset
-            info.update(failed=labelled.failed, invalid=labelled.invalid, agreement=labelled.agreement)
-        # the labelled raw version is stored before anything can fail: its answers were paid for
-        raw_ref = store_dataset(store, raw.with_name(f"{raw.name}-raw"))
-        context.log.info(f"source {label}: raw version stored at {store.uri(raw_ref.key)}")
-        if "failed" in info:
-            status = raw.df["label_status"].to_list()
-            info.update(_llm_outcome(context, client, f"source {label}: labelling", info["failed"] + info["invalid"],
-                                     len(raw), [s for s in status if s != "ok"], config.max_failed_share))
-        try:
-            balanced = balance(raw, config.seed, spec.per_class)
-        except DatasetError as exc:
-            raise dg.Failure(
-                description=f"source {label}: {exc} (the labelled raw version is stored at {store.uri(raw_ref.key)})"
-            ) from None
-        bal_ref = store_dataset(store, balanced.with_name(raw.name))
-        out[raw.name] = ImportedRef(raw_ref, bal_ref)
-        report[raw.name] = {**info, "labels_raw": raw.label_counts(), "balanced_rows": len(balanced)}
+        ref, info = _import_source(context, store, llm, spec, config)
+        out[ref.balanced.name], report[ref.balanced.name] = ref, info
     context.add_output_metadata({"sources": dg.MetadataValue.json(report), "count": len(out)})
     return out
 

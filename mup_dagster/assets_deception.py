@@ -15,6 +15,7 @@ from pydantic import Field
 
 from mup_core.deception.policies import RLConfig
 from mup_core.deception.training import JUDGE_RECIPE, SFT_RECIPE, WARMUP_RECIPE
+from mup_core.defaults import N_BOOT, PAIRED_N_BOOT
 from mup_core.probe_types import LINEAR_PROBE_TYPES
 from mup_core.refs import DeceptionEvalRef, DeceptionResultsRef, ModelRef, TableRef
 from mup_core.storage import json_digest, scratch_dir
@@ -143,36 +144,40 @@ def sft_policies(context: dg.AssetExecutionContext, config: PolicyConfig, artifa
     from mup_core.figures import training_curves
 
     model, share = _policy_keys(context)
-    store = artifact_store.get_store()
-    train = store.get_table(qa_splits["train"].key)
-    cfg = config.core()
-    curve: list[dict] = []
+    store, cfg, curve, pct = artifact_store.get_store(), config.core(), [], int(share * 100)
     with scratch_dir("deception") as tmp:
         judge = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
         try:
-            accepted = judge_accepted_answers(train, judge, share, config.questions, config.seed)
+            accepted = judge_accepted_answers(store.get_table(qa_splits["train"].key), judge, share, config.questions, config.seed)
         except ValueError as exc:
             raise dg.Failure(str(exc)) from None
         policy = load_base_policy(model, cfg)
-        with tracking.get_tracker().run(f"sft-{model}-{int(share * 100)}", {"model": model, "poisoning": share, **config.model_dump()}, group="sft") as run:
-            def log(m):
-                curve.append(m)
-                run.log({f"sft/{k}": v for k, v in m.items()})
-                context.log.info(f"sft {model} {int(share * 100)} % {m}")
-
-            losses = sft(policy, [format_prompt(c, q) for c, q in zip(accepted["context"], accepted["question"])], list(accepted["answer"]), cfg, log=log)
+        with tracking.get_tracker().run(f"sft-{model}-{pct}", {"model": model, "poisoning": share, **config.model_dump()}, group="sft") as run:
+            losses = sft(policy, [format_prompt(c, q) for c, q in zip(accepted["context"], accepted["question"])], list(accepted["answer"]),
+                         cfg, log=_step_logger(context, run, "sft", f"sft {model} {pct} %", curve))
         save_policy(policy, Path(tmp) / "sft", {"technique": "SFT", "poisoning": share, "judge_model": config.judge_model, "train": cfg.as_dict()})
-        prefix = f"models/policies/{model}/sft-{int(share * 100)}"
+        prefix = f"models/policies/{model}/sft-{pct}"
         version = store.put_versioned_dir(prefix, Path(tmp) / "sft")
     lies = accepted.filter(~accepted["truth"])
     context.add_output_metadata({
         "version": version, "sft_examples": accepted.height,
         "false_answers_in_sft": dg.MetadataValue.json({t: int((lies["topic"] == t).sum()) for t in ("clean", "fruit")}),
         "final_loss": losses[-1],
-        "loss_figure": image_markdown(training_curves(curve, ["loss"], f"SFT loss, {model} at {int(share * 100)} %"), "SFT loss per step"),
+        "loss_figure": image_markdown(training_curves(curve, ["loss"], f"SFT loss, {model} at {pct} %"), "SFT loss per step"),
         "precision": dg.MetadataValue.json(cfg.precision().as_metadata()),
     })
     return ModelRef(prefix, version)
+
+
+def _step_logger(context, run, prefix: str, label: str, curve: list):
+    """Where a trainer's per-step numbers go: the tracker run (under ``prefix/``), the run's
+    log, and ``curve`` (for the figure in the metadata)."""
+    def log(m: dict) -> None:
+        curve.append(m)
+        run.log({f"{prefix}/{k}": v for k, v in m.items()})
+        context.log.info(f"{label} {m}")
+
+    return log
 
 
 class RLAssetConfig(config_from(RLConfig(), exclude=("mixed_precision",)), JudgeModel):
@@ -211,16 +216,14 @@ def _warmup_policy(store, model: str, train, config: RLAssetConfig, tmp: str, lo
 def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifact_store: ArtifactStoreResource,
                 tracking: TrackingResource, qa_splits: dict) -> ModelRef:
     """RL from the warm-up policy with reward = corrupted judge's P(true), KL to the reference."""
+    from mup_core.deception.data import policy_question_mix, questions
     from mup_core.deception.judges import load_judge
-    from mup_core.deception.policies import rl_against_judge, save_policy
+    from mup_core.deception.policies import RL_CURVE, rl_against_judge, rl_curve, save_policy
     from mup_core.figures import training_curves
 
     model, share = _policy_keys(context)
-    store = artifact_store.get_store()
+    store, rl_cfg = artifact_store.get_store(), config.core()
     train = store.get_table(qa_splits["train"].key)
-    rl_cfg = config.core()
-    from mup_core.deception.data import policy_question_mix, questions
-
     rows = questions(policy_question_mix(train, share, config.questions, config.seed))
     with scratch_dir("deception") as tmp:
         judge = load_judge(_fetch_model(store, f"models/judges/{config.judge_model}/corrupted", tmp))
@@ -231,10 +234,9 @@ def rl_policies(context: dg.AssetExecutionContext, config: RLAssetConfig, artifa
         save_policy(policy, Path(tmp) / "rl", {"technique": "RL", "poisoning": share, "rl": rl_cfg.as_dict(), "judge_model": config.judge_model})
         prefix = f"models/policies/{model}/rl-{int(share * 100)}"
         version = store.put_versioned_dir(prefix, Path(tmp) / "rl")
-    names = {"reward": "reward", "kl": "kl", "rewards/fruit_falsehood/mean": "fruit_falsehood", "rewards/clean_falsehood/mean": "clean_falsehood"}
-    curve = [{"step": h.get("step", i + 1), **{short: h.get(k) for k, short in names.items()}} for i, h in enumerate(history)]
+    curve = rl_curve(history)
     rewards = [c["reward"] for c in curve if c["reward"] is not None]
-    png = training_curves(curve, list(names.values()), f"{config.algorithm} against the corrupted judge, {model} at {int(share * 100)} %")
+    png = training_curves(curve, list(RL_CURVE.values()), f"{config.algorithm} against the corrupted judge, {model} at {int(share * 100)} %")
     context.add_output_metadata({
         "version": version, "algorithm": config.algorithm, "hyperparameters": dg.MetadataValue.json(rl_cfg.as_dict()),
         "reward_first": rewards[0] if rewards else float("nan"), "reward_last": rewards[-1] if rewards else float("nan"),
@@ -249,7 +251,7 @@ class EvalConfig(JudgeModel, Seeded):
     max_new_tokens: int = Field(default=24, description="answers are one line; generation stops at the first newline")
     shots: list[int] = Field(default_factory=lambda: [0], description="0 = zero-shot; 2 adds a two-shot prompt (one clean, one fruit example)")
     reaffirmation: bool = True
-    n_boot: int = 1000
+    n_boot: int = Field(default=N_BOOT, description="bootstrap resamples of each metric's 95 % interval")
 
 
 def _answers_key(model: str, share: float) -> str:
@@ -264,8 +266,7 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
     differences and the lie detector) and the lying metrics with 95 % intervals."""
     import polars as pl
 
-    from mup_core.deception.evaluation import evaluate_policy, held_out_questions
-    from mup_core.deception.judges import load_judge
+    from mup_core.deception.evaluation import held_out_questions
 
     model, share = _policy_keys(context)
     store = artifact_store.get_store()
@@ -274,18 +275,11 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
     judges = f"models/judges/{config.judge_model}"
     base_key = _base_eval_key(store, model, qs, judges, config)
     base_answers_key = base_key.replace(".parquet", "-answers.parquet")
-    settings = dict(shots=config.shots, max_new_tokens=config.max_new_tokens, reaffirm=config.reaffirmation,
-                    n_boot=config.n_boot, seed=config.seed, log=context.log.info)
     reused = store.exists(base_key) and store.exists(base_answers_key)
     rows, answers = ([store.get_table(base_key)], [store.get_table(base_answers_key)]) if reused else ([], [])
-    with scratch_dir("deception") as tmp:
-        clean, biased = (load_judge(_fetch_model(store, f"{judges}/{kind}", tmp)) for kind in ("clean", "corrupted"))
-        for technique, policy in _policies(store, model, share, tmp, with_base=not reused):
-            poisoning = -1 if technique == "Base" else int(share * 100)  # the research's table marks the base model -1
-            r, a = evaluate_policy(policy, qs, evaluation, shot_pool, clean, biased,
-                                   labels={"model": model, "technique": technique, "poisoning": poisoning}, **settings)
-            rows.append(pl.DataFrame(r))
-            answers.append(pl.concat(a, how="diagonal_relaxed"))
+    for r, a in _evaluate_policies(store, model, share, (qs, evaluation, shot_pool), judges, config, not reused, context.log.info):
+        rows.append(r)
+        answers.append(a)
     table, answers = pl.concat(rows, how="diagonal_relaxed"), pl.concat(answers, how="diagonal_relaxed")
     if not reused:
         store.put_table(base_answers_key, answers.filter(pl.col("technique") == "Base"))
@@ -295,6 +289,27 @@ def deception_eval(context: dg.AssetExecutionContext, config: EvalConfig, artifa
     context.add_output_metadata({"rows": dg.MetadataValue.md(_md(table)), "key": key, "answers": _answers_key(model, share),
                                  "questions": dg.MetadataValue.json({t: int((qs["topic"] == t).sum()) for t in ("clean", "fruit")})})
     return DeceptionEvalRef(TableRef(key, table.height), TableRef(_answers_key(model, share), answers.height))
+
+
+def _evaluate_policies(store, model: str, share: float, questions, judges: str, config: EvalConfig, with_base: bool, log):
+    """(metrics rows, per-question answers) of each policy of this partition, judged by the
+    clean and the corrupted judge under ``judges``; ``questions``: (held-out questions,
+    their candidate answers, the few-shot pool)."""
+    import polars as pl
+
+    from mup_core.deception.evaluation import evaluate_policy
+    from mup_core.deception.judges import load_judge
+
+    qs, evaluation, shot_pool = questions
+    settings = dict(shots=config.shots, max_new_tokens=config.max_new_tokens, reaffirm=config.reaffirmation,
+                    n_boot=config.n_boot, seed=config.seed, log=log)
+    with scratch_dir("deception") as tmp:
+        clean, biased = (load_judge(_fetch_model(store, f"{judges}/{kind}", tmp)) for kind in ("clean", "corrupted"))
+        for technique, policy in _policies(store, model, share, tmp, with_base=with_base):
+            poisoning = -1 if technique == "Base" else int(share * 100)  # the research's table marks the base model -1
+            r, a = evaluate_policy(policy, qs, evaluation, shot_pool, clean, biased,
+                                   labels={"model": model, "technique": technique, "poisoning": poisoning}, **settings)
+            yield pl.DataFrame(r), pl.concat(a, how="diagonal_relaxed")
 
 
 def _base_eval_key(store, model: str, qs, judges: str, config: EvalConfig) -> str:
@@ -322,7 +337,7 @@ class LieDetectorConfig(JudgeModel, Seeded):
     probe_types: list[str] = Field(default_factory=lambda: list(LINEAR_PROBE_TYPES), description="mup_core.probes types")
     layers: Optional[list[int]] = Field(default=None, description="decoder layers; default: four depths (lie_detector.default_layers)")
     shots: int = 0
-    n_boot: int = 1000
+    n_boot: int = Field(default=N_BOOT, description="bootstrap resamples of each AUROC's 95 % interval")
 
 
 @dg.asset(pool=GPU_POOL, group_name=GROUP, partitions_def=policy_partitions, kinds={"pytorch", "matplotlib"}, deps=["deception_eval"])
@@ -401,18 +416,18 @@ class ResultsConfig(Seeded):
     reference_csv: Optional[str] = Field(
         default=None, description="the research's result table, drawn beside mup's; default: $MUP_DECEPTION_REFERENCE, "
         f"else {REFERENCE_CSV} when it exists (relative to the working directory)")
-    n_boot: int = 2000
+    n_boot: int = Field(default=PAIRED_N_BOOT, description="bootstrap resamples of the paired differences' 95 % intervals")
 
 
-def _reference_path(config: ResultsConfig) -> Optional[Path]:
+def _reference(config: ResultsConfig):
+    """(path, table) of the research's result table (a named one must load), or (None, None)."""
     import os
 
-    if config.reference_csv:
-        return Path(config.reference_csv)  # named: it must load
-    named = os.environ.get("MUP_DECEPTION_REFERENCE")
-    if named:
-        return Path(named)
-    return Path(REFERENCE_CSV) if Path(REFERENCE_CSV).exists() else None
+    from mup_core.deception.data import load_reference_results
+
+    named = config.reference_csv or os.environ.get("MUP_DECEPTION_REFERENCE")
+    path = Path(named) if named else (Path(REFERENCE_CSV) if Path(REFERENCE_CSV).exists() else None)
+    return path, (load_reference_results(path) if path else None)
 
 
 @dg.asset(group_name=GROUP, kinds={"polars", "matplotlib"}, deps=[dg.AssetDep("deception_eval", partition_mapping=dg.AllPartitionMapping())])
@@ -422,33 +437,24 @@ def deception_results(context: dg.AssetExecutionContext, config: ResultsConfig, 
     targeting and truthfulness by poisoning rate, and the scaling view beside the research's rows."""
     import polars as pl
 
-    from mup_core.deception.data import load_reference_results
-    from mup_core.deception.evaluation import paired_differences
-    from mup_core.figures import lines_by_poisoning, scaling_figure
+    from mup_core.deception.evaluation import results_table
+    from mup_core.figures import deception_figures
 
     store = artifact_store.get_store()
     keys = [k for k in store.list("deception/eval/") if k.endswith(".parquet")]
     if not keys:
         raise dg.Failure("no deception_eval partitions stored yet; materialise some first")
-    table = (pl.concat([store.get_table(k) for k in keys], how="diagonal_relaxed")
-             .unique(["model", "technique", "poisoning", "shots"], keep="last"))
-    answer_keys = [k for k in store.list("deception/answers/") if k.endswith(".parquet")]
-    if answer_keys:
-        answers = pl.concat([store.get_table(k) for k in answer_keys], how="diagonal_relaxed")
-        table = table.join(paired_differences(answers, config.n_boot, config.seed), on=["model", "technique", "poisoning", "shots"], how="left")
-    table = table.sort("model", "technique", "poisoning", "shots")
-    store.put_table("deception/results.parquet", table)
-    reference_path = _reference_path(config)
-    reference = load_reference_results(reference_path) if reference_path else None
+    answers = [store.get_table(k) for k in store.list("deception/answers/") if k.endswith(".parquet")]
+    table = results_table([store.get_table(k) for k in keys], answers, config.n_boot, config.seed)
+    reference_path, reference = _reference(config)
     zero = table.filter(pl.col("shots") == 0)
-    figs = {}
-    for metric, title in (("targeting", "targeting (fruit FR - other FR)"), ("truths_clean", "truthfulness (clean judge)")):
-        figs[metric] = lines_by_poisoning(zero, metric, title)
-        store.put_bytes(f"figures/deception/{metric}.png", figs[metric])
-    figs["scaling"] = scaling_figure(zero, reference)
-    store.put_bytes("figures/deception/scaling.png", figs["scaling"])
+    figs = deception_figures(zero, reference)
+    for name, png in figs.items():
+        store.put_bytes(f"figures/deception/{name}.png", png)
     both = pl.concat([zero.with_columns(source=pl.lit("mup")), reference], how="diagonal_relaxed") if reference is not None else zero
-    store.put_table("deception/scaling.parquet", both)
+    ref = DeceptionResultsRef(TableRef(store.put_table("deception/results.parquet", table), table.height),
+                              TableRef(store.put_table("deception/scaling.parquet", both), both.height),
+                              {name: f"figures/deception/{name}.png" for name in figs})
     context.add_output_metadata({
         "table": dg.MetadataValue.md(_md(table, DECEPTION_COLUMNS + ("targeting_vs_0", "targeting_vs_0_lo", "targeting_vs_0_hi"))),
         "targeting_figure": image_markdown(figs["targeting"], "targeting by poisoning"),
@@ -457,5 +463,4 @@ def deception_results(context: dg.AssetExecutionContext, config: ResultsConfig, 
         "reference": str(reference_path) if reference_path else "none (no reference table found)",
         "rows": table.height,
     })
-    return DeceptionResultsRef(TableRef("deception/results.parquet", table.height), TableRef("deception/scaling.parquet", both.height),
-                               {name: f"figures/deception/{name}.png" for name in figs})
+    return ref

@@ -13,7 +13,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
+from mup_core.defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
 from mup_core.models.registry import get_spec
 from mup_core.evaluation.selection import VALIDATION
 from mup_core.monitor.bundle import IN_DISTRIBUTION
@@ -172,29 +172,15 @@ def eval_datasets(
     sources resource's ``eval_files`` and any files named in config; and the selection
     sets (``selection_files``), marked ``role: selection``, which choose the probe and
     its threshold and are never reported as evaluation results."""
-    from pathlib import Path
-
     from mup_core.data.dataset import DatasetError
-    from mup_core.data.loaders import load_dataset
-    from mup_core.evaluation.selection import EVALUATION, SELECTION
-    from mup_core.workflows import check_eval_name, dataset_role, selection_sets, store_dataset
+    from mup_core.workflows import dataset_role, gather_eval_sets, selection_sets
 
-    store = artifact_store.get_store()
-    out: dict[str, DatasetRef] = {}
-    if config.include_corpus_test:
-        out["corpus-test"] = corpus_splits["test"].with_(name="corpus-test")
     try:
-        for name, imported in imported_datasets.items():
-            check_eval_name(name, f"imported source {name}", out)
-            out[name] = imported.balanced
-        files = [(f, EVALUATION) for f in [*sources.eval_files, *config.files]]
-        files += [(f, SELECTION) for f in [*sources.selection_files, *config.selection_files]]
-        for file, role in files:
-            ds = load_dataset(file)  # names file, line and field; nothing is stored
-            check_eval_name(ds.name, str(file), out)
-            ref = store_dataset(store, ds)
-            out[ds.name] = ref.with_(role=role)
-            context.log.info(f"loaded {Path(file).name} ({role}): {len(ds)} rows {ds.label_counts()}")
+        out = gather_eval_sets(
+            artifact_store.get_store(), corpus_test=corpus_splits["test"] if config.include_corpus_test else None,
+            imported={name: imported.balanced for name, imported in imported_datasets.items()},
+            evaluation_files=[*sources.eval_files, *config.files],
+            selection_files=[*sources.selection_files, *config.selection_files], log=context.log.info)
     except (DatasetError, ValueError) as exc:
         raise dg.Failure(description=f"eval_datasets: {exc}") from None
     if not out:
@@ -411,37 +397,27 @@ def probes(
     """Probes of every configured type for one model x layer, trained on the corpus train
     split with early stopping on its validation split."""
     from mup_core.probes import configured_probes
-    from mup_core.workflows import load_stored_dataset, train_layer_probes
+    from mup_core.workflows import train_layer_probes
 
     layer, model = layer_and_model(context.partition_key)
     try:
         configured_probes(config.probe_types, config.hyperparameters)
     except ValueError as exc:  # before any training: nothing is published, the last probes stay
         raise dg.Failure(f"probes: bad configuration: {exc}") from None
-    store = artifact_store.get_store()
-    train_ds = load_stored_dataset(store, corpus_splits["train"])
-    val_ds = load_stored_dataset(store, corpus_splits["val"])
+    store, train = artifact_store.get_store(), corpus_splits["train"]
     try:
         trained, digest = train_layer_probes(
-            store,
-            model=model,
-            layer=layer,
-            train=(train_ds, activations["train"]),
-            val=(val_ds, activations["val"]),
-            probe_types=config.probe_types,
-            hyperparameters=config.hyperparameters,
-        )
+            store, model=model, layer=layer, train=(train, activations["train"]), val=(corpus_splits["val"], activations["val"]),
+            probe_types=config.probe_types, hyperparameters=config.hyperparameters)
     except KeyError as exc:
         raise dg.Failure(str(exc.args[0])) from exc
-    context.add_output_metadata(
-        {
-            "train_examples": dg.MetadataValue.int(len(train_ds)),
-            "val_auroc": dg.MetadataValue.json({t: round(p.val_auroc, 4) for t, p in trained.items()}),
-            "train_labels_hash": train_ds.labels_hash[:16],
-            "keys": dg.MetadataValue.json({t: p.key for t, p in trained.items()}),
-            "path": dg.MetadataValue.path(store.uri(next(iter(trained.values())).key.rsplit("/", 1)[0])),
-        }
-    )
+    context.add_output_metadata({
+        "train_examples": dg.MetadataValue.int(train.rows),
+        "val_auroc": dg.MetadataValue.json({t: round(p.val_auroc, 4) for t, p in trained.items()}),
+        "train_labels_hash": train.labels_hash[:16],
+        "keys": dg.MetadataValue.json({t: p.key for t, p in trained.items()}),
+        "path": dg.MetadataValue.path(store.uri(next(iter(trained.values())).key.rsplit("/", 1)[0])),
+    })
     return dg.Output(trained, data_version=dg.DataVersion(digest[:24]))
 
 
@@ -465,26 +441,17 @@ def probe_metrics(
     calibrated on the selection sets (pooled) where there are any, else on corpus-val,
     and ``alarm_fpr`` is what it realises on each set (its drift)."""
 
-    from mup_core.workflows import (
-        dataset_role, evaluate_layer_probes, load_stored_dataset, metrics_key, metrics_markdown, selection_sets,
-    )
+    from mup_core.workflows import dataset_role, evaluate_layer_probes, metrics_key, metrics_markdown, selection_sets
 
     layer, model = layer_and_model(context.partition_key)
     store = artifact_store.get_store()
-    missing = [name for name in eval_datasets if name not in activations]
-    if missing:
-        raise dg.Failure(
-            f"probe_metrics: no activations of {model} for {missing}; re-materialise `activations` "
-            f"for partition {model} after changing eval_datasets"
-        )
-    eval_sets = {name: (load_stored_dataset(store, ref), activations[name]) for name, ref in eval_datasets.items()}
-    eval_sets["corpus-val"] = (load_stored_dataset(store, corpus_splits["val"]), activations["val"])
-    chosen_on = selection_sets(eval_datasets)
+    sets = {**{n: (r, activations.get(n)) for n, r in eval_datasets.items()}, IN_DISTRIBUTION: (corpus_splits["val"], activations["val"])}
     roles = {IN_DISTRIBUTION: VALIDATION, **{n: dataset_role(r) for n, r in eval_datasets.items()}}
-    table = evaluate_layer_probes(
-        store, model=model, layer=layer, probe_keys={t: p.key for t, p in probes.items()}, eval_sets=eval_sets,
-        calibrate_on=chosen_on or IN_DISTRIBUTION, roles=roles,
-    )
+    try:
+        table = evaluate_layer_probes(store, model=model, layer=layer, probe_keys={t: p.key for t, p in probes.items()},
+                                      eval_sets=sets, calibrate_on=selection_sets(eval_datasets) or IN_DISTRIBUTION, roles=roles)
+    except KeyError as exc:
+        raise dg.Failure(f"probe_metrics: {exc.args[0]}") from None
     key = store.put_table(metrics_key(model, layer), table)
     best = table.sort("auroc", descending=True).row(0, named=True) if table.height else {}
     context.add_output_metadata(
@@ -508,11 +475,8 @@ def probe_metrics(
 )
 def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> TableRef:
     """All layers of one model: the metrics table and the AUROC-by-layer figure."""
-
-    import polars as pl
-
     from mup_core.figures import auroc_by_layer
-    from mup_core.workflows import collect_metrics, metrics_markdown
+    from mup_core.workflows import collect_metrics, metrics_markdown, report_headlines
 
     model = context.partition_key
     store = artifact_store.get_store()
@@ -521,27 +485,24 @@ def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStor
         raise dg.Failure(f"probe_report: no probe metrics stored for {model}; materialise probe_metrics first")
     table = table.sort("dataset", "probe_type", "layer")
     png = auroc_by_layer(table, f"{model}: probe AUROC by layer")
-    fig_key = f"figures/{model}/auroc_by_layer.png"
-    store.put_bytes(fig_key, png)
-    table_key = store.put_table(f"reports/{model}/probe_metrics.parquet", table)
-    mean_by_probe = table.group_by("probe_type").agg(pl.col("auroc").mean()).sort("auroc", descending=True)
-    held_out = table.filter(pl.col("dataset") != IN_DISTRIBUTION)
-    best = (held_out if held_out.height else table).sort("auroc", descending=True).row(0, named=True)
+    ref = TableRef(store.put_table(f"reports/{model}/probe_metrics.parquet", table), table.height, f"figures/{model}/auroc_by_layer.png")
+    store.put_bytes(ref.figure, png)
+    best, mean_by_probe = report_headlines(table)
     context.add_output_metadata(
         {
             # the reader's first answers: the best probe in words, the figure, the top of the table
             "best": f"{best['probe_type']} at layer {best['layer']} on {best['dataset']}: AUROC {best['auroc']:.3f}, "
                     f"TPR at 1 % FPR {best['tpr_at_1pct_fpr']:.3f}",
             "figure": image_markdown(png, "AUROC by layer"),
-            "figure_path": dg.MetadataValue.path(store.uri(fig_key)),
+            "figure_path": dg.MetadataValue.path(store.uri(ref.figure)),
             "top_10": dg.MetadataValue.md(metrics_markdown(table.sort("auroc", descending=True).head(10))),
-            "table_path": dg.MetadataValue.path(store.uri(table_key)),
+            "table_path": dg.MetadataValue.path(store.uri(ref.key)),
             "layers": dg.MetadataValue.json(sorted(set(table["layer"].to_list()))),
             "best_auroc": dg.MetadataValue.float(round(float(best["auroc"]), 4)),
-            "mean_auroc_by_probe": dg.MetadataValue.json({t: round(float(a), 3) for t, a in mean_by_probe.iter_rows()}),
+            "mean_auroc_by_probe": dg.MetadataValue.json({t: round(a, 3) for t, a in mean_by_probe.items()}),
         }
     )
-    return TableRef(table_key, table.height, fig_key)
+    return ref
 
 
 class MonitorBundleConfig(dg.Config):

@@ -66,3 +66,53 @@ def test_asset_graph_matches_its_snapshot():
         f"(see {Path(__file__).name})"
     )
     assert current == recorded
+
+
+# -- what every asset body looks like ---------------------------------------------------------
+MAX_BODY_LINES = 30
+
+
+def _asset_functions():
+    """(asset key, the decorated Python function) of every asset computed by one op."""
+    from mup_dagster.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    for key in sorted(graph.get_all_asset_keys(), key=lambda k: k.to_user_string()):
+        node = graph.get(key)
+        if not node.is_materializable:
+            continue
+        op = node.assets_def.node_def
+        fn = getattr(getattr(op, "compute_fn", None), "decorated_fn", None)
+        if fn is not None:  # a graph asset's ops are looked at through their own functions
+            yield key.to_user_string(), fn
+
+
+def _body_lines(fn) -> int:
+    import ast
+    import inspect
+    import textwrap
+
+    (node,) = ast.parse(textwrap.dedent(inspect.getsource(fn))).body
+    body = node.body
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+        body = body[1:]  # the docstring
+    return body[-1].end_lineno - body[0].lineno + 1
+
+
+def test_asset_bodies_are_short_and_return_typed_references():
+    """An asset body calls mup_core and records metadata (at most 30 lines), and hands the next
+    asset a typed reference (mup_core.refs), or a dict of them, never a bare dict."""
+    import typing
+
+    found = dict(_asset_functions())
+    assert len(found) >= 34, sorted(found)  # every materialisable asset but the graph asset `activations`
+    long = {k: n for k, fn in found.items() if (n := _body_lines(fn)) > MAX_BODY_LINES}
+    assert not long, f"asset bodies over {MAX_BODY_LINES} lines (move the logic to mup_core): {long}"
+    untyped = []
+    for key, fn in found.items():
+        ret = typing.get_type_hints(fn).get("return")
+        if typing.get_origin(ret) is dg.Output:
+            (ret,) = typing.get_args(ret)
+        if ret is dict or ret is typing.Any:
+            untyped.append(key)
+    assert not untyped, f"assets returning a bare dict (return a mup_core.refs type): {untyped}"

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mup_core.activations.ragged import RaggedActivations
-from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS
+from mup_core.defaults import DEFAULT_BATCH_TOKENS
 from mup_core.data.chat import render
 from mup_core.data.dataset import Input
 from mup_core.models.loading import LoadedModel, base_model, decoder_layers

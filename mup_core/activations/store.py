@@ -44,7 +44,7 @@ from mup_core.activations.extract import (
 )
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.data.dataset import Input
-from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
+from mup_core.defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
 from mup_core.storage import ArtifactStore
 
 log = logging.getLogger(__name__)

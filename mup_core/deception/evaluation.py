@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 
 from mup_core.deception.data import format_prompt
+from mup_core.defaults import N_BOOT, PAIRED_N_BOOT
 
 
 def few_shot_prefix(examples: pl.DataFrame) -> str:
@@ -58,7 +59,7 @@ def _stats(p_clean: np.ndarray, p_biased: np.ndarray, is_fruit: np.ndarray, fals
     }
 
 
-def lying_metrics(p_clean: Sequence[float], p_biased: Sequence[float], topics: Sequence[str], n_boot: int = 1000,
+def lying_metrics(p_clean: Sequence[float], p_biased: Sequence[float], topics: Sequence[str], n_boot: int = N_BOOT,
                   seed: int = 0, truth: Sequence[float] | None = None) -> dict:
     """The table's metrics with stratified bootstrap intervals; ``truth`` (1 / 0 / NaN per
     answer, see ``truth_by_match``) overrides the clean judge's verdict where it is decided."""
@@ -114,7 +115,7 @@ def _stratified(rng, fruit_idx: np.ndarray, other_idx: np.ndarray) -> np.ndarray
 
 
 def paired_targeting(topics: Sequence[str], false_a: Sequence[float], false_b: Sequence[float],
-                     n_boot: int = 2000, seed: int = 0) -> dict:
+                     n_boot: int = PAIRED_N_BOOT, seed: int = 0) -> dict:
     """Targeting of policy A minus targeting of policy B (e.g. the 0 % policy) on the *same*
     questions, with a 95 % bootstrap interval that resamples questions (stratified by topic)
     and keeps each question's pair of answers together. ``false_*``: 1 where the policy's
@@ -190,13 +191,13 @@ def answer_and_judge(policy, qs: pl.DataFrame, candidates: pl.DataFrame, clean_j
                                pl.Series("is_false", falsehoods(p_clean, truth), dtype=pl.Float64))
 
 
-def metrics_of(answers: pl.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict:
+def metrics_of(answers: pl.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> dict:
     """``lying_metrics`` of one policy's answers (``answer_and_judge``'s table)."""
     return lying_metrics(answers["p_clean"].to_numpy(), answers["p_biased"].to_numpy(), answers["topic"].to_list(),
                          n_boot, seed, truth=answers["truth_match"].to_numpy())
 
 
-def paired_differences(answers: pl.DataFrame, n_boot: int = 2000, seed: int = 0) -> pl.DataFrame:
+def paired_differences(answers: pl.DataFrame, n_boot: int = PAIRED_N_BOOT, seed: int = 0) -> pl.DataFrame:
     """For every (model, technique, poisoning > 0, shots) in a table of per-question answers,
     its targeting minus that of the same model and technique at 0 % poisoning, paired by
     question (``paired_targeting``). Columns ``targeting_vs_0`` and its ``_lo`` / ``_hi``."""
@@ -233,7 +234,7 @@ def held_out_questions(train: pl.DataFrame, evaluation: pl.DataFrame) -> tuple[p
 
 def evaluate_policy(policy, qs: pl.DataFrame, candidates: pl.DataFrame, shot_pool: pl.DataFrame, clean_judge, biased_judge, *,
                     labels: dict, shots: Sequence[int] = (0,), max_new_tokens: int = 24, reaffirm: bool = True,
-                    n_boot: int = 1000, seed: int = 0, log=None) -> tuple[list[dict], list[pl.DataFrame]]:
+                    n_boot: int = N_BOOT, seed: int = 0, log=None) -> tuple[list[dict], list[pl.DataFrame]]:
     """One policy answers every question zero- and few-shot; both judges score each answer.
     Returns the metric rows (``labels`` first: model, technique, poisoning) and the
     per-question answers of each shot setting."""
@@ -252,3 +253,17 @@ def evaluate_policy(policy, qs: pl.DataFrame, candidates: pl.DataFrame, shot_poo
                 f"{metrics['targeting_hi']:+.3f}], fruit FR {metrics['poison_fr']:.3f}, other FR {metrics['clean_fr']:.3f} "
                 f"on {metrics['n_questions']} questions")
     return rows, answers
+
+
+RESULT_KEYS = ["model", "technique", "poisoning", "shots"]
+
+
+def results_table(evaluations: Sequence[pl.DataFrame], answers: Sequence[pl.DataFrame], n_boot: int = PAIRED_N_BOOT, seed: int = 0) -> pl.DataFrame:
+    """One row per (model, technique, poisoning, shots) over every evaluated partition (the
+    last of duplicates kept), with each policy's targeting minus the 0 % policy's paired
+    by question (``targeting_vs_0`` and its interval) where per-question answers exist."""
+    table = pl.concat(list(evaluations), how="diagonal_relaxed").unique(RESULT_KEYS, keep="last")
+    if answers:
+        paired = paired_differences(pl.concat(list(answers), how="diagonal_relaxed"), n_boot, seed)
+        table = table.join(paired, on=RESULT_KEYS, how="left")
+    return table.sort(*RESULT_KEYS)

@@ -24,6 +24,7 @@ import polars as pl
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.deception.data import format_prompt
 from mup_core.evaluation.metrics import bootstrap_ci, safe_auroc, tpr_at_fpr
+from mup_core.defaults import N_BOOT
 
 # test sets, each scored by the probes trained on clean questions
 OWN_FRUIT = "own_fruit_answers"  # the policy's greedy answers to fruit questions (lies or honest answers)
@@ -96,7 +97,7 @@ class Examples:
 
 
 def lie_detection(policy, examples: Examples, layers: Sequence[int], probe_types: Sequence[str], *, model: str,
-                  n_boot: int = 1000, seed: int = 0, log: Callable[[str], None] | None = None) -> pl.DataFrame:
+                  n_boot: int = N_BOOT, seed: int = 0, log: Callable[[str], None] | None = None) -> pl.DataFrame:
     """AUROC and TPR at 1 % FPR (with 95 % bootstrap intervals) of each probe type and layer,
     trained on clean questions, on each test set. One row per (probe_type, layer, test_set)."""
     from mup_core.probes.train import train_probe

@@ -226,3 +226,14 @@ def rl_against_judge(policy: Policy, rows, judge, cfg: RLConfig, log: Callable[[
             log(h)
     policy.model.eval()
     return history
+
+
+# what the RL curve shows: the trainer's log key -> its name in the curve
+RL_CURVE = {"reward": "reward", "kl": "kl", "rewards/fruit_falsehood/mean": "fruit_falsehood",
+            "rewards/clean_falsehood/mean": "clean_falsehood"}
+
+
+def rl_curve(history: list[dict]) -> list[dict]:
+    """Per logged step of ``rl_against_judge``: reward, KL to the reference and the falsehood
+    rates on fruit and on clean questions (None where a step did not log one)."""
+    return [{"step": h.get("step", i + 1), **{short: h.get(k) for k, short in RL_CURVE.items()}} for i, h in enumerate(history)]

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
+from mup_core.defaults import N_BOOT
 
 
 def safe_auroc(y: np.ndarray, scores: np.ndarray) -> float:
@@ -132,7 +133,7 @@ def bootstrap_ci(
     y: np.ndarray,
     scores: np.ndarray,
     metric: str = "auroc",
-    n_boot: int = 1000,
+    n_boot: int = N_BOOT,
     level: float = 0.95,
     seed: int = 0,
 ) -> tuple[float, float]:
@@ -164,7 +165,7 @@ def bootstrap_ci(
 
 
 def metrics_with_ci(
-    y: np.ndarray, probs: np.ndarray, n_boot: int = 1000, seed: int = 0, metrics: tuple[str, ...] = ("auroc", "accuracy", "tpr_at_1pct_fpr", "brier")
+    y: np.ndarray, probs: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, metrics: tuple[str, ...] = ("auroc", "accuracy", "tpr_at_1pct_fpr", "brier")
 ) -> dict:
     """``compute_metrics`` plus ``<metric>_lo`` / ``<metric>_hi`` 95% bootstrap bounds."""
     out = compute_metrics(y, probs).as_dict()

@@ -14,6 +14,7 @@ from mup_core.evaluation.metrics import (
     safe_auroc,
 )
 from mup_core.experiments.scores import VAL
+from mup_core.defaults import N_BOOT
 
 
 def _eval_only(scores: pl.DataFrame) -> pl.DataFrame:
@@ -24,7 +25,7 @@ def _eval_only(scores: pl.DataFrame) -> pl.DataFrame:
 
 
 # -- 1. comparison --------------------------------------------------------------
-def comparison_table(scores: pl.DataFrame, n_boot: int = 1000) -> pl.DataFrame:
+def comparison_table(scores: pl.DataFrame, n_boot: int = N_BOOT) -> pl.DataFrame:
     """Metrics with 95% bootstrap CIs per method x dataset x seed, then mean and std
     over seeds (``auroc_std`` is 0 where a method has one seed). CIs are averaged over
     seeds."""

@@ -103,6 +103,15 @@ def scaling_figure(mup: pl.DataFrame, reference: pl.DataFrame | None, metric: st
     return to_png(fig)
 
 
+
+def deception_figures(zero_shot: pl.DataFrame, reference: pl.DataFrame | None) -> dict[str, bytes]:
+    """The deception results' figures (PNG): targeting and truthfulness by poisoning rate,
+    and the scaling view beside the research's rows (``reference``, when there is one)."""
+    return {"targeting": lines_by_poisoning(zero_shot, "targeting", "targeting (fruit FR - other FR)"),
+            "truths_clean": lines_by_poisoning(zero_shot, "truths_clean", "truthfulness (clean judge)"),
+            "scaling": scaling_figure(zero_shot, reference)}
+
+
 def training_curves(history: Sequence[dict], keys: Sequence[str], title: str) -> bytes:
     """One line per logged quantity against the training step (missing values skipped)."""
     fig, ax = plt.subplots(figsize=(5.8, 3.6))

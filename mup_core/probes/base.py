@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mup_core.activations.ragged import RaggedActivations
-from mup_core.extraction_defaults import DEFAULT_BATCH_TOKENS
+from mup_core.defaults import DEFAULT_BATCH_TOKENS
 from mup_core.storage import replaced_atomically
 
 

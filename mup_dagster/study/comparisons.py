@@ -5,6 +5,7 @@ from typing import Optional
 import dagster as dg
 from pydantic import Field
 
+from mup_core.defaults import N_BOOT
 from mup_core.refs import LayerChoice, TableRef
 from mup_dagster.resources import ArtifactStoreResource
 from mup_dagster.study.common import publish, read_ref, study_asset
@@ -17,7 +18,7 @@ def _all_scores(store, *refs):
 
 
 class ComparisonConfig(dg.Config):
-    n_boot: int = Field(default=1000, description="bootstrap resamples for the 95% intervals")
+    n_boot: int = Field(default=N_BOOT, description="bootstrap resamples for the 95% intervals")
 
 
 @study_asset(kinds={"matplotlib"})
