@@ -3,6 +3,8 @@
     .venv/bin/python scripts/ood_dev_sets.py extract            # ~25 min on 2 cores: corpus, GPT-4o prompts, 4 dev sets
     .venv/bin/python scripts/ood_dev_sets.py evaluate corpus    # or synthetic, both; --types/--layers to narrow
     .venv/bin/python scripts/ood_dev_sets.py report             # leave one dev set out, per training source
+    .venv/bin/python scripts/ood_dev_sets.py extract --question # the same inputs with QUESTION appended as a user turn
+    .venv/bin/python scripts/ood_dev_sets.py evaluate both --question  # probes on the question's tokens only
 
 Probes are trained on the embedded corpus and/or the research's 1,319 GPT-4o synthetic
 prompts (never on dev rows); every (probe type, layer, hyper-parameters) candidate is
@@ -28,6 +30,16 @@ GRID = {"logistic_regression": [{"C": c} for c in (1e-4, 1e-3, 1e-2, 1e-1)],
         "lda": [{"shrinkage": s} for s in ("auto", 0.5, 0.9)],
         "difference_of_means": [{}]}
 SOURCES = {"corpus": ["corpus"], "synthetic": ["synthetic_prompts_gpt4o"], "both": ["corpus", "synthetic_prompts_gpt4o"]}
+# "prompted probing": a question after the conversation makes the model summarise the stakes
+# into the question's tokens; the probe reads those tokens only (the ``+q`` activations)
+QUESTION = ("Question: are the stakes of the situation above high (serious consequences for someone's health, "
+            "money, safety, rights or livelihood) or low? Answer high or low.")
+
+
+def with_question(x):
+    """An input with QUESTION appended as a last user turn."""
+    turns = [{"role": "user", "content": x}] if isinstance(x, str) else list(x)
+    return [*turns, {"role": "user", "content": QUESTION}]
 
 
 def datasets():
@@ -42,7 +54,7 @@ def datasets():
     return train, dev
 
 
-def extract(_args):
+def extract(args):
     from mup_core.activations import write_activations
     from mup_core.models import load_model
     from mup_core.storage import LocalStore
@@ -51,14 +63,36 @@ def extract(_args):
     train, dev = datasets()
     for name, ds in {**train, **dev}.items():
         t = time.time()
-        m = write_activations(store, name, lm, ds.inputs, LAYERS, progress=False)  # resumes finished shards
+        inputs, name = ([with_question(x) for x in ds.inputs], f"{name}+q") if args.question else (ds.inputs, name)
+        # with the question the end of an overlong input is kept: the question must be in it
+        m = write_activations(store, name, lm, inputs, LAYERS, progress=False, overlong="keep_end" if args.question else "truncate")
         print(f"{name}: {len(ds)} examples, {m['tokens']} tokens, {time.time() - t:.0f} s", flush=True)
 
 
-def _labelled(store, name, ds, layer):
+def _question_tokens(ds) -> np.ndarray:
+    """Tokens QUESTION adds after each input of ``ds`` (its user turn, as rendered)."""
+    from mup_core.activations.extract import tokenize_inputs, tokenizer_only
+
+    lm = tokenizer_only("smollm2-135m")
+    plain, _ = tokenize_inputs(lm, ds.inputs, max_length=10**9)
+    asked, _ = tokenize_inputs(lm, [with_question(x) for x in ds.inputs], max_length=10**9)
+    return np.array([len(b) - len(a) for a, b in zip(plain, asked)])
+
+
+def _tail(acts, k: np.ndarray):
+    """The last ``k[i]`` tokens of each example."""
+    from mup_core.activations.ragged import RaggedActivations
+
+    idx = np.concatenate([np.arange(end - n, end) for end, n in zip(acts.offsets[1:], k)])
+    return RaggedActivations(acts.values[idx], np.concatenate([[0], np.cumsum(k)]), acts.model, acts.layer)
+
+
+def _labelled(store, name, ds, layer, question: bool = False):
     from mup_core.activations.store import load_layer
 
-    acts = load_layer(store, name, layer)
+    acts = load_layer(store, f"{name}+q" if question else name, layer)
+    if question:
+        acts = _tail(acts, _question_tokens(ds))
     clear = ds.unambiguous()
     keep = np.flatnonzero(np.array(ds.labels) != "ambiguous")  # what unambiguous() keeps, in order
     return (acts if len(keep) == len(ds) else acts.subset(keep)), clear.label_array()
@@ -74,20 +108,20 @@ def evaluate(args):
     train, dev = datasets()
     rows = []
     for layer in args.layers:
-        parts = [_labelled(store, n, train[n], layer) for n in SOURCES[args.source]]
+        parts = [_labelled(store, n, train[n], layer, args.question) for n in SOURCES[args.source]]
         x = RaggedActivations.concat([a for a, _ in parts])
         y = np.concatenate([b for _, b in parts])
-        scored = {n: _labelled(store, n, ds, layer) for n, ds in dev.items()}
+        scored = {n: _labelled(store, n, ds, layer, args.question) for n, ds in dev.items()}
         for probe_type in args.types:
             for hp in GRID.get(probe_type, [{}]):
                 t = time.time()
                 probe = train_probe(probe_type, (x, y), None, model="smollm2-135m", layer=layer, hyperparameters=hp)
                 for name, (acts, labels) in scored.items():
                     m = metrics_with_ci(labels, probe.predict_proba(acts)[:, 1], n_boot=500, metrics=("auroc", "tpr_at_1pct_fpr"))
-                    rows.append({"source": args.source, "layer": layer, "probe_type": probe_type, "hp": json.dumps(hp, sort_keys=True),
+                    rows.append({"source": args.source + ("+q" if args.question else ""), "layer": layer, "probe_type": probe_type, "hp": json.dumps(hp, sort_keys=True),
                                  "dataset": name, **{k: v for k, v in m.items() if k.startswith(("auroc", "tpr_at_1pct_fpr"))}})
                 print(layer, probe_type, hp, [round(r["auroc"], 3) for r in rows[-len(scored):]], f"{time.time() - t:.0f} s", flush=True)
-    out = f"{STORE}/results_{args.source}_{'-'.join(args.types)}_{'-'.join(map(str, args.layers))}.parquet"
+    out = f"{STORE}/results_{args.source}{'+q' if args.question else ''}_{'-'.join(args.types)}_{'-'.join(map(str, args.layers))}.parquet"
     pl.DataFrame(rows).write_parquet(out)
     print("wrote", out)
 
@@ -110,8 +144,10 @@ def report(_args):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("extract")
+    ex = sub.add_parser("extract")
+    ex.add_argument("--question", action="store_true", help="append QUESTION to every input (stored as <name>+q)")
     ev = sub.add_parser("evaluate")
+    ev.add_argument("--question", action="store_true", help="probes on the tokens of QUESTION (after extract --question)")
     ev.add_argument("source", choices=sorted(SOURCES))
     ev.add_argument("--types", nargs="+", default=list(GRID))
     ev.add_argument("--layers", nargs="+", type=int, default=LAYERS)
