@@ -136,6 +136,15 @@ def content_digest(parts: Iterable[bytes | str], length: int = 24) -> str:
     return h.hexdigest()[:length]
 
 
+def table_bytes(df) -> bytes:
+    """A polars DataFrame as parquet bytes: what ``put_table`` stores (and a data version hashes)."""
+    import io
+
+    buf = io.BytesIO()
+    df.write_parquet(buf)
+    return buf.getvalue()
+
+
 def json_digest(value, length: int = 16, sort_keys: bool = True) -> str:
     """``content_digest`` of ``value`` as JSON: a cache key of settings and ids."""
     return content_digest([json.dumps(value, sort_keys=sort_keys)], length=length)
@@ -201,8 +210,7 @@ class ArtifactStore(ABC):
     # -- typed artifacts: tables and versioned directories (models) ----------------------
     def put_table(self, key: str, df) -> str:
         """Store a polars DataFrame as parquet at ``key`` (atomically); returns ``key``."""
-        with self.writing(key) as path:
-            df.write_parquet(path)
+        self.put_bytes(key, table_bytes(df))
         return key
 
     def get_table(self, key: str):

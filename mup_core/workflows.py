@@ -29,7 +29,6 @@ from mup_core.activations import (
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.data.dataset import Dataset
 from mup_core.evaluation.selection import EVALUATION, VALIDATION_SET
-from mup_core.data.loaders import dataset_from_parquet_bytes, dataset_to_parquet_bytes
 from mup_core.evaluation.metrics import compute_metrics
 from mup_core.defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
 from mup_core.probes import configured_probes, load_probe, train_probe
@@ -116,12 +115,12 @@ def gather_eval_sets(
 def store_dataset(store: ArtifactStore, ds: Dataset) -> DatasetRef:
     key = f"datasets/{ds.name}/{ds.inputs_hash[:12]}-{ds.labels_hash[:12]}.parquet"
     if not store.exists(key):
-        store.put_bytes(key, dataset_to_parquet_bytes(ds))
+        store.put_table(key, ds.df)
     return DatasetRef(ds.name, key, len(ds), ds.inputs_hash, ds.labels_hash, ds.label_counts())
 
 
 def load_stored_dataset(store: ArtifactStore, ref: DatasetRef) -> Dataset:
-    return dataset_from_parquet_bytes(store.get_bytes(ref.key), ref.name)
+    return Dataset(store.get_table(ref.key), ref.name)
 
 
 # -- activations ---------------------------------------------------------------

@@ -19,10 +19,9 @@ from mup_core.evaluation.selection import VALIDATION
 from mup_core.monitor.bundle import IN_DISTRIBUTION
 from mup_core.probe_types import ALL_PROBE_TYPES
 from mup_core.refs import ActivationRef, BundleRef, DatasetRef, ProbeRef, TableRef
-from mup_core.storage import content_digest
 from mup_dagster.automation import GPU_POOL, on_any_upstream_partition_update, on_upstream_version_change
 from mup_dagster.config import Seeded
-from mup_dagster.metadata import image_markdown, label_balance
+from mup_dagster.metadata import data_version, image_markdown, label_balance
 from mup_dagster.partitions import by_model, layer_and_model, model_layer_partitions, model_partitions, of_model
 from mup_dagster.resources import ArtifactStoreResource, DatasetSourcesResource
 
@@ -44,10 +43,6 @@ def _dataset_metadata(ds, ref) -> dict:
     return meta
 
 
-def _version(*hashes: str) -> dg.DataVersion:
-    return dg.DataVersion(content_digest(["|".join(hashes)]))
-
-
 # how often the source files are checked for changes (a cron schedule; MUP_SOURCES_CRON overrides)
 SOURCES_CRON = os.environ.get("MUP_SOURCES_CRON", "*/2 * * * *")
 
@@ -59,7 +54,7 @@ def dataset_sources(sources: DatasetSourcesResource) -> dg.DataVersion:
     from pathlib import Path
 
     paths = [Path(f) for f in sources.files()]
-    return dg.DataVersion(content_digest((part for p in paths for part in (str(p), p.read_bytes() if p.exists() else b"<missing>"))))
+    return data_version(part for p in paths for part in (str(p), p.read_bytes() if p.exists() else b"<missing>"))
 
 
 EMBEDDED = "embedded"
@@ -113,7 +108,7 @@ def stakes_corpus(
     return dg.Output(
         ref,
         metadata=_dataset_metadata(ds, ref),
-        data_version=_version(ref.inputs_hash, ref.labels_hash),
+        data_version=data_version([ref.inputs_hash, ref.labels_hash]),
     )
 
 
@@ -141,7 +136,7 @@ def corpus_splits(
             **{f"{name}_rows": dg.MetadataValue.int(ref.rows) for name, ref in refs.items()},
             **{f"{name}_labels": label_balance(ref.label_counts) for name, ref in refs.items()},
         },
-        data_version=_version(*(f"{r.inputs_hash}{r.labels_hash}" for r in refs.values())),
+        data_version=data_version(h for r in refs.values() for h in (r.inputs_hash, r.labels_hash)),
     )
 
 
@@ -193,7 +188,7 @@ def eval_datasets(
             "selection_sets": dg.MetadataValue.json(selection_sets(out)),
             "count": len(out),
         },
-        data_version=_version(*(f"{n}{r.inputs_hash}{r.labels_hash}{dataset_role(r)}" for n, r in sorted(out.items()))),
+        data_version=data_version(x for n, r in sorted(out.items()) for x in (n, r.inputs_hash, r.labels_hash, dataset_role(r))),
     )
 
 
@@ -212,7 +207,7 @@ def dataset_texts(corpus_splits: dict, eval_datasets: dict) -> dg.Output[dict[st
     return dg.Output(
         refs,
         metadata={"datasets": dg.MetadataValue.json({n: r.rows for n, r in refs.items()})},
-        data_version=_version(*(f"{n}{r.inputs_hash}" for n, r in sorted(refs.items()))),
+        data_version=data_version(x for n, r in sorted(refs.items()) for x in (n, r.inputs_hash)),
     )
 
 
@@ -321,7 +316,7 @@ def activation_sets(context: dg.OpExecutionContext, artifact_store: ArtifactStor
     bytes_stored = sum(store.size(k) for ref in refs.values() for k in store.list(ref.prefix + "/"))
     return dg.Output(
         dict(sorted(refs.items())),
-        data_version=_version(*(ref.prefix for _, ref in sorted(refs.items()))),
+        data_version=data_version(ref.prefix for _, ref in sorted(refs.items())),
         metadata={
             "model": slug,
             # where the safetensors are (the IO manager's "path" would be its small reference pickle)
@@ -418,7 +413,7 @@ def probes(
         "keys": dg.MetadataValue.json({t: p.key for t, p in trained.items()}),
         "path": dg.MetadataValue.path(store.uri(next(iter(trained.values())).key.rsplit("/", 1)[0])),
     })
-    return dg.Output(trained, data_version=dg.DataVersion(digest[:24]))
+    return dg.Output(trained, data_version=data_version([digest]))
 
 
 @dg.asset(
@@ -463,7 +458,7 @@ def probe_metrics(
             "path": dg.MetadataValue.path(store.uri(key)),
         }
     )
-    return dg.Output(TableRef(key, table.height), data_version=_version(table.write_csv()))
+    return dg.Output(TableRef(key, table.height), data_version=data_version([table.write_csv()]))
 
 
 @dg.asset(

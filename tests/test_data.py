@@ -5,7 +5,6 @@ import pytest
 
 from conftest import write_jsonl
 from mup_core.data import Dataset, DatasetError, load_dataset, render, save_jsonl, split_dataset
-from mup_core.data.loaders import dataset_from_parquet_bytes, dataset_to_parquet_bytes
 
 DIALOGUE = [{"role": "system", "content": "You are a helpful bank assistant."}, {"role": "user", "content": "Move my savings?"}]
 
@@ -34,8 +33,10 @@ def test_round_trip_jsonl_and_parquet(tmp_path):
     again = load_dataset(tmp_path / "out.jsonl")
     assert again.inputs == ds.inputs and again.labels == ds.labels
     assert again.inputs_hash == ds.inputs_hash
-    back = dataset_from_parquet_bytes(dataset_to_parquet_bytes(ds), "x")
-    assert back.df.equals(ds.df)
+    from mup_core.storage import LocalStore
+
+    LocalStore(tmp_path / "store").put_table("d.parquet", ds.df)
+    assert LocalStore(tmp_path / "store").get_table("d.parquet").equals(ds.df)
 
 
 def test_csv_loader(tmp_path):

@@ -176,15 +176,4 @@ def save_jsonl(ds: Dataset, path: str | os.PathLike) -> None:
             fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
-def dataset_to_parquet_bytes(ds: Dataset) -> bytes:
-    import io
 
-    buf = io.BytesIO()
-    ds.df.write_parquet(buf)
-    return buf.getvalue()
-
-
-def dataset_from_parquet_bytes(data: bytes, name: str) -> Dataset:
-    import io
-
-    return Dataset(pl.read_parquet(io.BytesIO(data)), name)

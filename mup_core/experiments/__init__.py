@@ -8,7 +8,7 @@ from mup_core.experiments.analysis import (
     method_summary,
     roc_points,
 )
-from mup_core.experiments.scores import VAL, concat_scores, score_rows, to_parquet_bytes
+from mup_core.experiments.scores import VAL, concat_scores, score_rows
 from mup_core.experiments.training import (
     FEW_SHOT_MODES,
     Part,
@@ -38,5 +38,4 @@ __all__ = [
     "score_probe_types",
     "split_part",
     "transfer_sources",
-    "to_parquet_bytes",
 ]

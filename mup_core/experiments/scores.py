@@ -15,7 +15,6 @@ One row per (method, seed, dataset, example):
 
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import polars as pl
@@ -64,12 +63,6 @@ def concat_scores(tables) -> pl.DataFrame:
     if not tables:
         return pl.DataFrame(schema=SCHEMA)
     return pl.concat([t.select(list(SCHEMA)) for t in tables])
-
-
-def to_parquet_bytes(df: pl.DataFrame) -> bytes:
-    buf = io.BytesIO()
-    df.write_parquet(buf)
-    return buf.getvalue()
 
 
 def baseline_table(method: str, sets, score_fn, flops_fn, seed: int = 0) -> pl.DataFrame:

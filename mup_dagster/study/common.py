@@ -5,9 +5,9 @@ from typing import Optional
 import dagster as dg
 
 from mup_core.refs import LayerChoice, TableRef
-from mup_core.storage import content_digest
+from mup_core.storage import table_bytes
 from mup_dagster.automation import on_upstream_version_change
-from mup_dagster.metadata import image_markdown
+from mup_dagster.metadata import data_version, image_markdown
 from mup_dagster.partitions import model_partitions
 
 GROUP = "probe_study"
@@ -18,18 +18,13 @@ def study_asset(**kw):
     return dg.asset(group_name=GROUP, partitions_def=model_partitions, automation_condition=on_upstream_version_change, **kw)
 
 
-def content_version(*parts: bytes) -> dg.DataVersion:
-    return dg.DataVersion(content_digest(parts))
-
-
 def publish(context, store, name: str, table, png: Optional[bytes] = None, extra: Optional[dict] = None,
              columns: Optional[list] = None) -> dg.Output[TableRef]:
     """Store ``table`` (and ``png``) under study/<model>/ and return the asset's output."""
-    from mup_core.experiments import to_parquet_bytes
     from mup_core.workflows import metrics_markdown
 
     model = context.partition_key
-    data = to_parquet_bytes(table)
+    data = table_bytes(table)
     key = f"study/{model}/{name}.parquet"
     store.put_bytes(key, data)
     meta = {"rows": dg.MetadataValue.int(table.height), "table_path": dg.MetadataValue.path(store.uri(key))}
@@ -42,7 +37,7 @@ def publish(context, store, name: str, table, png: Optional[bytes] = None, extra
         meta["figure_path"] = dg.MetadataValue.path(store.uri(fig_key))
     meta.update(extra or {})
     ref = TableRef(key, table.height, fig_key if png is not None else None)
-    return dg.Output(ref, metadata=meta, data_version=content_version(data, png or b""))
+    return dg.Output(ref, metadata=meta, data_version=data_version([data, png or b""]))
 
 
 def read_ref(store, ref: TableRef):
