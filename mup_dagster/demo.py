@@ -16,9 +16,6 @@ from mup_core.models.registry import DEFAULT_MODEL, get_spec
 from mup_dagster.definitions import DATASET_ASSETS, defs, run_assets
 from mup_dagster.partitions import layer_model_key
 
-def _run(instance, selection, partition_key=None, run_config=None):
-    return run_assets(instance, selection, partition_key, run_config, echo=True)
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -44,12 +41,12 @@ def main(argv=None) -> int:
     print(f"mup demo: {spec.slug}, layers {layers}, DAGSTER_HOME={os.environ['DAGSTER_HOME']}", flush=True)
     print(f"compute: {precision.device} in {precision.dtype_name} ({precision.reason})", flush=True)
     eval_config = {"ops": {"eval_datasets": {"config": {"files": [os.path.abspath(f) for f in args.eval_file]}}}}
-    _run(instance, DATASET_ASSETS, run_config=eval_config)
-    _run(instance, ["activations"], spec.slug)
+    run_assets(instance, DATASET_ASSETS, run_config=eval_config, echo=True)
+    run_assets(instance, ["activations"], spec.slug, echo=True)
     for layer in layers:
-        _run(instance, ["probes", "probe_metrics"], layer_model_key(layer, spec.slug))
-    result = _run(instance, ["probe_report"], spec.slug)
-    bundle = _run(instance, ["monitor_bundle"], spec.slug).output_for_node("monitor_bundle")
+        run_assets(instance, ["probes", "probe_metrics"], layer_model_key(layer, spec.slug), echo=True)
+    result = run_assets(instance, ["probe_report"], spec.slug, echo=True)
+    bundle = run_assets(instance, ["monitor_bundle"], spec.slug, echo=True).output_for_node("monitor_bundle")
 
     from mup_core.workflows import collect_metrics
 

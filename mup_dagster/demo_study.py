@@ -23,9 +23,6 @@ EXPERIMENTS = ["probe_comparison", "calibration_curves", "roc_curves", "auroc_by
                "study_summary", "generalisation_heatmap", "data_efficiency", "few_shot_adaptation"]
 
 
-def _run(instance, selection, partition_key=None, run_config=None):
-    return run_assets(instance, selection, partition_key, run_config, echo=True)
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -48,14 +45,14 @@ def main(argv=None) -> int:
     if not args.experiments_only:
         files = {"files": [os.path.abspath(f) for f in args.eval_file],
                  "selection_files": [os.path.abspath(f) for f in args.selection_file]}
-        _run(instance, DATASET_ASSETS, run_config={"ops": {"eval_datasets": {"config": files}}})
-        _run(instance, ["activations"], spec.slug)
+        run_assets(instance, DATASET_ASSETS, run_config={"ops": {"eval_datasets": {"config": files}}}, echo=True)
+        run_assets(instance, ["activations"], spec.slug, echo=True)
         for layer in spec.default_layers:
-            _run(instance, ["probes", "probe_metrics"], layer_model_key(layer, spec.slug))
-        _run(instance, ["probe_report", "layer_sweep", "probe_scores"], spec.slug)
+            run_assets(instance, ["probes", "probe_metrics"], layer_model_key(layer, spec.slug), echo=True)
+        run_assets(instance, ["probe_report", "layer_sweep", "probe_scores"], spec.slug, echo=True)
         ft = {"ops": {"finetuned_baseline": {"config": {"steps": args.finetune_steps}}}}
-        _run(instance, list(BASELINES), spec.slug, run_config=ft)
-    result = _run(instance, EXPERIMENTS, spec.slug)
+        run_assets(instance, list(BASELINES), spec.slug, run_config=ft, echo=True)
+    result = run_assets(instance, EXPERIMENTS, spec.slug, echo=True)
 
     from mup_core.experiments import VAL, method_summary
 
