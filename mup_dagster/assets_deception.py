@@ -21,7 +21,7 @@ from mup_core.refs import DeceptionEvalRef, DeceptionResultsRef, ModelRef, Table
 from mup_core.storage import json_digest, scratch_dir
 from mup_dagster.automation import GPU_POOL
 from mup_dagster.config import JudgeModel, Seeded, config_from
-from mup_dagster.metadata import image_markdown
+from mup_dagster.metadata import image_markdown, publish_table
 from mup_dagster.partitions import model_partitions
 from mup_dagster.resources import ArtifactStoreResource, TrackingResource
 
@@ -341,7 +341,7 @@ class LieDetectorConfig(JudgeModel, Seeded):
 
 
 @dg.asset(pool=GPU_POOL, group_name=GROUP, partitions_def=policy_partitions, kinds={"pytorch", "matplotlib"}, deps=["deception_eval"])
-def lie_detector(context: dg.AssetExecutionContext, config: LieDetectorConfig, artifact_store: ArtifactStoreResource, qa_splits: dict) -> TableRef:
+def lie_detector(context: dg.AssetExecutionContext, config: LieDetectorConfig, artifact_store: ArtifactStoreResource, qa_splits: dict) -> dg.Output[TableRef]:
     """Probes on each policy's own activations, trained on clean questions, tested on its fruit
     answers (learnt lies) — and, as the control, the same recipe on the base model's fruit
     answers (honest mistakes). AUROC and TPR at 1 % FPR per probe type and layer."""
@@ -361,18 +361,15 @@ def lie_detector(context: dg.AssetExecutionContext, config: LieDetectorConfig, a
     with scratch_dir("deception") as tmp:
         table = pl.concat([_lie_table(store, model, share, technique, answers, evaluation, layers, config, tmp, context.log.info)
                            for technique in ("SFT", "RL", "Base") if technique in set(answers["technique"])])
-    key = store.put_table(f"deception/lie-detector/{model}/poisoning-{int(share * 100)}.parquet", table)
+    pct = int(share * 100)
     png = auroc_by_layer(table.with_columns(dataset=pl.col("technique") + ": " + pl.col("test_set")),
-                         f"lie detector (trained on clean questions), {model} at {int(share * 100)} % poisoning")
-    fig_key = f"figures/deception/lie-detector-{model}-{int(share * 100)}.png"
-    store.put_bytes(fig_key, png)
-    context.add_output_metadata({
-        "key": key, "figure": image_markdown(png, "lie detector AUROC by layer"),
-        "best_auroc_on_fruit_answers": dg.MetadataValue.json(best_on_own_fruit(table)),
-        "table": dg.MetadataValue.md(_md(table.sort("technique", "test_set", "probe_type", "layer"),
-                                         ("technique", "test_set", "probe_type", "layer", "n", "n_false", "auroc", "auroc_lo", "auroc_hi", "tpr_at_1pct_fpr"))),
-    })
-    return TableRef(key, table.height, fig_key)
+                         f"lie detector (trained on clean questions), {model} at {pct} % poisoning")
+    return publish_table(
+        store, table, f"deception/lie-detector/{model}/poisoning-{pct}.parquet", png=png,
+        figure_key=f"figures/deception/lie-detector-{model}-{pct}.png", figure_alt="lie detector AUROC by layer",
+        preview=table.sort("technique", "test_set", "probe_type", "layer"),
+        columns=("technique", "test_set", "probe_type", "layer", "n", "n_false", "auroc", "auroc_lo", "auroc_hi", "tpr_at_1pct_fpr"),
+        extra={"best_auroc_on_fruit_answers": dg.MetadataValue.json(best_on_own_fruit(table))})
 
 
 def _lie_table(store, model: str, share: float, technique: str, answers, evaluation, layers, config: LieDetectorConfig, tmp, log):

@@ -21,7 +21,7 @@ from mup_core.probe_types import ALL_PROBE_TYPES
 from mup_core.refs import ActivationRef, BundleRef, DatasetRef, ProbeRef, TableRef
 from mup_dagster.automation import GPU_POOL, on_any_upstream_partition_update, on_upstream_version_change
 from mup_dagster.config import Seeded
-from mup_dagster.metadata import data_version, image_markdown, label_balance
+from mup_dagster.metadata import data_version, label_balance, publish_table
 from mup_dagster.partitions import by_model, layer_and_model, model_layer_partitions, model_partitions, of_model
 from mup_dagster.resources import ArtifactStoreResource, DatasetSourcesResource
 
@@ -468,10 +468,10 @@ def probe_metrics(
     kinds={"matplotlib"},
     automation_condition=on_any_upstream_partition_update,
 )
-def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> TableRef:
+def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStoreResource) -> dg.Output[TableRef]:
     """All layers of one model: the metrics table and the AUROC-by-layer figure."""
     from mup_core.figures import auroc_by_layer
-    from mup_core.workflows import collect_metrics, metrics_markdown, report_headlines
+    from mup_core.workflows import collect_metrics, report_headlines
 
     model = context.partition_key
     store = artifact_store.get_store()
@@ -479,25 +479,20 @@ def probe_report(context: dg.AssetExecutionContext, artifact_store: ArtifactStor
     if table.height == 0:
         raise dg.Failure(f"probe_report: no probe metrics stored for {model}; materialise probe_metrics first")
     table = table.sort("dataset", "probe_type", "layer")
-    png = auroc_by_layer(table, f"{model}: probe AUROC by layer")
-    ref = TableRef(store.put_table(f"reports/{model}/probe_metrics.parquet", table), table.height, f"figures/{model}/auroc_by_layer.png")
-    store.put_bytes(ref.figure, png)
     best, mean_by_probe = report_headlines(table)
-    context.add_output_metadata(
-        {
-            # the reader's first answers: the best probe in words, the figure, the top of the table
+    return publish_table(
+        store, table, f"reports/{model}/probe_metrics.parquet", png=auroc_by_layer(table, f"{model}: probe AUROC by layer"),
+        figure_key=f"figures/{model}/auroc_by_layer.png", figure_alt="AUROC by layer",
+        preview=table.sort("auroc", descending=True).head(10),  # the reader's first answers: the best, the figure, the top 10
+        columns=("layer", "probe_type", "dataset", "auroc", "accuracy", "tpr_at_1pct_fpr"),
+        extra={
             "best": f"{best['probe_type']} at layer {best['layer']} on {best['dataset']}: AUROC {best['auroc']:.3f}, "
                     f"TPR at 1 % FPR {best['tpr_at_1pct_fpr']:.3f}",
-            "figure": image_markdown(png, "AUROC by layer"),
-            "figure_path": dg.MetadataValue.path(store.uri(ref.figure)),
-            "top_10": dg.MetadataValue.md(metrics_markdown(table.sort("auroc", descending=True).head(10))),
-            "table_path": dg.MetadataValue.path(store.uri(ref.key)),
             "layers": dg.MetadataValue.json(sorted(set(table["layer"].to_list()))),
             "best_auroc": dg.MetadataValue.float(round(float(best["auroc"]), 4)),
             "mean_auroc_by_probe": dg.MetadataValue.json({t: round(a, 3) for t, a in mean_by_probe.items()}),
-        }
+        },
     )
-    return ref
 
 
 class MonitorBundleConfig(dg.Config):

@@ -46,7 +46,7 @@ def test_whole_graph_on_tiny(tmp_path):
     assert report_meta["figure"].value.startswith("![AUROC by layer](data:image/png;base64,")
     assert report_meta["layers"].value == [1, 2, 3]
     assert " at layer " in report_meta["best"].value and "on corpus-test: AUROC 0." in report_meta["best"].value
-    assert report_meta["top_10"].value.count("\n") == 11  # header, rule, ten rows
+    assert report_meta["table"].value.count("\n") == 11  # header, rule, the ten best rows
 
     # the probe deployed as a live monitor: chosen on corpus-val (no selection sets configured),
     # its threshold keeps the false-positive rate there at or under 1 %

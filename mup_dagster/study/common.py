@@ -5,9 +5,8 @@ from typing import Optional
 import dagster as dg
 
 from mup_core.refs import LayerChoice, TableRef
-from mup_core.storage import table_bytes
 from mup_dagster.automation import on_upstream_version_change
-from mup_dagster.metadata import data_version, image_markdown
+from mup_dagster.metadata import publish_table
 from mup_dagster.partitions import model_partitions
 
 GROUP = "probe_study"
@@ -20,24 +19,11 @@ def study_asset(**kw):
 
 def publish(context, store, name: str, table, png: Optional[bytes] = None, extra: Optional[dict] = None,
              columns: Optional[list] = None) -> dg.Output[TableRef]:
-    """Store ``table`` (and ``png``) under study/<model>/ and return the asset's output."""
-    from mup_core.workflows import metrics_markdown
-
+    """Publish a study result: ``table`` at study/<model>/<name>.parquet, ``png`` at
+    figures/<model>/<name>.png (see ``publish_table``)."""
     model = context.partition_key
-    data = table_bytes(table)
-    key = f"study/{model}/{name}.parquet"
-    store.put_bytes(key, data)
-    meta = {"rows": dg.MetadataValue.int(table.height), "table_path": dg.MetadataValue.path(store.uri(key))}
-    cols = columns or table.columns
-    meta["table"] = dg.MetadataValue.md(metrics_markdown(table.head(60), [c for c in cols if c in table.columns]))
-    if png is not None:
-        fig_key = f"figures/{model}/{name}.png"
-        store.put_bytes(fig_key, png)
-        meta["figure"] = image_markdown(png, name)
-        meta["figure_path"] = dg.MetadataValue.path(store.uri(fig_key))
-    meta.update(extra or {})
-    ref = TableRef(key, table.height, fig_key if png is not None else None)
-    return dg.Output(ref, metadata=meta, data_version=data_version([data, png or b""]))
+    return publish_table(store, table, f"study/{model}/{name}.parquet", png=png, figure_key=f"figures/{model}/{name}.png",
+                         figure_alt=name, columns=columns, extra=extra)
 
 
 def read_ref(store, ref: TableRef):
