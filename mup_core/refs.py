@@ -50,6 +50,17 @@ class ActivationRef:
 
 
 @dataclass(frozen=True)
+class ActivationPiece:
+    """What one forward-pass step of ``activations`` computed (the fan-in gathers them)."""
+
+    refs: dict  # dataset name -> ActivationRef
+    stats: dict  # dataset name -> extraction stats (tokens/s, shards, padding, truncation)
+    layers: tuple[int, ...]
+    precision: dict  # the compute dtype and why (mup_core.models.precision)
+    config: dict  # the ActivationsConfig the step ran with
+
+
+@dataclass(frozen=True)
 class ProbeRef:
     """One trained probe (``key``: its safetensors file)."""
 

@@ -18,7 +18,7 @@ from mup_core.models.registry import get_spec
 from mup_core.evaluation.selection import VALIDATION
 from mup_core.monitor.bundle import IN_DISTRIBUTION
 from mup_core.probe_types import ALL_PROBE_TYPES
-from mup_core.refs import ActivationRef, BundleRef, DatasetRef, ProbeRef, TableRef
+from mup_core.refs import ActivationPiece, ActivationRef, BundleRef, DatasetRef, ProbeRef, TableRef
 from mup_dagster.automation import GPU_POOL, on_any_upstream_partition_update, on_upstream_version_change
 from mup_dagster.config import Seeded
 from mup_dagster.metadata import data_version, label_balance, publish_table
@@ -263,7 +263,7 @@ def activation_piece(
     artifact_store: ArtifactStoreResource,
     dataset_texts: dict,
     names: list,
-) -> dict:
+) -> ActivationPiece:
     """Forward passes of one model over some datasets: residual-stream activations at its
     probe layers, one pass per batch serving all layers, stored unpadded in safetensors
     shards; reused when model, input text and layers are unchanged."""
@@ -300,8 +300,7 @@ def activation_piece(
                 f"{name}: {s['truncated_examples']} of {len(loaded[name])} inputs are longer than {spec.max_length} "
                 f"tokens; kept their {kept} {spec.max_length} (config overlong={config.overlong!r}; 'refuse' fails instead)"
             )
-    return {"refs": refs, "stats": stats, "layers": layers,
-            "precision": lm.precision.as_metadata(), "config": config.model_dump()}
+    return ActivationPiece(refs, stats, tuple(layers), lm.precision.as_metadata(), config.model_dump())
 
 
 @dg.op
@@ -310,9 +309,9 @@ def activation_sets(context: dg.OpExecutionContext, artifact_store: ArtifactStor
     slug = context.partition_key
     spec = get_spec(slug)
     store = artifact_store.get_store()
-    refs = {n: r for piece in pieces for n, r in piece["refs"].items()}
-    stats = {n: s for piece in pieces for n, s in piece["stats"].items()}
-    layers, config = pieces[0]["layers"], pieces[0]["config"]
+    refs = {n: r for piece in pieces for n, r in piece.refs.items()}
+    stats = {n: s for piece in pieces for n, s in piece.stats.items()}
+    layers, config = list(pieces[0].layers), pieces[0].config
     bytes_stored = sum(store.size(k) for ref in refs.values() for k in store.list(ref.prefix + "/"))
     return dg.Output(
         dict(sorted(refs.items())),
@@ -324,7 +323,7 @@ def activation_sets(context: dg.OpExecutionContext, artifact_store: ArtifactStor
             "layers": dg.MetadataValue.json(layers),
             "tokens": dg.MetadataValue.int(sum(r.tokens for r in refs.values())),
             "bytes": dg.MetadataValue.int(bytes_stored),
-            "pieces": dg.MetadataValue.json([sorted(piece["refs"]) for piece in pieces]),
+            "pieces": dg.MetadataValue.json([sorted(piece.refs) for piece in pieces]),
             "datasets": dg.MetadataValue.json(
                 {
                     n: {
@@ -339,7 +338,7 @@ def activation_sets(context: dg.OpExecutionContext, artifact_store: ArtifactStor
                 }
             ),
             "reused": dg.MetadataValue.bool(all(r.reused for r in refs.values())),
-            "precision": dg.MetadataValue.json(pieces[0]["precision"]),
+            "precision": dg.MetadataValue.json(pieces[0].precision),
             "storage_dtype": config["storage_dtype"],
             "truncated_examples": dg.MetadataValue.int(sum(s.get("truncated_examples", 0) for s in stats.values())),
             "overlong": config["overlong"],

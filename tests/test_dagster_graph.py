@@ -121,6 +121,24 @@ def test_bad_eval_file_fails_without_damaging_stored_results(tmp_path):
     assert len(load_stored_dataset(LocalStore(root), before["corpus-test"])) == before["corpus-test"].rows
 
 
+def test_a_value_stored_by_an_older_mup_fails_with_the_command_that_remakes_it(tmp_path):
+    """Before the references were typed, assets handed each other plain dicts; such a stored
+    value is refused with the command that re-materialises it, not an AttributeError."""
+    import pickle
+
+    instance = dg.DagsterInstance.ephemeral()
+    root = tmp_path / "artifacts"
+    materialize(instance, root, DATASETS)
+    stored = root / "dagster" / "corpus_splits.pkl"
+    assert pickle.loads(stored.read_bytes())["value"]["train"].rows > 0  # typed refs, with the format marker
+    stored.write_bytes(pickle.dumps({"train": {"key": "datasets/x.parquet", "rows": 3}}))  # the old form
+    result = materialize(instance, root, ["dataset_texts"], raise_on_error=False)
+    assert not result.success
+    error = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error.to_string()
+    assert "written by an older mup" in error
+    assert "dagster asset materialize -m mup_dagster.definitions --select corpus_splits" in error
+
+
 @pytest.mark.integration
 def test_graph_on_reference_dev_sets(tmp_path, shared_data):
     files = [shared_data / "mup" / "dev" / "mt_dev_balanced.jsonl", shared_data / "mup" / "dev" / "toolace_dev_balanced.jsonl"]
