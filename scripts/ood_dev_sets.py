@@ -4,7 +4,7 @@
     .venv/bin/python scripts/ood_dev_sets.py evaluate corpus    # or synthetic, both; --types/--layers to narrow
     .venv/bin/python scripts/ood_dev_sets.py report             # leave one dev set out, per training source
     .venv/bin/python scripts/ood_dev_sets.py extract --question # the same inputs with QUESTION appended as a user turn
-    .venv/bin/python scripts/ood_dev_sets.py evaluate both --question  # probes on the question's tokens only
+    .venv/bin/python scripts/ood_dev_sets.py evaluate both --readout question  # probes on the question's tokens only
 
 Probes are trained on the embedded corpus and/or the research's 1,319 GPT-4o synthetic
 prompts (never on dev rows); every (probe type, layer, hyper-parameters) candidate is
@@ -69,30 +69,57 @@ def extract(args):
         print(f"{name}: {len(ds)} examples, {m['tokens']} tokens, {time.time() - t:.0f} s", flush=True)
 
 
+_QUESTION_TOKENS: dict[str, np.ndarray] = {}
+
+
 def _question_tokens(ds) -> np.ndarray:
     """Tokens QUESTION adds after each input of ``ds`` (its user turn, as rendered)."""
+    if ds.name in _QUESTION_TOKENS:
+        return _QUESTION_TOKENS[ds.name]
     from mup_core.activations.extract import tokenize_inputs, tokenizer_only
 
     lm = tokenizer_only("smollm2-135m")
     plain, _ = tokenize_inputs(lm, ds.inputs, max_length=10**9)
     asked, _ = tokenize_inputs(lm, [with_question(x) for x in ds.inputs], max_length=10**9)
-    return np.array([len(b) - len(a) for a, b in zip(plain, asked)])
+    _QUESTION_TOKENS[ds.name] = np.array([len(b) - len(a) for a, b in zip(plain, asked)])
+    return _QUESTION_TOKENS[ds.name]
 
 
-def _tail(acts, k: np.ndarray):
-    """The last ``k[i]`` tokens of each example."""
+def _split(acts, k: np.ndarray):
+    """(the conversation's tokens, the question's last ``k[i]`` tokens) of each example. The
+    model is causal: the conversation's activations are those it has without the question."""
     from mup_core.activations.ragged import RaggedActivations
 
-    idx = np.concatenate([np.arange(end - n, end) for end, n in zip(acts.offsets[1:], k)])
-    return RaggedActivations(acts.values[idx], np.concatenate([[0], np.cumsum(k)]), acts.model, acts.layer)
+    ends, starts = acts.offsets[1:], acts.offsets[:-1]
+    tail = np.concatenate([np.arange(end - n, end) for end, n in zip(ends, k)])
+    head = np.concatenate([np.arange(start, end - n) for start, end, n in zip(starts, ends, k)])
+    head_lengths = (ends - starts) - k
+    return (RaggedActivations(acts.values[head], np.concatenate([[0], np.cumsum(head_lengths)]), acts.model, acts.layer),
+            RaggedActivations(acts.values[tail], np.concatenate([[0], np.cumsum(k)]), acts.model, acts.layer))
 
 
-def _labelled(store, name, ds, layer, question: bool = False):
+def _readout(acts, ds, readout: str):
+    """What the probe reads of the ``+q`` activations: the conversation (``plain``), the
+    question (``question``), or both means side by side (``concat``: one token per example)."""
+    import torch
+
+    from mup_core.activations.ragged import RaggedActivations
+
+    head, tail = _split(acts, _question_tokens(ds))
+    if readout == "plain":
+        return head
+    if readout == "question":
+        return tail
+    both = torch.from_numpy(np.concatenate([head.mean_pool(), tail.mean_pool()], axis=1))
+    return RaggedActivations(both, np.arange(len(acts) + 1), acts.model, acts.layer)
+
+
+def _labelled(store, name, ds, layer, readout: str | None = None):
     from mup_core.activations.store import load_layer
 
-    acts = load_layer(store, f"{name}+q" if question else name, layer)
-    if question:
-        acts = _tail(acts, _question_tokens(ds))
+    acts = load_layer(store, f"{name}+q" if readout else name, layer)
+    if readout:
+        acts = _readout(acts, ds, readout)
     clear = ds.unambiguous()
     keep = np.flatnonzero(np.array(ds.labels) != "ambiguous")  # what unambiguous() keeps, in order
     return (acts if len(keep) == len(ds) else acts.subset(keep)), clear.label_array()
@@ -108,20 +135,20 @@ def evaluate(args):
     train, dev = datasets()
     rows = []
     for layer in args.layers:
-        parts = [_labelled(store, n, train[n], layer, args.question) for n in SOURCES[args.source]]
+        parts = [_labelled(store, n, train[n], layer, args.readout) for n in SOURCES[args.source]]
         x = RaggedActivations.concat([a for a, _ in parts])
         y = np.concatenate([b for _, b in parts])
-        scored = {n: _labelled(store, n, ds, layer, args.question) for n, ds in dev.items()}
+        scored = {n: _labelled(store, n, ds, layer, args.readout) for n, ds in dev.items()}
         for probe_type in args.types:
             for hp in GRID.get(probe_type, [{}]):
                 t = time.time()
                 probe = train_probe(probe_type, (x, y), None, model="smollm2-135m", layer=layer, hyperparameters=hp)
                 for name, (acts, labels) in scored.items():
                     m = metrics_with_ci(labels, probe.predict_proba(acts)[:, 1], n_boot=500, metrics=("auroc", "tpr_at_1pct_fpr"))
-                    rows.append({"source": args.source + ("+q" if args.question else ""), "layer": layer, "probe_type": probe_type, "hp": json.dumps(hp, sort_keys=True),
+                    rows.append({"source": args.source + (f"+q:{args.readout}" if args.readout else ""), "layer": layer, "probe_type": probe_type, "hp": json.dumps(hp, sort_keys=True),
                                  "dataset": name, **{k: v for k, v in m.items() if k.startswith(("auroc", "tpr_at_1pct_fpr"))}})
                 print(layer, probe_type, hp, [round(r["auroc"], 3) for r in rows[-len(scored):]], f"{time.time() - t:.0f} s", flush=True)
-    out = f"{STORE}/results_{args.source}{'+q' if args.question else ''}_{'-'.join(args.types)}_{'-'.join(map(str, args.layers))}.parquet"
+    out = f"{STORE}/results_{args.source}{'+q-' + args.readout if args.readout else ''}_{'-'.join(args.types)}_{'-'.join(map(str, args.layers))}.parquet"
     pl.DataFrame(rows).write_parquet(out)
     print("wrote", out)
 
@@ -147,7 +174,8 @@ def main(argv=None):
     ex = sub.add_parser("extract")
     ex.add_argument("--question", action="store_true", help="append QUESTION to every input (stored as <name>+q)")
     ev = sub.add_parser("evaluate")
-    ev.add_argument("--question", action="store_true", help="probes on the tokens of QUESTION (after extract --question)")
+    ev.add_argument("--readout", choices=["plain", "question", "concat"], default=None,
+                    help="read the extract --question activations: the conversation's tokens (plain), QUESTION's (question), or both means side by side (concat)")
     ev.add_argument("source", choices=sorted(SOURCES))
     ev.add_argument("--types", nargs="+", default=list(GRID))
     ev.add_argument("--layers", nargs="+", type=int, default=LAYERS)
