@@ -390,10 +390,10 @@ def metrics_markdown(df: pl.DataFrame, columns: Sequence[str] = ("layer", "probe
 
 
 def choose_monitor_bundle(store: ArtifactStore, model: str, selection: Sequence[str], refs: Mapping[str, tuple[DatasetRef, ActivationRef]],
-                          *, target_fpr: float, uncertain_width: float, storage_dtype: str):
+                          *, target_fpr: float, uncertain_width: float, storage_dtype: str, probe_types: Sequence[str] = ()):
     """The bundle ``mup monitor`` serves: the probe type and layer with the best AUROC on
     the ``selection`` sets (``refs``: set name -> (dataset ref, activations ref)) among the
-    model's stored probe metrics, its threshold calibrated on those sets' low-stakes rows to
+    model's stored probe metrics (of ``probe_types`` only, when given), its threshold calibrated on those sets' low-stakes rows to
     ``target_fpr``, the realised FPR/TPR there and the uncertain band below it. Raises
     ``BundleError`` saying what to materialise when something is missing."""
     from mup_core.monitor import BundleError, MonitorBundle, calibrate_threshold, choose_probe, uncertain_band
@@ -402,7 +402,7 @@ def choose_monitor_bundle(store: ArtifactStore, model: str, selection: Sequence[
     table = collect_metrics(store, model)
     if "probe_key" not in table.columns:
         raise BundleError("stored probe metrics predate monitor bundles; re-materialise probe_metrics")
-    best, candidates = choose_probe(table.filter(pl.col("probe_key").is_not_null()), list(selection))
+    best, candidates = choose_probe(table.filter(pl.col("probe_key").is_not_null()), list(selection), probe_types)
     probe = load_probe(store.local_path(best["probe_key"]))
     scores, labels = [], []
     for name in selection:

@@ -501,6 +501,11 @@ class MonitorBundleConfig(dg.Config):
         "calibrated: sets from outside the training distribution, e.g. the research's dev sets. Empty: eval_datasets' "
         "selection sets (selection_files), else the corpus validation split (in distribution; the bundle records it)",
     )
+    probe_types: list[str] = Field(
+        default_factory=list,
+        description="probe types to choose among (the layer is chosen too); empty: every type with stored metrics. Fewer "
+        "candidates choose better on a few small selection sets (docs/RESULTS.md), e.g. ['logistic_regression']",
+    )
     target_fpr: float = Field(default=0.01, description="share of low-stakes conversations allowed to raise an alarm")
     uncertain_width: float = Field(
         default=0.5, description="scores in [threshold x (1 - width), threshold) are escalated to the LLM judge"
@@ -536,7 +541,8 @@ def monitor_bundle(
     trained_on = read_manifest(store, activations["train"].prefix).get("storage_dtype", "bfloat16")
     try:
         bundle = choose_monitor_bundle(store, model, selection, refs, target_fpr=config.target_fpr,
-                                       uncertain_width=config.uncertain_width, storage_dtype=trained_on)
+                                       uncertain_width=config.uncertain_width, storage_dtype=trained_on,
+                                       probe_types=config.probe_types)
     except BundleError as exc:
         raise dg.Failure(description=f"monitor_bundle: {exc}") from None
     prefix = save_bundle(store, bundle, store.local_path(bundle.probe_source))

@@ -67,6 +67,14 @@ def test_whole_graph_on_tiny(tmp_path):
                       run_config={"ops": {"monitor_bundle": {"config": {"selection_datasets": ["corpus-test"]}}}})
     bundle, _ = load_bundle(LocalStore(root), ood.output_for_node("monitor_bundle").prefix)
     assert bundle.selection_sets == ["corpus-test"] and bundle.out_of_distribution
+    # chosen among the named probe types only (the layer still chosen); an untrained type is refused
+    lda = materialize(instance, root, ["monitor_bundle"], "tiny",
+                      run_config={"ops": {"monitor_bundle": {"config": {"probe_types": ["lda"]}}}}).output_for_node("monitor_bundle")
+    assert lda.probe_type == "lda" and load_bundle(LocalStore(root), lda.prefix)[0].layer == lda.layer
+    bad = materialize(instance, root, ["monitor_bundle"], "tiny", raise_on_error=False,
+                      run_config={"ops": {"monitor_bundle": {"config": {"probe_types": ["no_such_probe"]}}}})
+    error = next(e for e in bad.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error.to_string()
+    assert "probe types ['no_such_probe'] have no stored metrics" in error
 
     # materialisations are recorded per partition in the instance
     mats = instance.fetch_materializations(dg.AssetKey("probes"), limit=10).records

@@ -59,10 +59,19 @@ class MonitorBundle:
         return cls(**data)
 
 
-def choose_probe(metrics: pl.DataFrame, selection_sets: Sequence[str]) -> tuple[dict, list[dict]]:
+def choose_probe(metrics: pl.DataFrame, selection_sets: Sequence[str],
+                 probe_types: Sequence[str] | None = None) -> tuple[dict, list[dict]]:
     """The (probe type, layer) with the best mean AUROC over ``selection_sets`` (ties to
-    the better mean TPR at 1 % FPR; ``mup_core.evaluation.selection``). Returns the winner
-    and the ranked candidates."""
+    the better mean TPR at 1 % FPR; ``mup_core.evaluation.selection``), among
+    ``probe_types`` only when given (fewer candidates choose better on a few small
+    selection sets: docs/RESULTS.md). Returns the winner and the ranked candidates."""
+    if probe_types:
+        have = sorted(set(metrics["probe_type"].to_list())) if "probe_type" in metrics.columns else []
+        unknown = [t for t in probe_types if t not in have]
+        if unknown:
+            raise BundleError(f"probe types {unknown} have no stored metrics (have {have}); train them "
+                              "(probes config probe_types) and materialise probe_metrics, or choose among those")
+        metrics = metrics.filter(pl.col("probe_type").is_in(list(probe_types)))
     try:
         return choose(metrics, selection_sets)
     except SelectionError as exc:
