@@ -100,11 +100,14 @@ def _split(acts, k: np.ndarray):
 
 def _readout(acts, ds, readout: str):
     """What the probe reads of the ``+q`` activations: the conversation (``plain``), the
-    question (``question``), or both means side by side (``concat``: one token per example)."""
+    question (``question``), both means side by side (``concat``: one token per example),
+    or every token (``all``)."""
     import torch
 
     from mup_core.activations.ragged import RaggedActivations
 
+    if readout == "all":
+        return acts
     head, tail = _split(acts, _question_tokens(ds))
     if readout == "plain":
         return head
@@ -174,8 +177,9 @@ def main(argv=None):
     ex = sub.add_parser("extract")
     ex.add_argument("--question", action="store_true", help="append QUESTION to every input (stored as <name>+q)")
     ev = sub.add_parser("evaluate")
-    ev.add_argument("--readout", choices=["plain", "question", "concat"], default=None,
-                    help="read the extract --question activations: the conversation's tokens (plain), QUESTION's (question), or both means side by side (concat)")
+    ev.add_argument("--readout", choices=["plain", "question", "concat", "all"], default=None,
+                    help="read the extract --question activations: the conversation's tokens (plain), QUESTION's (question), "
+                    "both means side by side (concat), or every token (all)")
     ev.add_argument("source", choices=sorted(SOURCES))
     ev.add_argument("--types", nargs="+", default=list(GRID))
     ev.add_argument("--layers", nargs="+", type=int, default=LAYERS)
