@@ -502,9 +502,10 @@ class MonitorBundleConfig(dg.Config):
         "selection sets (selection_files), else the corpus validation split (in distribution; the bundle records it)",
     )
     probe_types: list[str] = Field(
-        default_factory=list,
-        description="probe types to choose among (the layer is chosen too); empty: every type with stored metrics. Fewer "
-        "candidates choose better on a few small selection sets (docs/RESULTS.md), e.g. ['logistic_regression']",
+        default_factory=lambda: ["logistic_regression"],
+        description="probe types to choose among (the layer is chosen too); empty: every type with stored metrics. "
+        "Default: logistic regression only — out of distribution, fewer candidates choose better on a few small "
+        "selection sets, and the choice among every type generalised worse (docs/RESULTS.md)",
     )
     target_fpr: float = Field(default=0.01, description="share of low-stakes conversations allowed to raise an alarm")
     uncertain_width: float = Field(

@@ -70,7 +70,8 @@ def choose_probe(metrics: pl.DataFrame, selection_sets: Sequence[str],
         unknown = [t for t in probe_types if t not in have]
         if unknown:
             raise BundleError(f"probe types {unknown} have no stored metrics (have {have}); train them "
-                              "(probes config probe_types) and materialise probe_metrics, or choose among those")
+                              "(probes config probe_types) and materialise probe_metrics, or choose among those "
+                              "(monitor_bundle config probe_types; [] = every type)")
         metrics = metrics.filter(pl.col("probe_type").is_in(list(probe_types)))
     try:
         return choose(metrics, selection_sets)
