@@ -150,6 +150,7 @@ def activations_for_datasets(
     storage_dtype: str = "bfloat16",
     shard_mb: float = DEFAULT_SHARD_MB,
     overlong: str = "truncate",
+    question: str | None = None,
     on_batch: Callable[[str, int, int], None] | None = None,
 ) -> tuple[dict[str, ActivationRef], dict[str, dict]]:
     """Extract (or reuse) activations for each dataset. Returns refs and per-dataset stats.
@@ -159,11 +160,18 @@ def activations_for_datasets(
     stream to the store as they are computed; an interrupted set resumes from its
     finished shards. ``overlong`` (truncate / keep_end / refuse) is what happens to an
     input longer than the model's maximum length; ``stats[name]["truncated_examples"]``
-    counts those cut.
+    counts those cut. ``question`` (prompted probing) is appended to every input as a last
+    user turn; an overlong input then keeps its end, where the question is, and the manifest
+    records how many tokens the question took per example (``RaggedActivations``).
     """
     import torch
 
     from mup_core.activations import OverlongInputs, tokenize_flat
+    from mup_core.activations.extract import question_token_counts
+    from mup_core.data.chat import with_question
+
+    if question and overlong == "truncate":
+        overlong = "keep_end"  # cutting the end would cut the question
 
     layers = sorted({int(x) for x in layers})
     refs: dict[str, ActivationRef] = {}
@@ -171,20 +179,22 @@ def activations_for_datasets(
     for name, ds in datasets.items():
         key = activation_cache_key(
             lm.slug, ds.inputs_hash, layers, lm.spec.max_length, storage_dtype, lm.tokenizer.chat_template,
-            compute=f"{lm.precision.device.type}:{lm.precision.dtype_name}", overlong=overlong,
+            compute=f"{lm.precision.device.type}:{lm.precision.dtype_name}", overlong=overlong, question=question,
         )
+        inputs = [with_question(x, question) for x in ds.inputs] if question else ds.inputs
         prefix = f"activations/{lm.slug}/{name}-{key[:16]}"
         reused = activations_complete(store, prefix)
         try:
             if reused:
                 manifest = read_manifest(store, prefix)
                 if overlong == "refuse" and manifest["stats"].get("truncated_examples"):
-                    tokenize_flat(lm, ds.inputs, lm.spec.max_length, overlong="refuse")  # names them
+                    tokenize_flat(lm, inputs, lm.spec.max_length, overlong="refuse")  # names them
             else:
+                asked = {"question": question, "question_tokens": question_token_counts(lm, ds.inputs, question)} if question else {}
                 manifest = write_activations(
-                    store, prefix, lm, ds.inputs, layers,
+                    store, prefix, lm, inputs, layers,
                     info={"model": lm.slug, "dataset": name, "inputs_hash": ds.inputs_hash, "cache_key": key,
-                          **lm.precision.as_metadata()},
+                          **lm.precision.as_metadata(), **asked},
                     shard_mb=shard_mb,
                     batch_tokens=batch_tokens,
                     overlong=overlong,
@@ -343,18 +353,16 @@ def evaluate_layer_probes(
                 row["role"] = roles.get(name, EVALUATION)
             if probe_type in thresholds:
                 thr = thresholds[probe_type]
-                first = [tokens_until_alarm(probe.prefix_proba(acts.example(i)), thr) for i in range(len(acts))]
-                alarmed = np.array([f is not None for f in first])
-                to_alarm = [f for f, label in zip(first, y) if f is not None and label == 1]
-                row.update(
-                    alarm_threshold=thr,
-                    calibrated_on=",".join(cal_sets),
-                    alarm_fpr=float(np.mean(probs[probe_type][y == 0] >= thr)),
-                    alarm_tpr=float(np.mean(probs[probe_type][y == 1] >= thr)),
-                    stream_fpr=float(alarmed[y == 0].mean()),
-                    stream_tpr=float(alarmed[y == 1].mean()),
-                    median_tokens_to_alarm=float(np.median(to_alarm)) if to_alarm else None,
-                )
+                row.update(alarm_threshold=thr, calibrated_on=",".join(cal_sets),
+                           alarm_fpr=float(np.mean(probs[probe_type][y == 0] >= thr)),
+                           alarm_tpr=float(np.mean(probs[probe_type][y == 1] >= thr)))
+                row.update(stream_fpr=None, stream_tpr=None, median_tokens_to_alarm=None)
+                if acts.question_tokens is None:  # a probe read with a question scores whole conversations only
+                    first = [tokens_until_alarm(probe.prefix_proba(acts.example(i)), thr) for i in range(len(acts))]
+                    alarmed = np.array([f is not None for f in first])
+                    to_alarm = [f for f, label in zip(first, y) if f is not None and label == 1]
+                    row.update(stream_fpr=float(alarmed[y == 0].mean()), stream_tpr=float(alarmed[y == 1].mean()),
+                               median_tokens_to_alarm=float(np.median(to_alarm)) if to_alarm else None)
             rows.append(row)
     return pl.DataFrame(rows)
 
@@ -408,6 +416,10 @@ def choose_monitor_bundle(store: ArtifactStore, model: str, selection: Sequence[
     for name in selection:
         ref, acts_ref = refs[name]
         clear, acts = load_labelled(store, load_stored_dataset(store, ref), acts_ref, int(best["layer"]))
+        if acts.question_tokens is not None:
+            raise BundleError("the activations were extracted with a question (activations config `question`, prompted "
+                              "probing): the live monitor scores every generated token and cannot read a question yet; "
+                              "deploy probes of activations without one")
         scores.append(probe.predict_proba(acts)[:, 1])
         labels.append(clear.label_array())
     s, y = np.concatenate(scores), np.concatenate(labels)

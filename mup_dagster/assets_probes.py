@@ -217,6 +217,13 @@ class ActivationsConfig(dg.Config):
     shard_mb: float = Field(default=DEFAULT_SHARD_MB, description="megabytes of activations (all layers) per shard written; "
                             "peak memory is about one shard whatever the data set's size")
     storage_dtype: str = Field(default="bfloat16", description="bfloat16 or float16 (whatever the compute dtype)")
+    question: Optional[str] = Field(
+        default=None,
+        description="prompted probing: appended to every input as a last user turn, e.g. 'Are the stakes of the "
+        "situation above high or low?'; linear probes then read the conversation's and the question's mean activations "
+        "side by side (2x the TPR at 1 % FPR on the research's dev sets, docs/RESULTS.md). Offline only: the live "
+        "monitor cannot deploy such probes yet",
+    )
     overlong: Literal["truncate", "keep_end", "refuse"] = Field(
         default="truncate",
         description="an input longer than the model's maximum length: keep its first tokens (truncate, as the "
@@ -287,7 +294,7 @@ def activation_piece(
     try:
         refs, stats = activations_for_datasets(
             store, lm, loaded, layers, batch_tokens=config.batch_tokens, storage_dtype=config.storage_dtype,
-            shard_mb=config.shard_mb, overlong=config.overlong, on_batch=progress,
+            shard_mb=config.shard_mb, overlong=config.overlong, question=config.question, on_batch=progress,
         )
     except OverlongInputs as exc:  # overlong="refuse": names the dataset and ids
         raise dg.Failure(description=f"activations: {exc}") from None
@@ -340,6 +347,7 @@ def activation_sets(context: dg.OpExecutionContext, artifact_store: ArtifactStor
             "reused": dg.MetadataValue.bool(all(r.reused for r in refs.values())),
             "precision": dg.MetadataValue.json(pieces[0].precision),
             "storage_dtype": config["storage_dtype"],
+            "question": config.get("question") or "none (no prompted probing)",
             "truncated_examples": dg.MetadataValue.int(sum(s.get("truncated_examples", 0) for s in stats.values())),
             "overlong": config["overlong"],
             "max_length": dg.MetadataValue.int(spec.max_length),

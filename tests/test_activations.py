@@ -126,3 +126,24 @@ def test_ragged_helpers():
     assert sub.offsets.tolist() == [0, 2, 3] and torch.equal(sub.example(1), values[:1])
     with pytest.raises(ValueError, match="offsets do not match"):
         RaggedActivations(values, [0, 1, 5])
+
+
+def test_a_question_is_read_beside_the_conversation_and_kept_through_subsets():
+    """Prompted probing: mean_pool gives the conversation's mean and the question's mean side
+    by side; subset and concat keep each example's question length; bad counts are refused."""
+    import numpy as np
+    import torch
+
+    from mup_core.activations.ragged import RaggedActivations
+
+    v = torch.randn(10, 3)
+    acts = RaggedActivations(v, [0, 4, 10], "m", 1, [1, 2])
+    pooled = acts.mean_pool()
+    np.testing.assert_allclose(pooled[0], np.concatenate([v[0:3].mean(0), v[3:4].mean(0)]), atol=1e-6)
+    np.testing.assert_allclose(pooled[1], np.concatenate([v[4:8].mean(0), v[8:10].mean(0)]), atol=1e-6)
+    assert acts.subset([1]).question_tokens.tolist() == [2]
+    assert RaggedActivations.concat([acts, acts.subset([0])]).question_tokens.tolist() == [1, 2, 1]
+    with pytest.raises(ValueError, match="with and without a question"):
+        RaggedActivations.concat([acts, RaggedActivations(v, [0, 10])])
+    with pytest.raises(ValueError, match="question_tokens"):
+        RaggedActivations(v, [0, 4, 10], question_tokens=[4, 1])  # the whole first example: no conversation left

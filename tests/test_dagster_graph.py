@@ -147,6 +147,46 @@ def test_a_value_stored_by_an_older_mup_fails_with_the_command_that_remakes_it(t
     assert "dagster asset materialize -m mup_dagster.definitions --select corpus_splits" in error
 
 
+def test_prompted_probing_reads_the_question_beside_the_conversation(tmp_path):
+    """activations config ``question``: every input gets the question as a last user turn (a
+    set of its own in the store, the plain one untouched); linear probes read the
+    conversation's and the question's means side by side; streamed alarm rates, which need
+    per-token scores, are left empty; the live monitor refuses such probes."""
+    import numpy as np
+
+    from mup_core.activations.extract import question_token_counts, tokenizer_only
+    from mup_core.storage import LocalStore
+    from mup_core.workflows import load_activations, load_stored_dataset
+
+    instance = dg.DagsterInstance.ephemeral()
+    root = tmp_path / "artifacts"
+    datasets = materialize(instance, root, DATASETS)
+    plain = materialize(instance, root, ["activations"], "tiny").output_for_node("activations")
+    question = "Are the stakes of the situation above high or low?"
+    config = {"ops": {"activations": {"ops": {"activation_piece": {"config": {"question": question}}}}}}
+    asked = materialize(instance, root, ["activations"], "tiny", run_config=config).output_for_node("activations")
+    assert asked["val"].prefix != plain["val"].prefix
+    store = LocalStore(root)
+    val = load_stored_dataset(store, datasets.output_for_node("corpus_splits")["val"])
+    counts = np.array(question_token_counts(tokenizer_only("tiny"), val.inputs, question))
+    with_q, without = load_activations(store, asked["val"], 2), load_activations(store, plain["val"], 2)
+    assert (with_q.question_tokens == counts).all() and (with_q.lengths == without.lengths + counts).all()
+    # the model is causal: the conversation's tokens are the plain set's, the question's come after
+    pooled = with_q.mean_pool()
+    assert pooled.shape == (len(val), 2 * with_q.hidden_size)
+    np.testing.assert_allclose(pooled[:, : with_q.hidden_size], without.mean_pool(), atol=0.05)
+
+    probes = {"ops": {"probes": {"config": {"probe_types": ["logistic_regression", "attention"],
+                                                "hyperparameters": {"attention": {"max_epochs": 2.0}}}}}}
+    result = materialize(instance, root, ["probes", "probe_metrics"], "2|tiny", run_config=probes)
+    metrics = pl.read_parquet(root / result.output_for_node("probe_metrics").key)
+    assert set(metrics["probe_type"]) == {"logistic_regression", "attention"} and metrics["auroc"].is_not_null().all()
+    assert metrics["alarm_threshold"].is_not_null().all() and metrics["stream_fpr"].is_null().all()
+    bundle = materialize(instance, root, ["monitor_bundle"], "tiny", raise_on_error=False)
+    error = next(e for e in bundle.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error.to_string()
+    assert "extracted with a question" in error
+
+
 @pytest.mark.integration
 def test_graph_on_reference_dev_sets(tmp_path, shared_data):
     files = [shared_data / "mup" / "dev" / "mt_dev_balanced.jsonl", shared_data / "mup" / "dev" / "toolace_dev_balanced.jsonl"]

@@ -59,7 +59,7 @@ class ExtractionResult:
 
 def activation_cache_key(
     model_slug: str, inputs_hash: str, layers: Sequence[int], max_length: int, storage_dtype: str,
-    chat_template: str | None = None, compute: str = "", overlong: str = "truncate",
+    chat_template: str | None = None, compute: str = "", overlong: str = "truncate", question: str | None = None,
 ) -> str:
     """Content key of stored activations: model, input text, layers and settings, and the
     compute device type and dtype (``cpu:float32``), so that sets computed in another dtype
@@ -77,6 +77,7 @@ def activation_cache_key(
             # only keep_end stores something else ("refuse" stores what "truncate" does, or fails);
             # absent otherwise, so the keys of existing sets stay valid
             **({"overlong": overlong} if overlong == "keep_end" else {}),
+            **({"question": question} if question else {}),  # absent without one: existing keys stay valid
         },
         sort_keys=True,
     )
@@ -119,6 +120,15 @@ def tokenize_inputs(
     if overlong == "keep_end":
         return [ids[-max_length:] for ids in enc], len(long)
     return [ids[:max_length] for ids in enc], len(long)
+
+
+def question_token_counts(lm: LoadedModel, inputs: Sequence[Input], question: str) -> list[int]:
+    """How many tokens ``question`` adds after each input (its user turn, as rendered)."""
+    from mup_core.data.chat import with_question
+
+    plain, _ = tokenize_inputs(lm, inputs, max_length=2**62)
+    asked, _ = tokenize_inputs(lm, [with_question(x, question) for x in inputs], max_length=2**62)
+    return [len(b) - len(a) for a, b in zip(plain, asked)]
 
 
 def pad_right(token_ids: Sequence[Sequence[int]], pad_id: int):

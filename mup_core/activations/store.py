@@ -219,7 +219,9 @@ def load_layer(store: ArtifactStore, prefix: str, layer: int, manifest: Mapping 
         offsets.append(local[1:] + base)
         base += int(local[-1])
     joined = values[0] if len(values) == 1 else torch.cat(values)
-    return RaggedActivations(joined, np.concatenate(offsets), manifest.get("model"), int(layer))
+    question = manifest.get("question_tokens")  # prompted probing (see RaggedActivations)
+    return RaggedActivations(joined, np.concatenate(offsets), manifest.get("model"), int(layer),
+                             np.asarray(question, dtype=np.int64) if question is not None else None)
 
 
 def load_input_ids(store: ArtifactStore, prefix: str, manifest: Mapping | None = None) -> torch.Tensor:

@@ -17,6 +17,12 @@ def as_dialogue(value: Input) -> list[Message]:
     return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
+def with_question(value: Input, question: str) -> list[Message]:
+    """``value`` with ``question`` appended as a last user turn (prompted probing: the model
+    is asked about the conversation, and a probe reads the question's tokens too)."""
+    return [*as_dialogue(value), {"role": "user", "content": question}]
+
+
 def render(value: Input, tokenizer, add_generation_prompt: bool = False) -> str:
     """The exact text the model reads for this input (special tokens included)."""
     return tokenizer.apply_chat_template(
