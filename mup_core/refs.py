@@ -94,7 +94,8 @@ class LayerChoice:
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A model stored as a versioned directory (``<prefix>/<version>/``)."""
+    """A model stored as a versioned directory: ``version`` is its full key,
+    ``<prefix>/<content hash>`` (``ArtifactStore.put_versioned_dir``)."""
 
     prefix: str
     version: str

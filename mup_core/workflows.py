@@ -27,6 +27,7 @@ from mup_core.activations import (
     write_activations,
 )
 from mup_core.activations.ragged import RaggedActivations
+from mup_core.activations.store import MissingActivations
 from mup_core.data.dataset import Dataset
 from mup_core.evaluation.selection import EVALUATION, VALIDATION_SET
 from mup_core.evaluation.metrics import compute_metrics
@@ -215,7 +216,7 @@ def activations_for_datasets(
 
 def load_activations(store: ArtifactStore, ref: ActivationRef, layer: int) -> RaggedActivations:
     if layer not in ref.layers:
-        raise KeyError(
+        raise MissingActivations(
             f"layer {layer} of {ref.model} was not extracted for {ref.dataset} (have {list(ref.layers)}); "
             "add it to the activations asset's `layers` config (ops: activations: ops: activation_piece: config: layers) and re-materialise it"
         )
@@ -317,14 +318,14 @@ def evaluate_layer_probes(
     median number of tokens a high-stakes example took to raise it
     (``median_tokens_to_alarm``). ``roles`` adds a ``role`` column (evaluation, selection
     or validation) and ``calibrated_on`` names the sets the threshold came from. Raises
-    KeyError naming the sets without activations (``None``) before anything is loaded.
+    MissingActivations naming the sets without activations (``None``) before anything is loaded.
     """
     from mup_core.monitor.bundle import calibrate_threshold
     from mup_core.probes.base import tokens_until_alarm
 
     missing = sorted(name for name, (_, ref) in eval_sets.items() if ref is None)
     if missing:
-        raise KeyError(f"no activations of {model} for {missing}; re-materialise `activations` for partition {model} "
+        raise MissingActivations(f"no activations of {model} for {missing}; re-materialise `activations` for partition {model} "
                        "after changing eval_datasets")
     probes = {t: load_probe(store.local_path(k)) for t, k in probe_keys.items()}
     loaded = {}
@@ -415,7 +416,13 @@ def choose_monitor_bundle(store: ArtifactStore, model: str, selection: Sequence[
     scores, labels = [], []
     for name in selection:
         ref, acts_ref = refs[name]
-        clear, acts = load_labelled(store, load_stored_dataset(store, ref), acts_ref, int(best["layer"]))
+        if acts_ref is None:
+            raise BundleError(f"no activations of {model} for selection set {name!r}; re-materialise `activations` "
+                              f"for partition {model} after changing eval_datasets")
+        try:
+            clear, acts = load_labelled(store, load_stored_dataset(store, ref), acts_ref, int(best["layer"]))
+        except MissingActivations as exc:
+            raise BundleError(exc.args[0]) from None
         if acts.question_tokens is not None:
             raise BundleError("the activations were extracted with a question (activations config `question`, prompted "
                               "probing): the live monitor scores every generated token and cannot read a question yet; "

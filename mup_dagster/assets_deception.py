@@ -367,7 +367,7 @@ def lie_detector(context: dg.AssetExecutionContext, config: LieDetectorConfig, a
     return publish_table(
         store, table, f"deception/lie-detector/{model}/poisoning-{pct}.parquet", png=png,
         figure_key=f"figures/deception/lie-detector-{model}-{pct}.png", figure_alt="lie detector AUROC by layer",
-        preview=table.sort("technique", "test_set", "probe_type", "layer"),
+        preview=table.sort("technique", "test_set", "probe_type", "layer"), preview_rows=None,  # every row: the headline is in all
         columns=("technique", "test_set", "probe_type", "layer", "n", "n_false", "auroc", "auroc_lo", "auroc_hi", "tpr_at_1pct_fpr"),
         extra={"best_auroc_on_fruit_answers": dg.MetadataValue.json(best_on_own_fruit(table))})
 
@@ -443,14 +443,14 @@ def deception_results(context: dg.AssetExecutionContext, config: ResultsConfig, 
         raise dg.Failure("no deception_eval partitions stored yet; materialise some first")
     answers = [store.get_table(k) for k in store.list("deception/answers/") if k.endswith(".parquet")]
     table = results_table([store.get_table(k) for k in keys], answers, config.n_boot, config.seed)
+    results = TableRef(store.put_table("deception/results.parquet", table), table.height)  # before the reference can fail
     reference_path, reference = _reference(config)
     zero = table.filter(pl.col("shots") == 0)
     figs = deception_figures(zero, reference)
     for name, png in figs.items():
         store.put_bytes(f"figures/deception/{name}.png", png)
     both = pl.concat([zero.with_columns(source=pl.lit("mup")), reference], how="diagonal_relaxed") if reference is not None else zero
-    ref = DeceptionResultsRef(TableRef(store.put_table("deception/results.parquet", table), table.height),
-                              TableRef(store.put_table("deception/scaling.parquet", both), both.height),
+    ref = DeceptionResultsRef(results, TableRef(store.put_table("deception/scaling.parquet", both), both.height),
                               {name: f"figures/deception/{name}.png" for name in figs})
     context.add_output_metadata({
         "table": dg.MetadataValue.md(_md(table, DECEPTION_COLUMNS + ("targeting_vs_0", "targeting_vs_0_lo", "targeting_vs_0_hi"))),

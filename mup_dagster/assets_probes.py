@@ -398,6 +398,7 @@ def probes(
 ) -> dg.Output[dict[str, ProbeRef]]:
     """Probes of every configured type for one model x layer, trained on the corpus train
     split with early stopping on its validation split."""
+    from mup_core.activations.store import MissingActivations
     from mup_core.probes import configured_probes
     from mup_core.workflows import train_layer_probes
 
@@ -411,7 +412,7 @@ def probes(
         trained, digest = train_layer_probes(
             store, model=model, layer=layer, train=(train, activations["train"]), val=(corpus_splits["val"], activations["val"]),
             probe_types=config.probe_types, hyperparameters=config.hyperparameters)
-    except KeyError as exc:
+    except MissingActivations as exc:
         raise dg.Failure(str(exc.args[0])) from exc
     context.add_output_metadata({
         "train_examples": dg.MetadataValue.int(train.rows),
@@ -443,6 +444,7 @@ def probe_metrics(
     calibrated on the selection sets (pooled) where there are any, else on corpus-val,
     and ``alarm_fpr`` is what it realises on each set (its drift)."""
 
+    from mup_core.activations.store import MissingActivations
     from mup_core.workflows import dataset_role, evaluate_layer_probes, metrics_key, metrics_markdown, selection_sets
 
     layer, model = layer_and_model(context.partition_key)
@@ -452,7 +454,7 @@ def probe_metrics(
     try:
         table = evaluate_layer_probes(store, model=model, layer=layer, probe_keys={t: p.key for t, p in probes.items()},
                                       eval_sets=sets, calibrate_on=selection_sets(eval_datasets) or IN_DISTRIBUTION, roles=roles)
-    except KeyError as exc:
+    except MissingActivations as exc:
         raise dg.Failure(f"probe_metrics: {exc.args[0]}") from None
     key = store.put_table(metrics_key(model, layer), table)
     best = table.sort("auroc", descending=True).row(0, named=True) if table.height else {}
@@ -536,9 +538,10 @@ def monitor_bundle(
     eval_datasets: dict,
     activations: dict,
 ) -> BundleRef:
-    """The probe deployed as a live monitor (`mup monitor`): best probe type and layer on
-    the selection sets, its threshold at the target false-positive rate, the uncertain band
-    escalated to an LLM judge. Re-materialised when the model's probe metrics change."""
+    """The probe deployed as a live monitor (`mup monitor`): the best layer (of the
+    configured probe types: logistic regression by default) on the selection sets, its
+    threshold at the target false-positive rate, the uncertain band escalated to an LLM
+    judge. Re-materialised when the model's probe metrics change."""
     from mup_core.activations import read_manifest
     from mup_core.monitor import BundleError, save_bundle
     from mup_core.workflows import choose_monitor_bundle, metrics_markdown, selection_sets

@@ -31,19 +31,20 @@ def data_version(parts: Iterable[str | bytes]) -> dg.DataVersion:
 
 
 def publish_table(store, table, key: str, *, png: Optional[bytes] = None, figure_key: Optional[str] = None,
-                  figure_alt: str = "figure", preview=None, columns: Optional[Sequence[str]] = None,
-                  extra: Optional[dict] = None) -> dg.Output:
+                  figure_alt: str = "figure", preview=None, preview_rows: Optional[int] = 60,
+                  columns: Optional[Sequence[str]] = None, extra: Optional[dict] = None) -> dg.Output:
     """Store ``table`` (parquet) at ``key`` and ``png`` at ``figure_key``, and return the
     asset's output: a ``TableRef``, the metadata a reader looks at first (the figure, the
-    first 60 rows of ``preview`` — default: the table — in ``columns``, where both are
-    stored) and ``extra``, and a data version of the bytes stored."""
+    first ``preview_rows`` rows — None: all — of ``preview`` — default: the table — in
+    ``columns``, where both are stored) and ``extra``, and a data version of the bytes stored."""
     from mup_core.refs import TableRef
     from mup_core.storage import table_bytes
     from mup_core.workflows import metrics_markdown
 
     data = table_bytes(table)
     store.put_bytes(key, data)
-    shown = (preview if preview is not None else table).head(60)
+    shown = preview if preview is not None else table
+    shown = shown if preview_rows is None else shown.head(preview_rows)
     meta = {"rows": dg.MetadataValue.int(table.height), "table_path": dg.MetadataValue.path(store.uri(key)),
             "table": dg.MetadataValue.md(metrics_markdown(shown, [c for c in (columns or table.columns) if c in table.columns]))}
     if png is not None:

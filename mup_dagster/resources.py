@@ -196,9 +196,13 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
         values = {}
         for partition, key in keys.items():
             try:
-                stored = pickle.loads(store.get_bytes(key))
+                data = store.get_bytes(key)
             except FileNotFoundError:
                 raise self._missing(context, asset_key, partitions, store.uri(key)) from None
+            try:
+                stored = pickle.loads(data)
+            except (AttributeError, ImportError, pickle.UnpicklingError):  # a class an older mup had
+                raise self._outdated(context, asset_key, partition, store.uri(key)) from None
             if not (isinstance(stored, dict) and stored.get(VALUE_FORMAT) == REFS_VERSION):
                 raise self._outdated(context, asset_key, partition, store.uri(key))
             values[partition] = stored["value"]
@@ -207,8 +211,9 @@ class ArtifactIOManager(dg.ConfigurableIOManager):
 
     @staticmethod
     def _outdated(context, asset_key, partition, uri) -> dg.Failure:
-        what = f"asset {asset_key.to_user_string()!r}" if asset_key is not None else f"step {context.upstream_output.step_key!r}"
-        select = f" --select {asset_key.to_user_string()}" if asset_key is not None else ""
+        step = context.upstream_output.step_key if asset_key is None else None
+        what = f"asset {asset_key.to_user_string()!r}" if asset_key is not None else f"step {step!r}"
+        select = f" --select {asset_key.to_user_string() if asset_key is not None else step.split('.')[0]}"
         part = f" --partition '{partition}'" if partition is not None else ""
         return dg.Failure(description=(
             f"input {context.name!r}: the stored value of {what} ({uri}) was written by an older mup, before "

@@ -129,7 +129,10 @@ def _family(entries: list[dict]) -> dict[int, str]:
     """Every live process of the stack: the recorded ones, their descendants, and anything in
     their sessions (each was started as a session leader, so a code server or run worker whose
     parent died, re-parented to init, is still found). pid -> start time."""
-    sessions = {e["pid"] for e in entries}
+    # a recorded leader's pid names its session while the leader lives (start time matches) or
+    # is gone (the kernel reuses no pid while a session of that id has members); a pid now
+    # owned by another process (a stale pid file) names that process's session: never ours
+    sessions = {e["pid"] for e in entries if _start_time(e["pid"]) in (None, e.get("start"))}
     alive = {e["pid"] for e in entries if _alive(e)}
     table = _processes()
     pids = {pid for pid, (_, sid) in table.items() if sid in sessions} | alive

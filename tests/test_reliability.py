@@ -385,3 +385,23 @@ def test_12_model_steps_share_one_pool_limited_to_one_slot_per_gpu(h):
         assert config["concurrency"]["pools"]["default_limit"] == 1, path
         assert "mup/gpu" not in path.read_text()
     assert instance_of(h).get_concurrency_config().pool_config.default_pool_limit == 1
+
+
+def test_make_down_never_signals_the_session_of_a_pid_it_no_longer_owns():
+    """A stale pid file (a reboot, a recycled pid): the recorded pid now belongs to another
+    process, whose session is not the stack's; `make down` must find nothing to stop there.
+    A recorded leader that is gone still names its session (the kernel reuses no pid while
+    that session has members), so its orphaned children are still found."""
+    from mup_dagster import stack as st
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        entry = st.session_entry("sleeper", child, ["sleeper"])
+        assert set(st._family([entry])) == {child.pid}
+        stale = {**entry, "start": "a start time this pid never had"}
+        assert st._family([stale]) == {}  # not ours: neither it nor anything of its session
+        init = {"name": "init", "pid": 1, "start": "not init's start", "cmd": "init"}
+        assert st._family([init]) == {}  # session 1 holds the machine's daemons
+    finally:
+        child.kill()
+        child.wait()

@@ -200,6 +200,11 @@ def mmap_tensor(path: str | Path, name: str) -> torch.Tensor:
     return torch.from_numpy(array).view(torch_dtype)
 
 
+class MissingActivations(KeyError):
+    """Activations a step needs were not extracted (a dataset, or a layer); the message says
+    what to re-materialise."""
+
+
 def load_layer(store: ArtifactStore, prefix: str, layer: int, manifest: Mapping | None = None) -> RaggedActivations:
     """One layer of a stored set: its shards' files only, memory-mapped, joined in order.
 
@@ -207,7 +212,7 @@ def load_layer(store: ArtifactStore, prefix: str, layer: int, manifest: Mapping 
     memory (one layer's worth: what a probe trains on)."""
     manifest = manifest or read_manifest(store, prefix)
     if int(layer) not in manifest["layers"]:
-        raise KeyError(
+        raise MissingActivations(
             f"layer {layer} of {manifest.get('model', '?')} was not extracted for {manifest.get('dataset', prefix)} "
             f"(have {manifest['layers']}); add it to the activations asset's `layers` config and re-materialise it"
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from mup_core.activations.store import MissingActivations
 from mup_core.data.dataset import Dataset
 from mup_core.data.splits import split_groups
 from mup_core.experiments.scores import VAL
@@ -17,11 +18,11 @@ def study_sets(
 ) -> dict[str, tuple[Dataset, Part]]:
     """``train``, ``corpus-val`` and every evaluation set: (dataset without ambiguous rows,
     its Part at ``layer``). Selection sets (role ``selection``) chose the probe and layer and
-    are left out: results are never reported on them. Raises KeyError naming what is missing."""
+    are left out: results are never reported on them. Raises MissingActivations naming what is missing."""
     refs = {"train": (corpus_splits["train"], activations["train"]), VAL: (corpus_splits["val"], activations["val"])}
     for name, ref in evaluation_sets(eval_datasets).items():
         if name not in activations:
-            raise KeyError(f"no activations for evaluation set {name!r}; re-materialise `activations` after changing eval_datasets")
+            raise MissingActivations(f"no activations for evaluation set {name!r}; re-materialise `activations` after changing eval_datasets")
         refs[name] = (ref, activations[name])
     out = {}
     for name, (ds_ref, act_ref) in refs.items():

@@ -40,9 +40,10 @@ def chosen_layer(context, configured: Optional[int], layer_sweep: LayerChoice, a
 
 
 def labelled_sets(context, store, corpus_splits, eval_datasets, activations, layer):
+    from mup_core.activations.store import MissingActivations
     from mup_core.experiments.data import study_sets
 
     try:
         return study_sets(store, corpus_splits, eval_datasets, activations, layer)
-    except KeyError as exc:
+    except MissingActivations as exc:
         raise dg.Failure(f"{context.asset_key.to_user_string()}: {exc.args[0]}") from exc
