@@ -221,7 +221,8 @@ class ActivationsConfig(dg.Config):
         default=None,
         description="prompted probing: appended to every input as a last user turn, e.g. 'Are the stakes of the "
         "situation above high or low?'; linear probes then read the conversation's and the question's mean activations "
-        "side by side (2x the TPR at 1 % FPR on the research's dev sets, docs/RESULTS.md). Offline only: the live "
+        "side by side (with corpus + GPT-4o training prompts: 2x the TPR at 1 % FPR on the research's dev sets, "
+        "docs/RESULTS.md). Offline only: the live "
         "monitor cannot deploy such probes yet",
     )
     overlong: Literal["truncate", "keep_end", "refuse"] = Field(
