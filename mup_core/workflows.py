@@ -29,7 +29,7 @@ from mup_core.activations import (
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.activations.store import MissingActivations
 from mup_core.data.dataset import Dataset
-from mup_core.evaluation.selection import EVALUATION, VALIDATION_SET
+from mup_core.evaluation.selection import EVALUATION, SELECTION, VALIDATION_SET
 from mup_core.evaluation.metrics import compute_metrics
 from mup_core.defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
 from mup_core.probes import configured_probes, load_probe, train_probe
@@ -97,7 +97,6 @@ def gather_eval_sets(
     from pathlib import Path
 
     from mup_core.data.loaders import load_dataset
-    from mup_core.evaluation.selection import SELECTION
 
     out: dict[str, DatasetRef] = {}
     if corpus_test is not None:

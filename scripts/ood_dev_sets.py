@@ -36,12 +36,6 @@ QUESTION = ("Question: are the stakes of the situation above high (serious conse
             "money, safety, rights or livelihood) or low? Answer high or low.")
 
 
-def with_question(x):
-    """An input with QUESTION appended as a last user turn."""
-    turns = [{"role": "user", "content": x}] if isinstance(x, str) else list(x)
-    return [*turns, {"role": "user", "content": QUESTION}]
-
-
 def datasets():
     from mup_core.corpus import load_embedded_corpus
     from mup_core.data.loaders import load_dataset
@@ -56,6 +50,7 @@ def datasets():
 
 def extract(args):
     from mup_core.activations import write_activations
+    from mup_core.data.chat import with_question
     from mup_core.models import load_model
     from mup_core.storage import LocalStore
 
@@ -63,7 +58,7 @@ def extract(args):
     train, dev = datasets()
     for name, ds in {**train, **dev}.items():
         t = time.time()
-        inputs, name = ([with_question(x) for x in ds.inputs], f"{name}+q") if args.question else (ds.inputs, name)
+        inputs, name = ([with_question(x, QUESTION) for x in ds.inputs], f"{name}+q") if args.question else (ds.inputs, name)
         # with the question the end of an overlong input is kept: the question must be in it
         m = write_activations(store, name, lm, inputs, LAYERS, progress=False, overlong="keep_end" if args.question else "truncate")
         print(f"{name}: {len(ds)} examples, {m['tokens']} tokens, {time.time() - t:.0f} s", flush=True)
@@ -74,14 +69,10 @@ _QUESTION_TOKENS: dict[str, np.ndarray] = {}
 
 def _question_tokens(ds) -> np.ndarray:
     """Tokens QUESTION adds after each input of ``ds`` (its user turn, as rendered)."""
-    if ds.name in _QUESTION_TOKENS:
-        return _QUESTION_TOKENS[ds.name]
-    from mup_core.activations.extract import tokenize_inputs, tokenizer_only
+    from mup_core.activations.extract import question_token_counts, tokenizer_only
 
-    lm = tokenizer_only("smollm2-135m")
-    plain, _ = tokenize_inputs(lm, ds.inputs, max_length=10**9)
-    asked, _ = tokenize_inputs(lm, [with_question(x) for x in ds.inputs], max_length=10**9)
-    _QUESTION_TOKENS[ds.name] = np.array([len(b) - len(a) for a, b in zip(plain, asked)])
+    if ds.name not in _QUESTION_TOKENS:
+        _QUESTION_TOKENS[ds.name] = np.array(question_token_counts(tokenizer_only("smollm2-135m"), ds.inputs, QUESTION))
     return _QUESTION_TOKENS[ds.name]
 
 
@@ -100,21 +91,17 @@ def _split(acts, k: np.ndarray):
 
 def _readout(acts, ds, readout: str):
     """What the probe reads of the ``+q`` activations: the conversation (``plain``), the
-    question (``question``), both means side by side (``concat``: one token per example),
-    or every token (``all``)."""
-    import torch
-
+    question (``question``), both means side by side (``concat``: what the graph's
+    ``activations`` config ``question`` gives, RaggedActivations.mean_pool), or every token
+    (``all``)."""
     from mup_core.activations.ragged import RaggedActivations
 
     if readout == "all":
         return acts
+    if readout == "concat":
+        return RaggedActivations(acts.values, acts.offsets, acts.model, acts.layer, _question_tokens(ds))
     head, tail = _split(acts, _question_tokens(ds))
-    if readout == "plain":
-        return head
-    if readout == "question":
-        return tail
-    both = torch.from_numpy(np.concatenate([head.mean_pool(), tail.mean_pool()], axis=1))
-    return RaggedActivations(both, np.arange(len(acts) + 1), acts.model, acts.layer)
+    return head if readout == "plain" else tail
 
 
 def _labelled(store, name, ds, layer, readout: str | None = None):
