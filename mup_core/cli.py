@@ -82,6 +82,8 @@ def _monitor(args) -> int:
     print(f"monitoring {bundle.model} ({p.device}, {p.dtype_name}) with {bundle.probe_type} at layer {bundle.layer}, "
           f"threshold {bundle.threshold:.3f}, uncertain band {bundle.uncertain_band[0]:.3f}-{bundle.uncertain_band[1]:.3f} "
           f"-> judge {getattr(judge, 'name', 'none')}; bundle {prefix}", flush=True)
+    if bundle.question:
+        print(f"prompted probe: scored at message ends with the question {bundle.question!r} appended", flush=True)
     print(f"page: {server.base}/  API: {server.base}/v1 (POST /chat/completions); Ctrl-C or SIGTERM to stop", flush=True)
     try:
         server.start().wait()

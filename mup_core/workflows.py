@@ -405,14 +405,14 @@ def choose_monitor_bundle(store: ArtifactStore, model: str, selection: Sequence[
     ``target_fpr``, the realised FPR/TPR there and the uncertain band below it. Raises
     ``BundleError`` saying what to materialise when something is missing."""
     from mup_core.monitor import BundleError, MonitorBundle, calibrate_threshold, choose_probe, uncertain_band
-    from mup_core.monitor.bundle import IN_DISTRIBUTION
+    from mup_core.monitor.bundle import IN_DISTRIBUTION, PROMPTED_STREAMING
 
     table = collect_metrics(store, model)
     if "probe_key" not in table.columns:
         raise BundleError("stored probe metrics predate monitor bundles; re-materialise probe_metrics")
     best, candidates = choose_probe(table.filter(pl.col("probe_key").is_not_null()), list(selection), probe_types)
     probe = load_probe(store.local_path(best["probe_key"]))
-    scores, labels = [], []
+    scores, labels, asked = [], [], set()
     for name in selection:
         ref, acts_ref = refs[name]
         if acts_ref is None:
@@ -422,15 +422,17 @@ def choose_monitor_bundle(store: ArtifactStore, model: str, selection: Sequence[
             clear, acts = load_labelled(store, load_stored_dataset(store, ref), acts_ref, int(best["layer"]))
         except MissingActivations as exc:
             raise BundleError(exc.args[0]) from None
-        if acts.question_tokens is not None:
-            raise BundleError("the activations were extracted with a question (activations config `question`, prompted "
-                              "probing): the live monitor scores every generated token and cannot read a question yet; "
-                              "deploy probes of activations without one")
+        asked.add(read_manifest(store, acts_ref.prefix).get("question"))
         scores.append(probe.predict_proba(acts)[:, 1])
         labels.append(clear.label_array())
+    if len(asked) > 1:
+        raise BundleError(f"the selection sets' activations were extracted with different questions ({sorted(map(str, asked))}); "
+                          "re-materialise `activations` so that one question (or none) holds for all of them")
+    (question,) = asked
     s, y = np.concatenate(scores), np.concatenate(labels)
     threshold = calibrate_threshold(s[y == 0], target_fpr)
     return MonitorBundle(
+        question=question, **({"streaming": PROMPTED_STREAMING} if question else {}),
         model=model, layer=int(best["layer"]), probe_type=best["probe_type"], threshold=threshold, storage_dtype=storage_dtype,
         target_fpr=target_fpr, selection_sets=list(selection), out_of_distribution=list(selection) != [IN_DISTRIBUTION],
         selection_auroc=float(best["auroc"]), realised_fpr=float(np.mean(s[y == 0] >= threshold)),

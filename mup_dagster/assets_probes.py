@@ -222,8 +222,8 @@ class ActivationsConfig(dg.Config):
         description="prompted probing: appended to every input as a last user turn, e.g. 'Are the stakes of the "
         "situation above high or low?'; linear probes then read the conversation's and the question's mean activations "
         "side by side (with corpus + GPT-4o training prompts: 2x the TPR at 1 % FPR on the research's dev sets, "
-        "docs/RESULTS.md). Offline only: the live "
-        "monitor cannot deploy such probes yet",
+        "docs/RESULTS.md). The live monitor scores such probes at message ends (after the user's messages and "
+        "after the reply), not after every token",
     )
     overlong: Literal["truncate", "keep_end", "refuse"] = Field(
         default="truncate",
@@ -563,8 +563,8 @@ def monitor_bundle(
         context.log.warning("monitor_bundle: chosen and calibrated on the corpus validation split (in distribution); "
                             "set selection_datasets to dev sets from your traffic for a threshold that holds there")
     context.add_output_metadata({
-        "probe": f"{bundle.probe_type} @ layer {bundle.layer}",
-        "threshold": dg.MetadataValue.float(round(bundle.threshold, 4)),
+        "probe": f"{bundle.probe_type} @ layer {bundle.layer}" + (f", prompted with {bundle.question!r}" if bundle.question else ""),
+        "threshold": dg.MetadataValue.float(round(bundle.threshold, 4)), "scored": bundle.streaming,
         "selection": dg.MetadataValue.json({"sets": selection, "out_of_distribution": bundle.out_of_distribution,
                                             "auroc": round(bundle.selection_auroc, 4), "fpr": round(bundle.realised_fpr, 4),
                                             "tpr": round(bundle.tpr_at_threshold, 4)}),

@@ -151,7 +151,8 @@ def test_prompted_probing_reads_the_question_beside_the_conversation(tmp_path):
     """activations config ``question``: every input gets the question as a last user turn (a
     set of its own in the store, the plain one untouched); linear probes read the
     conversation's and the question's means side by side; streamed alarm rates, which need
-    per-token scores, are left empty; the live monitor refuses such probes."""
+    per-token scores, are left empty; the monitor bundle carries the question (the live
+    monitor scores it at message ends: tests/test_monitor.py)."""
     import numpy as np
 
     from mup_core.activations.extract import question_token_counts, tokenizer_only
@@ -182,9 +183,19 @@ def test_prompted_probing_reads_the_question_beside_the_conversation(tmp_path):
     metrics = pl.read_parquet(root / result.output_for_node("probe_metrics").key)
     assert set(metrics["probe_type"]) == {"logistic_regression", "attention"} and metrics["auroc"].is_not_null().all()
     assert metrics["alarm_threshold"].is_not_null().all() and metrics["stream_fpr"].is_null().all()
-    bundle = materialize(instance, root, ["monitor_bundle"], "tiny", raise_on_error=False)
-    error = next(e for e in bundle.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error.to_string()
-    assert "extracted with a question" in error
+    # the monitor deploys the prompted probe, scored at message ends with the same question
+    from mup_core.monitor import load_bundle
+    from mup_core.monitor.bundle import PROMPTED_STREAMING
+
+    bundle_ref = materialize(instance, root, ["monitor_bundle"], "tiny").output_for_node("monitor_bundle")
+    bundle, probe = load_bundle(store, bundle_ref.prefix)
+    assert bundle.question == question and bundle.streaming == PROMPTED_STREAMING
+    # its threshold was calibrated on the asked activations' scores (the selection set: corpus validation)
+    from mup_core.workflows import load_labelled
+
+    clear, acts = load_labelled(store, val, asked["val"], bundle.layer)
+    scores, y = probe.predict_proba(acts)[:, 1], clear.label_array()
+    assert bundle.realised_fpr == pytest.approx(float(np.mean(scores[y == 0] >= bundle.threshold)))
 
 
 @pytest.mark.integration

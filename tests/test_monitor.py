@@ -132,6 +132,97 @@ def test_stream_scores_equal_an_independent_offline_forward_pass(bundle_store, t
     assert final["score"] == pytest.approx(tokens[-1]["score"]) and final["decided_by"] == "probe"
 
 
+# -- a prompted probe: scored at message ends ----------------------------------------------
+QUESTION = "Are the stakes of the situation above high or low? Answer high or low."
+
+
+@pytest.fixture(scope="module")
+def prompted(bundle_store, tiny):
+    """A prompted bundle for `tiny` in the same store (a logistic regression on the
+    conversation's and the question's means at layer 2), without making it the LATEST."""
+    from mup_core.activations import extract_activations
+    from mup_core.activations.extract import question_token_counts
+    from mup_core.activations.ragged import RaggedActivations
+    from mup_core.data.chat import with_question
+    from mup_core.monitor.bundle import PROMPTED_STREAMING
+    from mup_core.probes import train_probe
+
+    store, plain_prefix = bundle_store
+    texts, y = [t for t, _ in TEXTS], np.array([1 if lab == "high-stakes" else 0 for _, lab in TEXTS])
+    acts = extract_activations(tiny, [with_question(t, QUESTION) for t in texts], [2], progress=False).layer(2)
+    acts = RaggedActivations(acts.values, acts.offsets, "tiny", 2, np.array(question_token_counts(tiny, texts, QUESTION)))
+    probe = train_probe("logistic_regression", (acts, y), None, model="tiny", layer=2)
+    scores = probe.predict_proba(acts)[:, 1]
+    threshold = calibrate_threshold(scores[y == 0], 0.01)
+    bundle = MonitorBundle(
+        model="tiny", layer=2, probe_type="logistic_regression", threshold=threshold, target_fpr=0.01,
+        selection_sets=["corpus-val"], out_of_distribution=False, selection_auroc=1.0, realised_fpr=0.0,
+        tpr_at_threshold=float(np.mean(scores[y == 1] >= threshold)), uncertain_band=uncertain_band(threshold, 0.5),
+        probe_source="test", question=QUESTION, streaming=PROMPTED_STREAMING,
+    )
+    path = store.root.parent / "prompted.safetensors"
+    probe.save(path)
+    prefix = save_bundle(store, bundle, path)
+    store.put_bytes("monitors/tiny/LATEST", plain_prefix.encode())  # the server keeps serving the plain bundle
+    return prefix
+
+
+def test_a_prompted_probe_scores_message_ends_as_offline_and_leaves_the_reply_alone(bundle_store, prompted, tiny):
+    """The question runs on a branch of the key-value cache: the prompt's and the final
+    scores equal an offline extraction of the conversation with the question appended
+    (user turn alone; with the reply), and the reply is the model's own greedy one."""
+    from mup_core.monitor.live import LiveMonitor, offline_score
+
+    from mup_core.activations import extract_activations
+    from mup_core.data.chat import with_question
+
+    store, _ = bundle_store
+    bundle, probe = load_bundle(store, prompted)
+    read, score = [], probe.predict_proba
+    probe.predict_proba = lambda acts: read.append(acts) or score(acts)  # what the probe is given, recorded
+    mon = LiveMonitor(tiny, bundle, probe)
+    messages = [{"role": "user", "content": "My house is on fire, what should I do?"}]
+    events = list(mon.stream(messages, max_tokens=12))
+    prompt, tokens, final = events[0], events[1:-1], events[-1]
+    assert prompt["scores"] == [None] * len(prompt["tokens"])
+    assert prompt["score"] == pytest.approx(offline_score(tiny, probe, 2, messages, QUESTION), abs=2e-3)
+    assert all(t["score"] is None and t["verdict"] == prompt["verdict"] for t in tokens)
+    ids, _ = mon.prompt_ids(messages)
+    with torch.inference_mode():
+        greedy = tiny.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                     max_new_tokens=12, do_sample=False)[0, len(ids):].tolist()
+    assert [t["token_id"] for t in tokens] == greedy[: len(tokens)]
+    reply = tiny.tokenizer.decode([t["token_id"] for t in tokens if t["token"]])
+    replied = [*messages, {"role": "assistant", "content": reply}]
+    assert final["score"] == pytest.approx(offline_score(tiny, probe, 2, replied, QUESTION), abs=2e-3)
+    assert final["tokens_scored"] > len(prompt["tokens"]) + len(tokens)  # the conversation, the reply and the question
+    # the probe read exactly the offline activations: the cache held no question while the reply was generated
+    for acts, conversation in zip(read[-2:], (messages, replied)):
+        offline = extract_activations(tiny, [with_question(conversation, QUESTION)], [2], progress=False).layer(2)
+        assert acts.values.shape == offline.values.shape
+        torch.testing.assert_close(acts.values.float(), offline.values.float(), atol=1e-4, rtol=0.02)
+    # the question's branch is cut off the cache again (tiny's residual stream hardly depends on context,
+    # so the reply alone could not tell)
+    ids, n_convo = mon.prompt_ids(messages)
+    _, past, hidden = mon._forward(ids[:n_convo], None)
+    mon.ask(messages, ids[:n_convo], [hidden], past)
+    assert past.get_seq_length() == n_convo
+
+
+def test_the_api_serves_a_prompted_bundle_named_in_the_request(monitor, prompted):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{monitor}/v1", api_key="unused", max_retries=0)
+    stream = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "My landlord is evicting me tonight."}],
+                                            stream=True, max_tokens=5, extra_body={"bundle": prompted})
+    extra = [c.model_extra["mup"] for c in stream]
+    prompt, final = extra[0]["prompt"], extra[-1]["final"]
+    assert set(prompt["scores"]) == {None} and 0.0 <= prompt["score"] <= 1.0
+    tokens = [e for e in extra if "index" in e]
+    assert len(tokens) == 5 and all(e["score"] is None for e in tokens)
+    assert 0.0 <= final["score"] <= 1.0 and final["decided_by"] in ("probe", "llm_judge")
+
+
 # -- the API with the real openai client --------------------------------------------------
 def test_streaming_api_with_the_openai_client_carries_scores_and_the_judges_verdict(monitor):
     import openai

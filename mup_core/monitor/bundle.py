@@ -48,6 +48,9 @@ class MonitorBundle:
     streaming: str = "causal prefix score: the probe's score of the conversation so far, after every token"
     storage_dtype: str = "bfloat16"  # of the activations the probe was trained on
     candidates: list[dict] = field(default_factory=list)
+    # prompted probing: the probe was trained with this question appended as a last user turn
+    # (activations config `question`); the live monitor then scores at message ends
+    question: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -77,6 +80,10 @@ def choose_probe(metrics: pl.DataFrame, selection_sets: Sequence[str],
         return choose(metrics, selection_sets)
     except SelectionError as exc:
         raise BundleError(str(exc)) from None
+
+
+PROMPTED_STREAMING = ("message ends: after the user's messages and after the reply, the probe reads the conversation "
+                      "and the question appended to it (run on a branch of the key-value cache)")
 
 
 def calibrate_threshold(negative_scores: np.ndarray, target_fpr: float) -> float:

@@ -11,6 +11,13 @@ The probe reads the residual stream of the bundle's layer through a forward hook
 that decoder block (the convention of ``mup_core.activations``), rounded to the storage
 dtype of the activations the probe was trained on (recorded in the bundle), so the score
 after each token equals the offline score of the conversation up to it.
+
+A bundle with a ``question`` (prompted probing: the probe was trained on activations with
+that question appended as a last user turn) is scored at message ends instead: after the
+user's messages and after the reply, the question's tokens run on a branch of the key-value
+cache (cropped back afterwards, so the reply is generated from the conversation alone) and
+the probe reads the conversation and the question, exactly as offline. Token events then
+carry ``score: None`` and the verdict of the last message end.
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 
-from mup_core.data.chat import as_dialogue
+from mup_core.activations.ragged import RaggedActivations
+from mup_core.data.chat import as_dialogue, with_question
 from mup_core.data.dataset import message_problem
 from mup_core.monitor.bundle import BundleError, MonitorBundle
 from mup_core.probes.base import ProbeStream
@@ -89,15 +98,36 @@ class LiveMonitor:
             handle.remove()
         return out.logits[0, -1].float(), out.past_key_values, self._captured[0]
 
+    def _ids(self, messages: Sequence[dict], opened: bool = False) -> list[int]:
+        """Token ids of ``messages`` through the chat template, as ``mup_core.activations``
+        tokenizes them (``opened``: with the assistant's turn opened)."""
+        tok = self.lm.tokenizer
+        text = tok.apply_chat_template(as_dialogue(list(messages)), tokenize=False, add_generation_prompt=opened)
+        return tok(text, add_special_tokens=False)["input_ids"]
+
     def prompt_ids(self, messages: Sequence[dict]) -> tuple[list[int], int]:
         """Token ids of the conversation with the assistant's turn opened, and how many of
         them are the conversation itself (what the offline probe reads)."""
-        tok = self.lm.tokenizer
-        convo = tok.apply_chat_template(as_dialogue(list(messages)), tokenize=False)
-        prompt = tok.apply_chat_template(as_dialogue(list(messages)), tokenize=False, add_generation_prompt=True)
-        ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        n_convo = len(tok(convo, add_special_tokens=False)["input_ids"])
-        return ids, min(n_convo, len(ids))
+        ids = self._ids(messages, opened=True)
+        return ids, min(len(self._ids(messages)), len(ids))
+
+    def ask(self, messages: Sequence[dict], conversation: list[int], hidden: list[torch.Tensor], past) -> float:
+        """The prompted probe's score of ``messages``, whose ids are ``conversation``, whose
+        hidden states (bundle layer, storage rounding) are ``hidden`` and whose key-value
+        cache is ``past``: the question's tokens run on the cache, which is cropped back to
+        the conversation afterwards. Without a cache (None), or where the asked rendering
+        does not start with ``conversation``, the asked conversation runs from scratch."""
+        asked = self._ids(with_question(list(messages), self.bundle.question))
+        if past is not None and asked[: len(conversation)] == conversation:
+            question = asked[len(conversation):]
+            _, _, tail = self._forward(question, past)
+            past.crop(-len(question))  # negative: remove that many (transformers' only form now)
+            values, n_question = torch.cat([*hidden, tail]), len(question)
+        else:  # as question_token_counts counts it offline
+            _, _, values = self._forward(asked, None)
+            n_question = len(asked) - len(self._ids(messages))
+        acts = RaggedActivations(values, np.array([0, len(values)]), question_tokens=np.array([n_question]))
+        return float(self.probe.predict_proba(acts)[0, 1])
 
     # -- the stream -------------------------------------------------------------------
     def check(self, messages: Sequence[dict], max_tokens: int) -> tuple[list[dict], list[int], int]:
@@ -105,9 +135,12 @@ class LiveMonitor:
         messages = check_messages(messages)
         ids, n_convo = self.prompt_ids(messages)
         limit = self.lm.spec.max_length
-        if len(ids) + max_tokens > limit:
+        # a prompted probe's question runs after the reply (and its closing tokens)
+        asking = len(self._ids(with_question(messages, self.bundle.question))) - n_convo + 2 if self.bundle.question else 0
+        if len(ids) + max_tokens + asking > limit:
             raise MonitorInputError(
-                f"the conversation is {len(ids)} tokens; with max_tokens={max_tokens} it exceeds {self.lm.slug}'s "
+                f"the conversation is {len(ids)} tokens; with max_tokens={max_tokens}"
+                f"{f' and the probe question ({asking} tokens)' if asking else ''} it exceeds {self.lm.slug}'s "
                 f"maximum of {limit}; shorten it or ask for fewer tokens"
             )
         return messages, ids, n_convo
@@ -115,23 +148,29 @@ class LiveMonitor:
     def stream(self, messages: Sequence[dict], max_tokens: int = 64, temperature: float = 0.0, seed: int = 0) -> Iterator[dict]:
         messages, ids, n_convo = self.check(messages, max_tokens)
         tok = self.lm.tokenizer
+        asking = self.bundle.question is not None
         stream = ProbeStream(self.probe)
+        hidden_seen: list[torch.Tensor] = []  # the conversation's hidden states (prompted probes)
         t0 = time.perf_counter()
-        logits, past, hidden = self._forward(ids, None)
-        probs = stream.push(hidden[:n_convo])
-        yield {
-            "type": "prompt",
-            "tokens": [tok.decode([i]) for i in ids[:n_convo]],
-            "scores": [round(float(p), 5) for p in probs],
-            "score": float(probs[-1]),
-            "verdict": verdict_for(float(probs[-1]), self.bundle),
-            "seconds": time.perf_counter() - t0,
-        }
-        if n_convo < len(ids):  # the opened assistant turn: part of the reply's conversation
-            stream.push(hidden[n_convo:])
+        if asking:  # the conversation, the question on a branch of the cache, then the opened turn
+            logits, past, hidden = self._forward(ids[:n_convo], None)
+            hidden_seen.append(hidden)
+            score = self.ask(messages, ids[:n_convo], hidden_seen, past)
+            scores = [None] * n_convo
+            if n_convo < len(ids):
+                logits, past, hidden = self._forward(ids[n_convo:], past)
+                hidden_seen.append(hidden)
+        else:
+            logits, past, hidden = self._forward(ids, None)
+            probs = stream.push(hidden[:n_convo])
+            scores, score = [round(float(p), 5) for p in probs], float(probs[-1])
+            if n_convo < len(ids):  # the opened assistant turn: part of the reply's conversation
+                stream.push(hidden[n_convo:])
+        verdict = verdict_for(score, self.bundle)
+        yield {"type": "prompt", "tokens": [tok.decode([i]) for i in ids[:n_convo]], "scores": scores, "score": score,
+               "verdict": verdict, "seconds": time.perf_counter() - t0}
         gen = torch.Generator().manual_seed(seed)
         eos = self.end_of_turn_ids()
-        score = float(probs[-1])
         finish = "length"
         streamed, reply = list(ids), []
         probe_seconds = 0.0
@@ -143,7 +182,12 @@ class LiveMonitor:
             t1 = time.perf_counter()
             logits, past, hidden = self._forward([next_id], past)
             t2 = time.perf_counter()
-            score = float(stream.push(hidden)[-1])
+            if asking:  # scored at the message's end
+                hidden_seen.append(hidden)
+                token_score = None
+            else:
+                score = token_score = float(stream.push(hidden)[-1])
+                verdict = verdict_for(score, self.bundle)
             probe_seconds += time.perf_counter() - t2
             streamed.append(next_id)
             done = next_id in eos
@@ -154,26 +198,36 @@ class LiveMonitor:
                 "index": step,
                 "token_id": next_id,
                 "token": "" if done else tok.decode([next_id]),
-                "score": score,
-                "verdict": verdict_for(score, self.bundle),
+                "score": token_score,
+                "verdict": verdict,
                 "forward_seconds": t2 - t1,
                 "probe_seconds": time.perf_counter() - t2,
             }
             if done:
                 finish = "stop"
                 break
-        if finish == "stop":  # the template's tokens after the end of the turn, as the offline probe reads them
-            full, n_full = self.prompt_ids([*messages, {"role": "assistant", "content": tok.decode(reply)}])
+        if finish == "stop" or asking:  # the template's tokens after the reply, as the offline probe reads them
+            replied = [*messages, {"role": "assistant", "content": tok.decode(reply)}]
+            full, n_full = self.prompt_ids(replied)
             tail = full[len(streamed):n_full]
-            if tail and full[: len(streamed)] == streamed:
+            matches = full[: len(streamed)] == streamed
+            if tail and matches:
                 _, past, hidden = self._forward(tail, past)
-                score = float(stream.push(hidden)[-1])
-            elif full[: len(streamed)] != streamed:
+                hidden_seen.append(hidden)
+                if not asking:
+                    score = float(stream.push(hidden)[-1])
+            elif not matches and not asking:
                 log.warning("the reply re-tokenises differently; the final score leaves out the template's closing "
                             "tokens and may differ slightly from the offline score of the conversation")
-        final = self.decide(messages, score, tokens=stream.tokens)
+            if asking:
+                t2 = time.perf_counter()
+                conversation = full[:n_full]
+                score = self.ask(replied, conversation, hidden_seen, past if matches else None)
+                probe_seconds += time.perf_counter() - t2
+        tokens = sum(len(h) for h in hidden_seen) if asking else stream.tokens
+        final = self.decide(messages, score, tokens=tokens)
         yield {"type": "final", "finish_reason": finish, "score": final.score, "verdict": final.label,
-               "decided_by": final.decided_by, "judge": final.judge, "tokens_scored": stream.tokens,
+               "decided_by": final.decided_by, "judge": final.judge, "tokens_scored": tokens,
                "probe_seconds": round(probe_seconds, 4)}
 
     def end_of_turn_ids(self) -> set[int]:
@@ -210,13 +264,18 @@ class LiveMonitor:
         return Verdict(score, "uncertain" if judged == "ambiguous" else judged, "llm_judge", cost)
 
 
-def offline_score(lm, probe, layer: int, messages: Sequence[dict]) -> float:
+def offline_score(lm, probe, layer: int, messages: Sequence[dict], question: str | None = None) -> float:
     """The offline probe score of a conversation (what ``mup_core.activations`` and the
-    probe's ``predict_proba`` give), for comparison with the stream."""
-    from mup_core.activations.extract import extract_activations
+    probe's ``predict_proba`` give; with ``question`` appended, as the ``activations``
+    asset's config ``question`` extracts), for comparison with the stream."""
+    from mup_core.activations.extract import extract_activations, question_token_counts
 
-    result = extract_activations(lm, [list(messages)], [layer], progress=False)
-    return float(probe.predict_proba(result.layer(layer))[0, 1])
+    inputs = [with_question(list(messages), question)] if question else [list(messages)]
+    acts = extract_activations(lm, inputs, [layer], progress=False).layer(layer)
+    if question:
+        acts = RaggedActivations(acts.values, acts.offsets, acts.model, acts.layer,
+                                 np.array(question_token_counts(lm, [list(messages)], question)))
+    return float(probe.predict_proba(acts)[0, 1])
 
 
 __all__ = ["LiveMonitor", "MonitorInputError", "Verdict", "check_messages", "offline_score", "verdict_for"]

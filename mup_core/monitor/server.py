@@ -2,7 +2,8 @@
 
 - ``POST /v1/chat/completions``: the model answers; with ``stream: true`` every
   server-sent chunk carries, beside the token, ``mup.score`` (the probe's score of the
-  conversation so far) and ``mup.verdict``. The first chunk scores the user's messages
+  conversation so far; null for a prompted probe, which scores at message ends) and
+  ``mup.verdict``. The first chunk scores the user's messages
   (``mup.prompt``), the last one gives the final verdict, which monitor decided (the
   probe, or the LLM judge for scores in the uncertain band) and what the judge cost.
 - ``GET /``: a page to type a conversation and watch the reply stream with every token
@@ -65,7 +66,7 @@ def monitor_app(monitor: LiveMonitor, store=None) -> FastAPI:
         "model": bundle.model, "probe_type": bundle.probe_type, "layer": bundle.layer, "threshold": bundle.threshold,
         "uncertain_band": list(bundle.uncertain_band), "target_fpr": bundle.target_fpr,
         "selection_sets": bundle.selection_sets, "out_of_distribution": bundle.out_of_distribution,
-        "judge": getattr(monitor.judge, "name", None),
+        "judge": getattr(monitor.judge, "name", None), "question": bundle.question, "streaming": bundle.streaming,
     }
 
     @app.get("/", response_class=HTMLResponse)
