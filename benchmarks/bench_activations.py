@@ -33,7 +33,7 @@ import torch
 
 from mup_core.defaults import DEFAULT_BATCH_TOKENS, DEFAULT_SHARD_MB
 from mup_core.activations import extract_activations, length_batches, tokenize_inputs, write_activations
-from mup_core.activations.extract import pad_right
+from mup_core.activations.extract import forward_flops, pad_right
 from mup_core.corpus import load_embedded_corpus
 from mup_core.models import get_spec, load_model
 from mup_core.models.loading import decoder_layers
@@ -51,16 +51,6 @@ def _bare_forward(lm, token_ids, batches):
             ids, mask = pad_right([token_ids[i] for i in batch], pad)
             lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device))
     return time.perf_counter() - start
-
-
-def extraction_flops(lm, layers, lengths) -> float:
-    """Forward FLOPs of extraction: the blocks up to the deepest layer, causal attention included."""
-    blocks = list(decoder_layers(lm.model))[: max(layers) + 1]
-    params = sum(p.numel() for b in blocks for p in b.parameters())
-    cfg = lm.model.config
-    d_attn = cfg.num_attention_heads * getattr(cfg, "head_dim", cfg.hidden_size // cfg.num_attention_heads)
-    attention = sum(2.0 * d_attn * n * (n + 1) for n in lengths) * len(blocks)
-    return 2.0 * params * sum(lengths) + attention
 
 
 def machine_line() -> str:
@@ -149,7 +139,7 @@ def main(argv=None):
     lengths = [len(t) for t in token_ids]
     useful = sum(lengths)
     bucketed = length_batches(lengths, args.batch_tokens)
-    flops_per_token = extraction_flops(lm, layers, lengths) / useful
+    flops_per_token = forward_flops(lm.model, layers, lengths) / useful
     best = max(rates, key=rates.get)
     floor = rates[best] * 1e9 / flops_per_token
     print(f"   model {args.model}, corpus {len(ds)} prompts, {useful} tokens, layers {layers}: {max(layers) + 1} blocks, "

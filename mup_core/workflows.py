@@ -208,7 +208,11 @@ def activations_for_datasets(
                 f"(ids {ids}{' ...' if len(exc.positions) > 5 else ''}); shorten them, or set overlong to "
                 "'truncate' (keep the start) or 'keep_end' (keep the end)"
             )) from None
-        stats[name] = manifest["stats"]
+        stats[name] = dict(manifest["stats"])
+        if not reused and stats[name].get("flops") and stats[name].get("seconds"):
+            # how well this run used the machine: forward FLOPs per second over its measured matmul rate
+            rate = lm.precision.matmul_rate()
+            stats[name].update(matmul_gflops=rate, share_of_floor=stats[name]["flops"] / stats[name]["seconds"] / (rate * 1e9))
         refs[name] = ActivationRef(lm.slug, name, prefix, tuple(layers), ds.inputs_hash, manifest["tokens"], reused)
     return refs, stats
 

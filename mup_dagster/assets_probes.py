@@ -311,6 +311,18 @@ def activation_piece(
     return ActivationPiece(refs, stats, tuple(layers), lm.precision.as_metadata(), config.model_dump())
 
 
+def throughput(stats, precision: dict) -> str:
+    """Tokens/s of the sets computed in this run and their share of the machine's compute
+    floor (forward FLOPs per second over the measured matmul rate of the compute dtype)."""
+    computed = [s for s in stats if "share_of_floor" in s]
+    if not computed:
+        return "nothing computed in this run (every set reused)"
+    tokens, seconds, flops = (sum(s[k] for s in computed) for k in ("tokens", "seconds", "flops"))
+    rate = computed[0]["matmul_gflops"]
+    return (f"{tokens / seconds:.0f} tokens/s = {flops / seconds / (rate * 1e9):.0%} of this machine's floor "
+            f"({precision.get('compute_dtype')} matmul {rate:.0f} GFLOP/s, {flops / tokens / 1e9:.3g} GFLOP/token)")
+
+
 @dg.op
 def activation_sets(context: dg.OpExecutionContext, artifact_store: ArtifactStoreResource, pieces: list) -> dg.Output[dict[str, ActivationRef]]:
     """The fan-in: every piece's sets as the one ``activations`` value probes read."""
@@ -340,12 +352,14 @@ def activation_sets(context: dg.OpExecutionContext, artifact_store: ArtifactStor
                         "shards": stats[n].get("shards", 1),
                         "tokens_per_second": round(stats[n].get("tokens_per_second", 0.0), 1),
                         "padding_efficiency": round(stats[n].get("padding_efficiency", 1.0), 3),
+                        "share_of_floor": round(stats[n]["share_of_floor"], 3) if "share_of_floor" in stats[n] else None,
                         "truncated": stats[n].get("truncated_examples", 0),
                     }
                     for n, r in sorted(refs.items())
                 }
             ),
             "reused": dg.MetadataValue.bool(all(r.reused for r in refs.values())),
+            "throughput": throughput(stats.values(), pieces[0].precision),
             "precision": dg.MetadataValue.json(pieces[0].precision),
             "storage_dtype": config["storage_dtype"],
             "question": config.get("question") or "none (no prompted probing)",

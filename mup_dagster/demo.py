@@ -42,7 +42,9 @@ def main(argv=None) -> int:
     print(f"compute: {precision.device} in {precision.dtype_name} ({precision.reason})", flush=True)
     eval_config = {"ops": {"eval_datasets": {"config": {"files": [os.path.abspath(f) for f in args.eval_file]}}}}
     run_assets(instance, DATASET_ASSETS, run_config=eval_config, echo=True)
-    run_assets(instance, ["activations"], spec.slug, echo=True)
+    extracted = run_assets(instance, ["activations"], spec.slug, echo=True)
+    (done,) = extracted.asset_materializations_for_node("activations")
+    print(f"  extraction: {done.metadata['throughput'].value}", flush=True)
     for layer in layers:
         run_assets(instance, ["probes", "probe_metrics"], layer_model_key(layer, spec.slug), echo=True)
     result = run_assets(instance, ["probe_report"], spec.slug, echo=True)

@@ -147,3 +147,25 @@ def test_a_question_is_read_beside_the_conversation_and_kept_through_subsets():
         RaggedActivations.concat([acts, RaggedActivations(v, [0, 10])])
     with pytest.raises(ValueError, match="question_tokens"):
         RaggedActivations(v, [0, 4, 10], question_tokens=[4, 1])  # the whole first example: no conversation left
+
+
+def test_forward_flops_match_torchs_flop_counter(tiny):
+    """The FLOPs the compute floor is measured against (``make bench``, the activations
+    asset's share of the floor): the blocks' matmuls as torch's FLOP counter counts them
+    (it leaves out the fused attention kernel), plus the norms' weights, plus causal
+    attention (half the L x L square) per block."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mup_core.activations.extract import forward_flops
+    from mup_core.models.loading import base_model, decoder_layers
+
+    cfg = tiny.model.config
+    n, blocks = 37, cfg.num_hidden_layers
+    with FlopCounterMode(display=False) as counter, torch.inference_mode():
+        base_model(tiny.model)(input_ids=torch.arange(n)[None] + 5, use_cache=False)
+    norms = sum(p.numel() for b in decoder_layers(tiny.model) for name, p in b.named_parameters() if "norm" in name)
+    causal = 2 * cfg.num_attention_heads * cfg.head_dim * n * (n + 1)
+    assert forward_flops(tiny.model, [blocks - 1], [n]) == counter.get_total_flops() + 2 * norms * n + blocks * causal
+    # fewer layers, fewer blocks; two examples cost their sum
+    assert forward_flops(tiny.model, [0], [n, 5]) == forward_flops(tiny.model, [0], [n]) + forward_flops(tiny.model, [0], [5])
+    assert forward_flops(tiny.model, [1], [n]) < forward_flops(tiny.model, [2], [n])

@@ -83,6 +83,10 @@ def test_whole_graph_on_tiny(tmp_path):
     # a second activations run reuses the stored files (same model, text and layers)
     again = materialize(instance, root, ["activations"], "tiny")
     assert again.asset_materializations_for_node("activations")[0].metadata["reused"].value is True
+    assert again.asset_materializations_for_node("activations")[0].metadata["throughput"].value.startswith("nothing computed")
+    first = instance.fetch_materializations(dg.AssetKey("activations"), limit=2).records[-1].asset_materialization
+    share = [d["share_of_floor"] for d in first.metadata["datasets"].value.values()]
+    assert all(0 < s for s in share) and "of this machine's floor" in first.metadata["throughput"].value
 
 
 def test_probe_partitions_are_the_layers_each_model_has():

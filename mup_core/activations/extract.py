@@ -312,7 +312,8 @@ def iter_shards(
                         on_batch(done_batches, total_batches)
             seconds = time.perf_counter() - start
             stats = {"examples": b - a, "tokens": n_tokens, "computed_tokens": int(computed),
-                     "batches": len(batches_of[index]), "seconds": seconds}
+                     "batches": len(batches_of[index]), "seconds": seconds,
+                     "flops": forward_flops(lm.model, layers, lengths[a:b])}
             shard = Shard(index, a, b, {k: RaggedActivations(v, local, lm.slug, k) for k, v in tap.pop("buffers").items()},
                           torch.from_numpy(tokens.ids[tokens.offsets[a] : tokens.offsets[b]].copy()), stats)
             yield shard
@@ -323,12 +324,26 @@ def iter_shards(
         bar.close()
 
 
+def forward_flops(model, layers: Sequence[int], lengths: Sequence[int]) -> float:
+    """Forward FLOPs of extracting ``layers`` from examples of ``lengths`` tokens: the
+    decoder blocks up to the deepest layer, 2 per parameter per token, plus causal
+    attention (``2 * d_attn * L * (L + 1)`` per example and block). What the compute floor
+    of a machine is measured against (``make bench``, the ``activations`` asset)."""
+    blocks = list(decoder_layers(model))[: max(layers) + 1]
+    params = sum(p.numel() for b in blocks for p in b.parameters())
+    cfg = model.config
+    d_attn = cfg.num_attention_heads * (getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
+    n = np.asarray(lengths, dtype=np.float64)
+    return float(2.0 * params * n.sum() + 2.0 * d_attn * (n * (n + 1)).sum() * len(blocks))
+
+
 def summarise(shard_stats: Sequence[dict], truncated: int, layers: Sequence[int]) -> dict:
-    """Totals over the computed shards: tokens/s, padding efficiency, batches."""
+    """Totals over the computed shards: tokens/s, padding efficiency, batches, forward FLOPs."""
     tokens = sum(s["tokens"] for s in shard_stats)
     computed = sum(s["computed_tokens"] for s in shard_stats)
     seconds = sum(s["seconds"] for s in shard_stats)
     return {
+        "flops": sum(s.get("flops", 0.0) for s in shard_stats),
         "examples": sum(s["examples"] for s in shard_stats),
         "tokens": tokens,
         "computed_tokens": computed,

@@ -45,6 +45,11 @@ class Precision:
         """What asset metadata records about where and in what a model ran."""
         return {"device": str(self.device), "compute_dtype": self.dtype_name, "dtype_reason": self.reason}
 
+    def matmul_rate(self) -> float:
+        """This machine's matmul rate (GFLOP/s) in the compute dtype, measured once per
+        process (~0.3 s): the compute floor extraction is compared against."""
+        return _device_rate(str(self.device), self.dtype_name)
+
     def for_training(self) -> "Precision":
         """fp16 autocast without loss scaling under- and overflows gradients: train in fp32
         there (bf16 keeps fp32's range and is used as is)."""
@@ -105,6 +110,28 @@ def matmul_gflops(dtype: str, shape: tuple[int, int, int] = PROBE_SHAPE, seconds
         return 2 * m * k * n * reps / elapsed / 1e9
     finally:
         torch.set_num_threads(old)
+
+
+FLOOR_SHAPES = {"cpu": (512, 576, 1536), "cuda": (4096, 4096, 4096)}  # (m, k, n) the floor is measured on
+
+
+@lru_cache(maxsize=None)
+def _device_rate(device: str, dtype: str) -> float:
+    import torch
+
+    if not device.startswith("cuda"):
+        return matmul_gflops(dtype, FLOOR_SHAPES["cpu"], seconds=0.3)
+    m, k, n = FLOOR_SHAPES["cuda"]
+    a = torch.randn(m, k, device=device, dtype=getattr(torch, dtype))
+    b = torch.randn(k, n, device=device, dtype=getattr(torch, dtype))
+    a @ b
+    torch.cuda.synchronize(device)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 0.3:
+        a @ b
+        reps += 1
+        torch.cuda.synchronize(device)
+    return 2 * m * k * n * reps / (time.perf_counter() - start) / 1e9
 
 
 def decide_cpu_dtype(
