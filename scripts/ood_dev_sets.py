@@ -5,6 +5,7 @@
     .venv/bin/python scripts/ood_dev_sets.py report             # leave one dev set out, per training source
     .venv/bin/python scripts/ood_dev_sets.py extract --question # the same inputs with QUESTION appended as a user turn
     .venv/bin/python scripts/ood_dev_sets.py evaluate both --readout question  # probes on the question's tokens only
+    .venv/bin/python scripts/ood_dev_sets.py ensemble           # mean log-odds over layers / readouts (needs --question)
 
 Probes are trained on the embedded corpus and/or the research's 1,319 GPT-4o synthetic
 prompts (never on dev rows); every (probe type, layer, hyper-parameters) candidate is
@@ -158,6 +159,65 @@ def report(_args):
             print(rank(part, sets, by=("probe_type", "layer", "hp")).head(3).drop("sets"))
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    return np.log(p) - np.log1p(-p)
+
+
+def ensemble(args):
+    """Score ensembles of the fixed probe (logistic regression, C = 1e-3) trained on both
+    sources with the question appended: the mean log-odds over layers (no choice at all),
+    and the plain and concat readouts at the layer each chooses on the other three dev
+    sets (leave one out). Beside them, each readout's own leave-one-out row."""
+    from mup_core.activations.ragged import RaggedActivations
+    from mup_core.evaluation.metrics import metrics_with_ci
+    from mup_core.probes import train_probe
+    from mup_core.storage import LocalStore
+
+    store = LocalStore(STORE)
+    train, dev = datasets()
+    scores, labels = {}, {}  # (readout, layer) -> dev set -> probabilities
+    for readout in ("plain", "concat"):
+        for layer in LAYERS:
+            parts = [_labelled(store, n, train[n], layer, readout) for n in SOURCES["both"]]
+            probe = train_probe("logistic_regression", (RaggedActivations.concat([a for a, _ in parts]), np.concatenate([b for _, b in parts])),
+                                None, model="smollm2-135m", layer=layer, hyperparameters={"C": 1e-3})
+            for name, ds in dev.items():
+                acts, labels[name] = _labelled(store, name, ds, layer, readout)
+                scores.setdefault((readout, layer), {})[name] = probe.predict_proba(acts)[:, 1]
+            print(readout, layer, flush=True)
+
+    def auroc(key, name):
+        from sklearn.metrics import roc_auc_score
+        return roc_auc_score(labels[name], scores[key][name])
+
+    def chosen(readout, held):  # the layer with the best mean AUROC on the other three sets
+        others = [n for n in dev if n != held]
+        return max(LAYERS, key=lambda layer: np.mean([auroc((readout, layer), n) for n in others]))
+
+    methods = {
+        "plain, layer chosen (LOO)": lambda held: [("plain", chosen("plain", held))],
+        "concat, layer chosen (LOO)": lambda held: [("concat", chosen("concat", held))],
+        "plain + concat, each layer chosen (LOO)": lambda held: [("plain", chosen("plain", held)), ("concat", chosen("concat", held))],
+        "concat, mean over layers 16-28": lambda held: [("concat", layer) for layer in LAYERS if layer >= 16],
+        "concat, mean over all six layers": lambda held: [("concat", layer) for layer in LAYERS],
+        "plain + concat, mean over layers 16-28": lambda held: [(r, layer) for r in ("plain", "concat") for layer in LAYERS if layer >= 16],
+    }
+    rows = []
+    for method, members in methods.items():
+        for held in dev:
+            keys = members(held)
+            p = 1 / (1 + np.exp(-np.mean([_logit(scores[k][held]) for k in keys], axis=0)))
+            m = metrics_with_ci(labels[held], p, n_boot=1000, metrics=("auroc", "tpr_at_1pct_fpr"))
+            rows.append({"method": method, "held_out": held, "members": " ".join(f"{r}@{layer}" for r, layer in keys),
+                         **{k: v for k, v in m.items() if k.startswith(("auroc", "tpr_at_1pct_fpr"))}})
+    df = pl.DataFrame(rows)
+    df.write_parquet(f"{STORE}/ensembles.parquet")
+    with pl.Config(tbl_rows=60, tbl_cols=-1, tbl_width_chars=250, float_precision=3, tbl_hide_dataframe_shape=True):
+        print(df)
+        print(df.group_by("method", maintain_order=True).agg(pl.col("auroc").mean(), pl.col("tpr_at_1pct_fpr").mean()))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -171,8 +231,9 @@ def main(argv=None):
     ev.add_argument("--types", nargs="+", default=list(GRID))
     ev.add_argument("--layers", nargs="+", type=int, default=LAYERS)
     sub.add_parser("report")
+    sub.add_parser("ensemble", help="score ensembles over layers and readouts (needs extract --question)")
     args = parser.parse_args(argv)
-    {"extract": extract, "evaluate": evaluate, "report": report}[args.cmd](args)
+    {"extract": extract, "evaluate": evaluate, "report": report, "ensemble": ensemble}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -195,7 +195,7 @@ def test_a_prompted_probe_scores_message_ends_as_offline_and_leaves_the_reply_al
     reply = tiny.tokenizer.decode([t["token_id"] for t in tokens if t["token"]])
     replied = [*messages, {"role": "assistant", "content": reply}]
     assert final["score"] == pytest.approx(offline_score(tiny, probe, 2, replied, QUESTION), abs=2e-3)
-    assert final["tokens_scored"] > len(prompt["tokens"]) + len(tokens)  # the conversation, the reply and the question
+    assert final["tokens_scored"] > len(prompt["tokens"]) + len(tokens)  # the conversation, the reply and the template tokens
     # the probe read exactly the offline activations: the cache held no question while the reply was generated
     for acts, conversation in zip(read[-2:], (messages, replied)):
         offline = extract_activations(tiny, [with_question(conversation, QUESTION)], [2], progress=False).layer(2)
