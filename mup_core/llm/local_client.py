@@ -37,9 +37,10 @@ class _Decoder:
         self._step(ids)
 
     def _step(self, ids) -> None:
+        from mup_core.models.loading import cached_forward
+
         with self.torch.inference_mode():
-            out = self.lm.model(input_ids=ids, past_key_values=self.past, use_cache=True)
-        self.past = out.past_key_values
+            out, self.past = cached_forward(self.lm.model, ids, self.past)
         self.logits = out.logits[0, -1].float()
 
     def choose_int(self, lo: int, hi: int) -> int:

@@ -233,6 +233,19 @@ def decoder_layers(model) -> Any:
     raise TypeError(f"cannot find the decoder layers of {type(model).__name__}")
 
 
+def cached_forward(model, input_ids, cache):
+    """One forward pass that extends a key-value ``cache`` (None: a new one); returns the
+    output and the cache. The argument is ``cache`` in recent transformers (5.x, where
+    ``past_key_values`` is deprecated and goes in 5.40) and ``past_key_values`` before."""
+    import inspect
+
+    if "cache" in inspect.signature(model.forward).parameters:
+        out = model(input_ids=input_ids, cache=cache, use_cache=True)
+        return out, out["cache"]
+    out = model(input_ids=input_ids, past_key_values=cache, use_cache=True)
+    return out, out.past_key_values
+
+
 def base_model(model):
     """The transformer body without the LM head (so extraction never pays for it)."""
     for name in ("model", "transformer", "gpt_neox"):

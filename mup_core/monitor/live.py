@@ -33,6 +33,7 @@ import torch
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.data.chat import as_dialogue, with_question
 from mup_core.data.dataset import message_problem
+from mup_core.models.loading import cached_forward
 from mup_core.monitor.bundle import BundleError, MonitorBundle
 from mup_core.probes.base import ProbeStream
 
@@ -93,10 +94,10 @@ class LiveMonitor:
         handle = self._block.register_forward_hook(self._hook)
         try:
             with torch.inference_mode():
-                out = self.lm.model(input_ids=torch.tensor([ids], device=self.lm.device), past_key_values=past, use_cache=True)
+                out, past = cached_forward(self.lm.model, torch.tensor([ids], device=self.lm.device), past)
         finally:
             handle.remove()
-        return out.logits[0, -1].float(), out.past_key_values, self._captured[0]
+        return out.logits[0, -1].float(), past, self._captured[0]
 
     def _ids(self, messages: Sequence[dict], opened: bool = False) -> list[int]:
         """Token ids of ``messages`` through the chat template, as ``mup_core.activations``
