@@ -22,6 +22,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--layers", type=int, nargs="*", help="default: the model's probe layers")
     parser.add_argument("--eval-file", action="append", default=[], help="extra JSONL/CSV evaluation file")
+    parser.add_argument("--probe-types", nargs="+", help="train only these probe types (default: all eleven)")
     args = parser.parse_args(argv)
 
     if not os.environ.get("DAGSTER_HOME"):
@@ -45,8 +46,9 @@ def main(argv=None) -> int:
     extracted = run_assets(instance, ["activations"], spec.slug, echo=True)
     (done,) = extracted.asset_materializations_for_node("activations")
     print(f"  extraction: {done.metadata['throughput'].value}", flush=True)
+    probes_config = {"ops": {"probes": {"config": {"probe_types": args.probe_types}}}} if args.probe_types else None
     for layer in layers:
-        run_assets(instance, ["probes", "probe_metrics"], layer_model_key(layer, spec.slug), echo=True)
+        run_assets(instance, ["probes", "probe_metrics"], layer_model_key(layer, spec.slug), run_config=probes_config, echo=True)
     result = run_assets(instance, ["probe_report"], spec.slug, echo=True)
     bundle = run_assets(instance, ["monitor_bundle"], spec.slug, echo=True).output_for_node("monitor_bundle")
 

@@ -30,6 +30,17 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
         os.environ.setdefault(_var, "1")
 
 
+# The longest files first (about 5, 4, 3, 2 and 2 minutes on a 2-core AVX2 EPYC): `make test` hands
+# whole files to its two workers in collection order, and a long file started last leaves the other
+# worker idle while it runs (longest-processing-time-first scheduling). The rest keep their order.
+LONGEST_FIRST = ("test_stack.py", "test_reactivity.py", "test_study.py", "test_reliability.py", "test_cli.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(scope="session")
 def tiny():
     from mup_core.models import load_model
