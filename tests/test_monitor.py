@@ -30,16 +30,12 @@ TEXTS = [
 ] * 3
 
 
-@pytest.fixture(scope="module")
-def bundle_store(tmp_path_factory, tiny):
-    """A bundle for `tiny`: a logistic-regression probe at layer 2 with its threshold."""
-    from mup_core.activations import extract_activations
+def trained_bundle(acts, **extra):
+    """A logistic-regression probe of ``tiny`` at layer 2 trained on ``acts`` of TEXTS, and
+    its bundle with the threshold calibrated there at 1 % FPR (``extra``: more bundle fields)."""
     from mup_core.probes import train_probe
 
-    root = tmp_path_factory.mktemp("monitor") / "artifacts"
-    store = LocalStore(root)
     y = np.array([1 if lab == "high-stakes" else 0 for _, lab in TEXTS])
-    acts = extract_activations(tiny, [t for t, _ in TEXTS], [2], progress=False).layer(2)
     probe = train_probe("logistic_regression", (acts, y), None, model="tiny", layer=2)
     scores = probe.predict_proba(acts)[:, 1]
     threshold = calibrate_threshold(scores[y == 0], 0.01)
@@ -47,8 +43,19 @@ def bundle_store(tmp_path_factory, tiny):
         model="tiny", layer=2, probe_type="logistic_regression", threshold=threshold, target_fpr=0.01,
         selection_sets=["corpus-val"], out_of_distribution=False, selection_auroc=1.0, realised_fpr=0.0,
         tpr_at_threshold=float(np.mean(scores[y == 1] >= threshold)), uncertain_band=uncertain_band(threshold, 0.5),
-        probe_source="test",
+        probe_source="test", **extra,
     )
+    return probe, bundle
+
+
+@pytest.fixture(scope="module")
+def bundle_store(tmp_path_factory, tiny):
+    """A bundle for `tiny`: a logistic-regression probe at layer 2 with its threshold."""
+    from mup_core.activations import extract_activations
+
+    root = tmp_path_factory.mktemp("monitor") / "artifacts"
+    store = LocalStore(root)
+    probe, bundle = trained_bundle(extract_activations(tiny, [t for t, _ in TEXTS], [2], progress=False).layer(2))
     path = root.parent / "probe.safetensors"
     probe.save(path)
     prefix = save_bundle(store, bundle, path)
@@ -145,21 +152,12 @@ def prompted(bundle_store, tiny):
     from mup_core.activations.ragged import RaggedActivations
     from mup_core.data.chat import with_question
     from mup_core.monitor.bundle import PROMPTED_STREAMING
-    from mup_core.probes import train_probe
 
     store, plain_prefix = bundle_store
-    texts, y = [t for t, _ in TEXTS], np.array([1 if lab == "high-stakes" else 0 for _, lab in TEXTS])
+    texts = [t for t, _ in TEXTS]
     acts = extract_activations(tiny, [with_question(t, QUESTION) for t in texts], [2], progress=False).layer(2)
     acts = RaggedActivations(acts.values, acts.offsets, "tiny", 2, np.array(question_token_counts(tiny, texts, QUESTION)))
-    probe = train_probe("logistic_regression", (acts, y), None, model="tiny", layer=2)
-    scores = probe.predict_proba(acts)[:, 1]
-    threshold = calibrate_threshold(scores[y == 0], 0.01)
-    bundle = MonitorBundle(
-        model="tiny", layer=2, probe_type="logistic_regression", threshold=threshold, target_fpr=0.01,
-        selection_sets=["corpus-val"], out_of_distribution=False, selection_auroc=1.0, realised_fpr=0.0,
-        tpr_at_threshold=float(np.mean(scores[y == 1] >= threshold)), uncertain_band=uncertain_band(threshold, 0.5),
-        probe_source="test", question=QUESTION, streaming=PROMPTED_STREAMING,
-    )
+    probe, bundle = trained_bundle(acts, question=QUESTION, streaming=PROMPTED_STREAMING)
     path = store.root.parent / "prompted.safetensors"
     probe.save(path)
     prefix = save_bundle(store, bundle, path)
