@@ -233,13 +233,19 @@ def decoder_layers(model) -> Any:
     raise TypeError(f"cannot find the decoder layers of {type(model).__name__}")
 
 
+@lru_cache(maxsize=None)
+def _takes_cache(model_class) -> bool:
+    import inspect
+
+    return "cache" in inspect.signature(model_class.forward).parameters
+
+
 def cached_forward(model, input_ids, cache):
     """One forward pass that extends a key-value ``cache`` (None: a new one); returns the
     output and the cache. The argument is ``cache`` in recent transformers (5.x, where
-    ``past_key_values`` is deprecated and goes in 5.40) and ``past_key_values`` before."""
-    import inspect
-
-    if "cache" in inspect.signature(model.forward).parameters:
+    ``past_key_values`` is deprecated and goes in 5.40) and ``past_key_values`` before
+    (looked up once per model class: this runs once per generated token)."""
+    if _takes_cache(type(model)):
         out = model(input_ids=input_ids, cache=cache, use_cache=True)
         return out, out["cache"]
     out = model(input_ids=input_ids, past_key_values=cache, use_cache=True)

@@ -82,27 +82,32 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> frozenset[str] | None:
     return None
 
 
-def matmul_gflops(dtype: str, shape: tuple[int, int, int] = PROBE_SHAPE, seconds: float = 0.1, threads: int | None = None) -> float:
-    """The measured matmul rate (GFLOP/s) of this process's CPU in ``dtype``.
+def matmul_gflops(dtype: str, shape: tuple[int, int, int] = PROBE_SHAPE, seconds: float = 0.1, threads: int | None = None,
+                  device: str = "cpu") -> float:
+    """The measured matmul rate (GFLOP/s) of this process's CPU (or ``device``) in ``dtype``.
 
     Runs repeated ``(m, k) @ (k, n)`` products for about ``seconds`` after one warm-up
-    (at least one timed product, so an emulated dtype costs about two products).
+    (at least one timed product, so an emulated dtype costs about two products); on a GPU
+    each product is waited for before the clock is read.
     """
     import torch
 
+    wait = (lambda: torch.cuda.synchronize(device)) if device.startswith("cuda") else (lambda: None)
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         m, k, n = shape
         gen = torch.Generator().manual_seed(0)
-        a = torch.randn(m, k, generator=gen).to(getattr(torch, dtype))
-        b = torch.randn(k, n, generator=gen).to(getattr(torch, dtype))
+        a = torch.randn(m, k, generator=gen).to(device, getattr(torch, dtype))
+        b = torch.randn(k, n, generator=gen).to(device, getattr(torch, dtype))
         with torch.inference_mode():
             a @ b  # warm-up (oneDNN picks its kernel here)
+            wait()
             reps, start = 0, time.perf_counter()
             while True:
                 a @ b
+                wait()
                 reps += 1
                 elapsed = time.perf_counter() - start
                 if elapsed >= seconds:
@@ -121,24 +126,8 @@ def floor_rate(dtype: str, device: str = "cpu", tries: int = 3, seconds: float =
     ``activations`` asset). Measured when asked, next to the work it is compared with: on a
     shared VM one 0.5 s measurement of the same product ranged 116–153 GFLOP/s within an
     hour (docs/PERFORMANCE.md), so the best of a few short ones estimates the peak."""
-    import torch
-
-    if not device.startswith("cuda"):
-        return max(matmul_gflops(dtype, FLOOR_SHAPES["cpu"], seconds=seconds) for _ in range(tries))
-    m, k, n = FLOOR_SHAPES["cuda"]
-    a = torch.randn(m, k, device=device, dtype=getattr(torch, dtype))
-    b = torch.randn(k, n, device=device, dtype=getattr(torch, dtype))
-    a @ b
-    torch.cuda.synchronize(device)
-    best = 0.0
-    for _ in range(tries):
-        reps, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            a @ b
-            reps += 1
-            torch.cuda.synchronize(device)
-        best = max(best, 2 * m * k * n * reps / (time.perf_counter() - start) / 1e9)
-    return best
+    shape = FLOOR_SHAPES["cuda" if device.startswith("cuda") else "cpu"]
+    return max(matmul_gflops(dtype, shape, seconds=seconds, device=device) for _ in range(tries))
 
 
 def decide_cpu_dtype(
