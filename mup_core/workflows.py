@@ -179,7 +179,7 @@ def activations_for_datasets(
     for name, ds in datasets.items():
         key = activation_cache_key(
             lm.slug, ds.inputs_hash, layers, lm.spec.max_length, storage_dtype, lm.tokenizer.chat_template,
-            compute=f"{lm.precision.device.type}:{lm.precision.dtype_name}", overlong=overlong, question=question,
+            compute=lm.compute, overlong=overlong, question=question,
         )
         inputs = [with_question(x, question) for x in ds.inputs] if question else ds.inputs
         prefix = f"activations/{lm.slug}/{name}-{key[:16]}"

@@ -286,7 +286,8 @@ def activation_piece(
     loaded = {name: load_stored_dataset(store, dataset_texts[name]).with_name(name) for name in names}
     context.log.info(f"loading {slug} ({spec.source})")
     lm = load_model(slug)
-    context.log.info(f"{slug} on {lm.device}, computing in {lm.precision.dtype_name} ({lm.precision.reason}); layers {layers}")
+    context.log.info(f"{slug} on {lm.device}, computing in {lm.precision.dtype_name} ({lm.precision.reason}), "
+                     f"attention {lm.attention}; layers {layers}")
 
     def progress(name: str, done: int, total: int) -> None:
         if done == total or done % max(1, total // 5) == 0:
@@ -308,7 +309,8 @@ def activation_piece(
                 f"{name}: {s['truncated_examples']} of {len(loaded[name])} inputs are longer than {spec.max_length} "
                 f"tokens; kept their {kept} {spec.max_length} (config overlong={config.overlong!r}; 'refuse' fails instead)"
             )
-    return ActivationPiece(refs, stats, tuple(layers), lm.precision.as_metadata(), config.model_dump())
+    return ActivationPiece(refs, stats, tuple(layers), {**lm.precision.as_metadata(), "attention": lm.attention},
+                         config.model_dump())
 
 
 def throughput(stats, precision: dict) -> str:

@@ -35,10 +35,18 @@ class LoadedModel:
     model: Any  # transformers PreTrainedModel (causal LM)
     tokenizer: Any
     precision: Precision  # device, compute dtype and why
+    attention: str = "sdpa"  # transformers attention implementation (mup_core.models.attention)
 
     @property
     def slug(self) -> str:
         return self.spec.slug
+
+    @property
+    def compute(self) -> str:
+        """Device type, dtype and, where it is not SDPA, the attention kernel
+        (``cpu:bfloat16:mup_sdpa``): what the values a forward pass gives depend on."""
+        base = f"{self.precision.device.type}:{self.precision.dtype_name}"
+        return base if self.attention == "sdpa" else f"{base}:{self.attention}"
 
     @property
     def device(self):
@@ -191,7 +199,10 @@ def _unavailable(spec: ModelSpec, exc: Exception) -> ModelUnavailableError:
 
 def load_model(slug: str, device: str | None = None, dtype: str | None = None) -> LoadedModel:
     """Load a registry model for inference (eval mode, no gradients)."""
+    import torch
     from transformers import AutoModelForCausalLM
+
+    from mup_core.models.attention import use_fast_attention
 
     spec = get_spec(slug)
     precision = choose_precision(device, dtype)
@@ -203,8 +214,11 @@ def load_model(slug: str, device: str | None = None, dtype: str | None = None) -
     model.to(precision.device)
     model.eval()
     model.requires_grad_(False)
+    attention = getattr(model.config, "_attn_implementation", None) or "eager"
+    if precision.device.type == "cpu" and precision.dtype == torch.bfloat16:
+        attention = use_fast_attention(model)  # SDPA's CPU bf16 kernel is slow (mup_core.models.attention)
     tok = load_tokenizer(slug)
-    return LoadedModel(spec=spec, model=model, tokenizer=tok, precision=precision)
+    return LoadedModel(spec=spec, model=model, tokenizer=tok, precision=precision, attention=attention)
 
 
 @lru_cache(maxsize=2)
