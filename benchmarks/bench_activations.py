@@ -7,7 +7,8 @@ Prints (see docs/PERFORMANCE.md):
    layer (2 x their parameters per token, plus causal attention, 2 x d_attn x L(L+1)
    per example of L tokens and layer) / the best matmul rate, and extraction
    throughput as a share of it, beside a bare ``model(**batch)`` forward on the same
-   length-bucketed batches in the same run;
+   length-bucketed batches in the same run, and (where mup's attention kernel is in use:
+   CPU bf16) the same extraction with PyTorch's SDPA attention;
 2. useful / computed tokens (padding efficiency) of the length bucketing;
 3. bytes stored vs a padded fp32 layout of the same layers;
 4. (``--memory``) peak RSS of a streaming extraction into a local store for the corpus
@@ -131,7 +132,8 @@ def main(argv=None):
     spec = get_spec(args.model)
     layers = list(spec.default_layers)
     lm = load_model(args.model)
-    print(f"   mup computes in {lm.precision.dtype_name} on {lm.precision.device}: {lm.precision.reason}")
+    print(f"   mup computes in {lm.precision.dtype_name} on {lm.precision.device}: {lm.precision.reason}; "
+          f"attention {lm.attention}")
     ds = load_embedded_corpus()
     inputs = ds.inputs
     token_ids, _ = tokenize_inputs(lm, inputs)
@@ -146,7 +148,7 @@ def main(argv=None):
 
     _bare_forward(lm, token_ids, bucketed[-3:])  # warm-up
     extract_activations(lm, inputs[:32], layers, batch_tokens=args.batch_tokens, progress=False)
-    ours, bare, shares = [], [], []
+    ours, bare, shares, with_sdpa = [], [], [], []
     for rep in range(args.reps):
         # the machine's speed drifts on a shared VM: each rep is compared with a peak measured next to it
         rate = floor_rate(best)
@@ -155,8 +157,15 @@ def main(argv=None):
         ours.append(useful / result.stats["seconds"])
         shares.append(ours[-1] * flops_per_token / (rate * 1e9))
         bare.append(useful / _bare_forward(lm, token_ids, bucketed))
+        sdpa = ""
+        if lm.attention != "sdpa":  # what the attention kernel adds: the same extraction with PyTorch's SDPA
+            lm.model.set_attn_implementation("sdpa")
+            with_sdpa.append(useful / extract_activations(lm, inputs, layers, batch_tokens=args.batch_tokens,
+                                                          progress=False).stats["seconds"])
+            lm.model.set_attn_implementation(lm.attention)
+            sdpa = f", extract with SDPA attention {with_sdpa[-1]:.0f} tok/s"
         print(f"   rep {rep + 1}: extract {ours[-1]:.0f} tok/s = {shares[-1]:.0%} of the floor at {rate:.0f} GFLOP/s measured "
-              f"around it, bare forward (same batches) {bare[-1]:.0f} tok/s", flush=True)
+              f"around it, bare forward (same batches) {bare[-1]:.0f} tok/s{sdpa}", flush=True)
 
     med = statistics.median
     padded_fp32 = len(lengths) * max(lengths) * spec.hidden_size * 4 * len(layers)
@@ -165,6 +174,9 @@ def main(argv=None):
     print(f"1. extraction {med(ours):.0f} tokens/s = {med(shares):.0%} of the floor measured around each rep "
           f"({med(ours) / floor:.0%} of the first measurement's {floor:.0f} tokens/s; target >= 75%); "
           f"bare model(**batch) {med(bare):.0f} tokens/s -> {med(ours) / med(bare):.2f}x (target >= 1.5x)")
+    if with_sdpa:
+        print(f"   attention {lm.attention} vs PyTorch's SDPA in extraction: {med(ours) / med(with_sdpa):.2f}x "
+              f"({med(with_sdpa):.0f} tokens/s with SDPA)")
     print(f"2. padding efficiency {useful / result.stats['computed_tokens']:.3f} useful/computed tokens "
           f"({result.stats['batches']} batches of <= {args.batch_tokens} padded tokens)")
     print(f"3. stored bytes {stored / 1e6:.1f} MB (bf16, unpadded) vs {padded_fp32 / 1e6:.1f} MB padded fp32 "

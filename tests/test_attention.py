@@ -63,17 +63,20 @@ def counted(monkeypatch):
     return calls
 
 
-def test_a_bf16_cpu_model_extracts_through_it_and_falls_back_to_sdpa_elsewhere(counted):
-    lm = load_model("tiny", device="cpu", dtype="bfloat16")
-    assert lm.attention == attention.ATTENTION and lm.compute == "cpu:bfloat16:mup_sdpa"
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_a_cpu_model_extracts_through_it_and_falls_back_to_sdpa_elsewhere(counted, dtype):
+    lm = load_model("tiny", device="cpu", dtype=dtype)
+    assert lm.attention == attention.ATTENTION and lm.compute == f"cpu:{dtype}:mup_sdpa"
     fast = extract_activations(lm, TEXTS, [1, 3], storage_dtype=torch.float32, progress=False)
     assert len(counted) == 4 * fast.stats["batches"]  # every block of every batch took the fast path
 
     lm.model.set_attn_implementation("sdpa")
     slow = extract_activations(lm, TEXTS, [1, 3], storage_dtype=torch.float32, progress=False)
     assert len(counted) == 4 * fast.stats["batches"]
-    for layer in (1, 3):  # the same activations up to bf16 rounding
+    for layer in (1, 3):  # the same activations up to rounding
         a, b = fast.layer(layer).values, slow.layer(layer).values
+        if dtype == "float32":
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
         assert F.cosine_similarity(a, b, dim=-1).min() > 0.99
         assert ((a - b).norm(dim=-1) / b.norm(dim=-1)).median() < 0.02
 
@@ -82,6 +85,7 @@ def test_a_bf16_cpu_model_extracts_through_it_and_falls_back_to_sdpa_elsewhere(c
     with torch.inference_mode():
         lm.model(**ids)  # an attention mask: SDPA
         lm.model(input_ids=ids["input_ids"][:, :1])  # one query: SDPA
+        lm.model(input_ids=torch.ones(1, attention.MAX_LEN + 1, dtype=torch.long))  # long: SDPA
     with torch.enable_grad():
         lm.model(input_ids=ids["input_ids"])  # autograd (training): SDPA
     assert len(counted) == 4 * fast.stats["batches"]
@@ -90,6 +94,8 @@ def test_a_bf16_cpu_model_extracts_through_it_and_falls_back_to_sdpa_elsewhere(c
     assert len(counted) == 4 * fast.stats["batches"] + 4
 
 
-def test_float32_models_keep_sdpa():
-    lm = load_model("tiny", device="cpu", dtype="float32")
-    assert lm.attention == "sdpa" and lm.compute == "cpu:float32"
+def test_gpu_models_keep_sdpa():
+    if not torch.cuda.is_available():
+        pytest.skip("needs a GPU")
+    lm = load_model("tiny", device="cuda")
+    assert lm.attention == "sdpa" and lm.compute.startswith("cuda:") and lm.compute.count(":") == 1

@@ -1,22 +1,24 @@
-"""Causal self-attention for CPU bfloat16 prefill, faster than PyTorch's SDPA kernel there.
+"""Causal self-attention for CPU prefill of up to 512 tokens, faster than PyTorch's SDPA kernel there.
 
 On CPUs with native bf16 the matrix products of a small model run near the machine's
 peak, but ``scaled_dot_product_attention``'s CPU flash kernel does not: at head size 64 it
-reaches 30-120 GFLOP/s against 400+ for the projections, so for the embedded 135M model
-attention took a fifth of every decoder block (docs/PERFORMANCE.md). ``chunked_causal``
-computes the attention of Hugging Face's eager implementation (scores rounded to the compute
-dtype, softmax accumulated in float32): query chunks of ``CHUNK`` rows against the keys up
-to the chunk's end (the causal upper triangle is skipped a chunk at a time), the grouped
-query heads of one key-value head in one product. On a 2-core AVX-512-BF16 EPYC it is
-1.5-2.4x the SDPA kernel at every length from 32 to 2,048 tokens. In float32 it is not
-faster, so it is used for bf16 only.
+reaches 30-120 GFLOP/s against 400+ for the projections. ``chunked_causal`` computes causal
+attention in query chunks of ``CHUNK`` rows against the keys up to the chunk's end (the
+upper triangle is skipped a chunk at a time), the grouped query heads of one key-value
+head in one product, the scores and softmax in float32 (as SDPA's kernel keeps them;
+rounded to bf16, as Hugging Face's eager attention does, a large logit would lose up to
+1/16 before the softmax) and the probabilities times the values in the compute dtype.
+``make bench`` (benchmarks/bench_attention.py) on a 2-core EPYC: 1.6-1.8x SDPA in bf16 and
+1.0-1.45x in float32 (AVX-512 or AVX2 kernels alike) from 32 to 512 tokens, at SDPA's
+error; from 1,024 tokens on SDPA is faster, so longer sequences go to it (``MAX_LEN``).
 
 ``ATTENTION`` is registered with transformers' ``AttentionInterface`` (and SDPA's mask
 builder), and ``load_model`` sets it on CPU models. It takes the fast path only where it
 computes exactly causal attention: inference (no autograd), no attention mask (the
-extraction path: right-padded, causal), as many queries as keys, no dropout, no sliding
-window or soft-capping; everything else (training, generation with a cache, masked batches)
-goes to transformers' SDPA function unchanged.
+extraction path: right-padded, causal), as many queries as keys (at most ``MAX_LEN``), bf16
+or float32, no dropout, no sliding window or soft-capping; everything else (training,
+generation with a cache, masked batches, long sequences) goes to transformers' SDPA
+function unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import torch
 
 ATTENTION = "mup_sdpa"
 CHUNK = 32  # query rows per product: the best of 16/32/64/128 measured (docs/PERFORMANCE.md)
+MAX_LEN = 512  # longer sequences go to SDPA, which is as fast or faster there (benchmarks/bench_attention.py)
+DTYPES = (torch.bfloat16, torch.float32)
 _UNSUPPORTED = ("softcap", "sliding_window", "s_aux", "position_bias")
 
 
@@ -67,12 +71,12 @@ def fast_path(module, query, key, attention_mask, dropout: float, is_causal, kwa
     return (
         attention_mask is None
         and query.device.type == "cpu"
-        and query.dtype == torch.bfloat16
+        and query.dtype in DTYPES
         and not torch.is_grad_enabled()
         and not dropout
         and is_causal is not False
         and getattr(module, "is_causal", True)
-        and query.shape[2] == key.shape[2] > 1
+        and 1 < query.shape[2] == key.shape[2] <= MAX_LEN
         and all(kwargs.get(k) is None for k in _UNSUPPORTED)
     )
 

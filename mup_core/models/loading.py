@@ -199,7 +199,6 @@ def _unavailable(spec: ModelSpec, exc: Exception) -> ModelUnavailableError:
 
 def load_model(slug: str, device: str | None = None, dtype: str | None = None) -> LoadedModel:
     """Load a registry model for inference (eval mode, no gradients)."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     from mup_core.models.attention import use_fast_attention
@@ -215,8 +214,8 @@ def load_model(slug: str, device: str | None = None, dtype: str | None = None) -
     model.eval()
     model.requires_grad_(False)
     attention = getattr(model.config, "_attn_implementation", None) or "eager"
-    if precision.device.type == "cpu" and precision.dtype == torch.bfloat16:
-        attention = use_fast_attention(model)  # SDPA's CPU bf16 kernel is slow (mup_core.models.attention)
+    if precision.device.type == "cpu":
+        attention = use_fast_attention(model)  # SDPA's CPU kernel is slow at short lengths (mup_core.models.attention)
     tok = load_tokenizer(slug)
     return LoadedModel(spec=spec, model=model, tokenizer=tok, precision=precision, attention=attention)
 
