@@ -65,6 +65,7 @@ monitor: install
 
 bench: install
 	$(PY) benchmarks/bench_activations.py --memory $(BENCH_ARGS)
+	$(PY) benchmarks/bench_attention.py
 	$(PY) benchmarks/bench_bootstrap.py
 	$(PY) benchmarks/bench_monitor.py
 

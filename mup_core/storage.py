@@ -405,16 +405,18 @@ def s3_client(endpoint_url: str | None = None, region_name: str | None = None, *
     """The one boto3 S3 client of mup (the CLI, the Dagster resource, the IO manager, data
     sources, the local stack). Credentials the AWS way (environment, profile, instance role)
     unless given, never in config. A request that fails to connect, times out or gets a
-    5xx / throttling answer is retried with exponential backoff and jitter: ``max_attempts``
-    (default ``MUP_S3_MAX_ATTEMPTS``, 10) attempts in all, waits of up to 1, 2, 4, 8, 16, 20 … s,
-    so an object server that restarts for a few seconds costs a wait, not a run; one that
-    refuses connections for longer than about a minute (expected, with the jitter) fails the
-    step with its endpoint in the error. A server that accepts connections but never answers
-    costs the 60 s read timeout per attempt."""
+    5xx / throttling answer is retried with exponential backoff and jitter (botocore's
+    standard mode: the i-th wait is random(0, 1) x min(0.05 s x 2^i, 20 s) for such errors):
+    ``max_attempts`` (default ``MUP_S3_MAX_ATTEMPTS``, 16) attempts in all wait 73 s in the
+    median and more than 39 s in 99 of 100 outages (10 attempts waited 13 s in the median, 4 s
+    at the 1st percentile: shorter than an object server's restart, which failed runs), so an
+    object server that restarts costs a wait, not a run; one that refuses connections for
+    longer than one to two minutes fails the step with its endpoint in the error. A server
+    that accepts connections but never answers costs the 60 s read timeout per attempt."""
     import boto3
     from botocore.config import Config
 
-    attempts = max_attempts or int(os.environ.get("MUP_S3_MAX_ATTEMPTS", "10"))
+    attempts = max_attempts or int(os.environ.get("MUP_S3_MAX_ATTEMPTS", "16"))
     config = Config(retries={"total_max_attempts": attempts, "mode": "standard"}, connect_timeout=5, read_timeout=60)
     keys = {"aws_access_key_id": credentials["AWS_ACCESS_KEY_ID"],
             "aws_secret_access_key": credentials["AWS_SECRET_ACCESS_KEY"]} if credentials else {}
