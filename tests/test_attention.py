@@ -7,7 +7,12 @@ import torch.nn.functional as F
 import mup_core.models.attention as attention
 from mup_core.activations import extract_activations
 from mup_core.models import load_model
-from tests.test_activations import TEXTS
+
+TEXTS = [
+    "Short one.",
+    [{"role": "system", "content": "You are a triage nurse."}, {"role": "user", "content": "My chest hurts and my left arm is numb."}],
+    "A somewhat longer prompt about booking a table for four people at an Italian restaurant on Friday evening.",
+]
 
 
 def _qkv(batch, heads, kv_heads, n, dtype, seed=0):
