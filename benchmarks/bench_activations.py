@@ -8,7 +8,7 @@ Prints (see docs/PERFORMANCE.md):
    per example of L tokens and layer) / the best matmul rate, and extraction
    throughput as a share of it, beside a bare ``model(**batch)`` forward on the same
    length-bucketed batches in the same run, and (where mup's attention kernel is in use:
-   CPU bf16) the same extraction with PyTorch's SDPA attention;
+   on CPU) the same extraction with PyTorch's SDPA attention;
 2. useful / computed tokens (padding efficiency) of the length bucketing;
 3. bytes stored vs a padded fp32 layout of the same layers;
 4. (``--memory``) peak RSS of a streaming extraction into a local store for the corpus
@@ -158,11 +158,12 @@ def main(argv=None):
         shares.append(ours[-1] * flops_per_token / (rate * 1e9))
         bare.append(useful / _bare_forward(lm, token_ids, bucketed))
         sdpa = ""
-        if lm.attention != "sdpa":  # what the attention kernel adds: the same extraction with PyTorch's SDPA
+        kernel = lm.attention
+        if kernel != "sdpa":  # what the attention kernel adds: the same extraction with PyTorch's SDPA
             lm.model.set_attn_implementation("sdpa")
             with_sdpa.append(useful / extract_activations(lm, inputs, layers, batch_tokens=args.batch_tokens,
                                                           progress=False).stats["seconds"])
-            lm.model.set_attn_implementation(lm.attention)
+            lm.model.set_attn_implementation(kernel)
             sdpa = f", extract with SDPA attention {with_sdpa[-1]:.0f} tok/s"
         print(f"   rep {rep + 1}: extract {ours[-1]:.0f} tok/s = {shares[-1]:.0%} of the floor at {rate:.0f} GFLOP/s measured "
               f"around it, bare forward (same batches) {bare[-1]:.0f} tok/s{sdpa}", flush=True)

@@ -19,15 +19,11 @@ from mup_core.models.attention import chunked_causal
 SHAPES = [(64, 32), (32, 64), (16, 128), (8, 256), (4, 512), (2, 1024), (1, 2048)]
 
 
-def best_ms(fn, rounds: int, reps: int = 5) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(reps):
-            fn()
-        best = min(best, (time.perf_counter() - start) / reps)
-    return best * 1e3
+def mean_ms(fn, reps: int = 5) -> float:
+    start = time.perf_counter()
+    for _ in range(reps):
+        fn()
+    return (time.perf_counter() - start) / reps * 1e3
 
 
 def main(argv=None) -> int:
@@ -45,10 +41,11 @@ def main(argv=None) -> int:
             exact = F.scaled_dot_product_attention(q.double(), k.double(), v.double(), is_causal=True, enable_gqa=True)
             sdpa = lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)  # noqa: E731
             ours = lambda: chunked_causal(q, k, v)  # noqa: E731
+            sdpa(), ours()  # warm-up
             times = {"sdpa": float("inf"), "ours": float("inf")}
-            for _ in range(args.rounds):  # alternate, so that drift hits both
-                times["sdpa"] = min(times["sdpa"], best_ms(sdpa, 1))
-                times["ours"] = min(times["ours"], best_ms(ours, 1))
+            for _ in range(args.rounds):  # alternate, so that drift hits both; keep each one's best round
+                times["sdpa"] = min(times["sdpa"], mean_ms(sdpa))
+                times["ours"] = min(times["ours"], mean_ms(ours))
             errors = [(f().double() - exact).abs().mean().item() for f in (sdpa, ours)]
             print(f"  {'':8s} {f'{batch} x {n}':>12s} {times['sdpa']:8.2f} {times['ours']:8.2f} "
                   f"{times['sdpa'] / times['ours']:7.2f}x {errors[0]:9.2e} {errors[1]:9.2e}", flush=True)

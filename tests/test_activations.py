@@ -161,12 +161,13 @@ def test_forward_flops_match_torchs_flop_counter(tiny):
 
     cfg = tiny.model.config
     n, blocks = 37, cfg.num_hidden_layers
+    kernel = tiny.attention
     tiny.model.set_attn_implementation("sdpa")  # the fused kernel: the counter sees no attention products
     try:
         with FlopCounterMode(display=False) as counter, torch.inference_mode():
             base_model(tiny.model)(input_ids=torch.arange(n)[None] + 5, use_cache=False)
     finally:
-        tiny.model.set_attn_implementation(tiny.attention)
+        tiny.model.set_attn_implementation(kernel)
     norms = sum(p.numel() for b in decoder_layers(tiny.model) for name, p in b.named_parameters() if "norm" in name)
     causal = 2 * cfg.num_attention_heads * cfg.head_dim * n * (n + 1)
     assert forward_flops(tiny.model, [blocks - 1], [n]) == counter.get_total_flops() + 2 * norms * n + blocks * causal

@@ -8,8 +8,8 @@ upper triangle is skipped a chunk at a time), the grouped query heads of one key
 head in one product, the scores and softmax in float32 (as SDPA's kernel keeps them;
 rounded to bf16, as Hugging Face's eager attention does, a large logit would lose up to
 1/16 before the softmax) and the probabilities times the values in the compute dtype.
-``make bench`` (benchmarks/bench_attention.py) on a 2-core EPYC: 1.6-1.8x SDPA in bf16 and
-1.0-1.45x in float32 (AVX-512 or AVX2 kernels alike) from 32 to 512 tokens, at SDPA's
+``make bench`` (benchmarks/bench_attention.py) on a 2-core AMD EPYC with AVX-512-BF16: 1.4-1.8x
+SDPA in bf16 and 1.0-1.45x in float32 (AVX-512 or AVX2 kernels alike) from 32 to 512 tokens, at SDPA's
 error; from 1,024 tokens on SDPA is faster, so longer sequences go to it (``MAX_LEN``).
 
 ``ATTENTION`` is registered with transformers' ``AttentionInterface`` (and SDPA's mask
@@ -103,11 +103,8 @@ def register() -> str:
     return ATTENTION
 
 
-def use_fast_attention(model) -> str:
-    """Set ``ATTENTION`` on a CPU model whose attention is SDPA; returns the implementation
-    the model now uses (unchanged for models that do not take a custom implementation)."""
-    current = getattr(model.config, "_attn_implementation", None)
-    if current != "sdpa" or not getattr(model, "_can_set_attn_implementation", lambda: False)():
-        return current or "eager"
-    model.set_attn_implementation(register())
-    return model.config._attn_implementation
+def use_fast_attention(model) -> None:
+    """Set ``ATTENTION`` on a CPU model whose attention is SDPA (others, and models that do
+    not take a custom implementation, keep theirs)."""
+    if getattr(model.config, "_attn_implementation", None) == "sdpa" and model._can_set_attn_implementation():
+        model.set_attn_implementation(register())

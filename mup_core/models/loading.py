@@ -35,11 +35,16 @@ class LoadedModel:
     model: Any  # transformers PreTrainedModel (causal LM)
     tokenizer: Any
     precision: Precision  # device, compute dtype and why
-    attention: str = "sdpa"  # transformers attention implementation (mup_core.models.attention)
 
     @property
     def slug(self) -> str:
         return self.spec.slug
+
+    @property
+    def attention(self) -> str:
+        """The attention implementation the model runs now (``mup_sdpa`` on CPU:
+        mup_core.models.attention), read from it so that it cannot go stale."""
+        return getattr(self.model.config, "_attn_implementation", None) or "eager"
 
     @property
     def compute(self) -> str:
@@ -213,11 +218,10 @@ def load_model(slug: str, device: str | None = None, dtype: str | None = None) -
     model.to(precision.device)
     model.eval()
     model.requires_grad_(False)
-    attention = getattr(model.config, "_attn_implementation", None) or "eager"
     if precision.device.type == "cpu":
-        attention = use_fast_attention(model)  # SDPA's CPU kernel is slow at short lengths (mup_core.models.attention)
+        use_fast_attention(model)  # SDPA's CPU kernel is slow at short lengths (mup_core.models.attention)
     tok = load_tokenizer(slug)
-    return LoadedModel(spec=spec, model=model, tokenizer=tok, precision=precision, attention=attention)
+    return LoadedModel(spec=spec, model=model, tokenizer=tok, precision=precision)
 
 
 @lru_cache(maxsize=2)
