@@ -77,6 +77,44 @@ def _question_tokens(ds) -> np.ndarray:
     return _QUESTION_TOKENS[ds.name]
 
 
+_PREFIX_TOKENS: dict[str, np.ndarray] = {}
+
+
+def _prefix_tokens(ds) -> np.ndarray:
+    """Leading tokens of each extracted ``+q`` input that are the chat template's default
+    prefix (SmolLM2's default system prompt and the user turn's header: 24 tokens). They are
+    the same tokens in every example, so the causal model's activations there are the same
+    constants for every example: they carry no information, and in a mean over L tokens
+    they add a constant / L, a length signal that differs between short training prompts
+    and long dev conversations. An input with its own system prompt shares fewer."""
+    from mup_core.activations.extract import tokenize_inputs, tokenizer_only
+    from mup_core.data.chat import with_question
+
+    if ds.name not in _PREFIX_TOKENS:
+        lm = tokenizer_only("smollm2-135m")
+        probe_ids, _ = tokenize_inputs(lm, ["A", "B"], max_length=2**62)
+        template = [a for a, b in zip(*probe_ids) if a == b]  # their common prefix
+        ids, _ = tokenize_inputs(lm, [with_question(x, QUESTION) for x in ds.inputs], overlong="keep_end")
+        counts = []
+        for row in ids:
+            k = 0
+            while k < min(len(row), len(template)) and row[k] == template[k]:
+                k += 1
+            counts.append(k)
+        _PREFIX_TOKENS[ds.name] = np.array(counts)
+    return _PREFIX_TOKENS[ds.name]
+
+
+def _drop_prefix(acts, k: np.ndarray):
+    """``acts`` without the first ``k[i]`` tokens of each example (question marks kept)."""
+    from mup_core.activations.ragged import RaggedActivations
+
+    starts, ends = acts.offsets[:-1], acts.offsets[1:]
+    keep = np.concatenate([np.arange(start + n, end) for start, end, n in zip(starts, ends, k)])
+    return RaggedActivations(acts.values[keep], np.concatenate([[0], np.cumsum((ends - starts) - k)]), acts.model, acts.layer,
+                             acts.question_tokens)
+
+
 def _split(acts, k: np.ndarray):
     """(the conversation's tokens, the question's last ``k[i]`` tokens) of each example. The
     model is causal: the conversation's activations are those it has without the question."""
@@ -97,6 +135,10 @@ def _readout(acts, ds, readout: str):
     (``all``)."""
     from mup_core.activations.ragged import RaggedActivations
 
+    if readout.endswith("-np"):  # the same readout without the template's constant prefix
+        marked = RaggedActivations(acts.values, acts.offsets, acts.model, acts.layer, _question_tokens(ds))
+        acts, readout = _drop_prefix(marked, _prefix_tokens(ds)), readout[:-3]
+        acts.question_tokens = None
     if readout == "all":
         return acts
     if readout == "concat":
@@ -176,8 +218,9 @@ def ensemble(args):
 
     store = LocalStore(STORE)
     train, dev = datasets()
+    plain, concat = ("plain-np", "concat-np") if args.no_prefix else ("plain", "concat")
     scores, labels = {}, {}  # (readout, layer) -> dev set -> probabilities
-    for readout in ("plain", "concat"):
+    for readout in (plain, concat):
         for layer in LAYERS:
             parts = [_labelled(store, n, train[n], layer, readout) for n in SOURCES["both"]]
             probe = train_probe("logistic_regression", (RaggedActivations.concat([a for a, _ in parts]), np.concatenate([b for _, b in parts])),
@@ -187,21 +230,31 @@ def ensemble(args):
                 scores.setdefault((readout, layer), {})[name] = probe.predict_proba(acts)[:, 1]
             print(readout, layer, flush=True)
 
+    from sklearn.metrics import roc_auc_score
+
     def auroc(key, name):
-        from sklearn.metrics import roc_auc_score
         return roc_auc_score(labels[name], scores[key][name])
 
     def chosen(readout, held):  # the layer with the best mean AUROC on the other three sets
         others = [n for n in dev if n != held]
         return max(LAYERS, key=lambda layer: np.mean([auroc((readout, layer), n) for n in others]))
 
+    def same(held):  # the one layer where plain + concat scores best on the other three sets
+        others = [n for n in dev if n != held]
+        return max(LAYERS, key=lambda layer: np.mean([roc_auc_score(labels[n], np.mean([_logit(scores[(r, layer)][n]) for r in (plain, concat)], axis=0))
+                                                      for n in others]))
+
     methods = {
-        "plain, layer chosen (LOO)": lambda held: [("plain", chosen("plain", held))],
-        "concat, layer chosen (LOO)": lambda held: [("concat", chosen("concat", held))],
-        "plain + concat, each layer chosen (LOO)": lambda held: [("plain", chosen("plain", held)), ("concat", chosen("concat", held))],
-        "concat, mean over layers 16-28": lambda held: [("concat", layer) for layer in LAYERS if layer >= 16],
-        "concat, mean over all six layers": lambda held: [("concat", layer) for layer in LAYERS],
-        "plain + concat, mean over layers 16-28": lambda held: [(r, layer) for r in ("plain", "concat") for layer in LAYERS if layer >= 16],
+        "plain, layer chosen (LOO)": lambda held: [(plain, chosen(plain, held))],
+        "concat, layer chosen (LOO)": lambda held: [(concat, chosen(concat, held))],
+        "plain + concat, each layer chosen (LOO)": lambda held: [(plain, chosen(plain, held)), (concat, chosen(concat, held))],
+        "concat, mean over layers 16-28": lambda held: [(concat, layer) for layer in LAYERS if layer >= 16],
+        "concat, mean over all six layers": lambda held: [(concat, layer) for layer in LAYERS],
+        "plain + concat, mean over layers 16-28": lambda held: [(r, layer) for r in (plain, concat) for layer in LAYERS if layer >= 16],
+        # added after the six above were scored (2026-11-25): can one layer carry the ensemble?
+        "plain + concat at one layer, chosen (LOO)": lambda held: [(plain, same(held)), (concat, same(held))],
+        "plain, mean over layers 16-28": lambda held: [(plain, layer) for layer in LAYERS if layer >= 16],
+        "plain, mean over all six layers": lambda held: [(plain, layer) for layer in LAYERS],
     }
     rows = []
     for method, members in methods.items():
@@ -212,7 +265,7 @@ def ensemble(args):
             rows.append({"method": method, "held_out": held, "members": " ".join(f"{r}@{layer}" for r, layer in keys),
                          **{k: v for k, v in m.items() if k.startswith(("auroc", "tpr_at_1pct_fpr"))}})
     df = pl.DataFrame(rows)
-    df.write_parquet(f"{STORE}/ensembles.parquet")
+    df.write_parquet(f"{STORE}/ensembles{'-np' if args.no_prefix else ''}.parquet")
     with pl.Config(tbl_rows=60, tbl_cols=-1, tbl_width_chars=250, float_precision=3, tbl_hide_dataframe_shape=True):
         print(df)
         print(df.group_by("method", maintain_order=True).agg(pl.col("auroc").mean(), pl.col("tpr_at_1pct_fpr").mean()))
@@ -224,14 +277,15 @@ def main(argv=None):
     ex = sub.add_parser("extract")
     ex.add_argument("--question", action="store_true", help="append QUESTION to every input (stored as <name>+q)")
     ev = sub.add_parser("evaluate")
-    ev.add_argument("--readout", choices=["plain", "question", "concat", "all"], default=None,
+    ev.add_argument("--readout", choices=[r + np_ for r in ("plain", "question", "concat", "all") for np_ in ("", "-np")], default=None,
                     help="read the extract --question activations: the conversation's tokens (plain), QUESTION's (question), "
                     "both means side by side (concat), or every token (all)")
     ev.add_argument("source", choices=sorted(SOURCES))
     ev.add_argument("--types", nargs="+", default=list(GRID))
     ev.add_argument("--layers", nargs="+", type=int, default=LAYERS)
     sub.add_parser("report")
-    sub.add_parser("ensemble", help="score ensembles over layers and readouts (needs extract --question)")
+    en = sub.add_parser("ensemble", help="score ensembles over layers and readouts (needs extract --question)")
+    en.add_argument("--no-prefix", action="store_true", help="pool without the chat template's constant prefix (plain-np, concat-np)")
     args = parser.parse_args(argv)
     {"extract": extract, "evaluate": evaluate, "report": report, "ensemble": ensemble}[args.cmd](args)
 
