@@ -6,6 +6,7 @@
     .venv/bin/python scripts/ood_dev_sets.py extract --question # the same inputs with QUESTION appended as a user turn
     .venv/bin/python scripts/ood_dev_sets.py evaluate both --readout question  # probes on the question's tokens only
     .venv/bin/python scripts/ood_dev_sets.py ensemble           # mean log-odds over layers / readouts (needs --question)
+    .venv/bin/python scripts/ood_dev_sets.py ensemble --no-prefix  # the same without the chat template's constant prefix
 
 Probes are trained on the embedded corpus and/or the research's 1,319 GPT-4o synthetic
 prompts (never on dev rows); every (probe type, layer, hyper-parameters) candidate is
@@ -141,6 +142,10 @@ def _readout(acts, ds, readout: str):
         acts.question_tokens = None
     if readout == "all":
         return acts
+    if readout in ("last", "last4"):  # the input's final token(s): after the question, where an answer would start
+        k = 1 if readout == "last" else 4
+        idx = np.concatenate([np.arange(end - k, end) for end in acts.offsets[1:]])
+        return RaggedActivations(acts.values[idx], np.arange(0, len(acts) * k + 1, k), acts.model, acts.layer)
     if readout == "concat":
         return RaggedActivations(acts.values, acts.offsets, acts.model, acts.layer, _question_tokens(ds))
     head, tail = _split(acts, _question_tokens(ds))
@@ -277,9 +282,10 @@ def main(argv=None):
     ex = sub.add_parser("extract")
     ex.add_argument("--question", action="store_true", help="append QUESTION to every input (stored as <name>+q)")
     ev = sub.add_parser("evaluate")
-    ev.add_argument("--readout", choices=[r + np_ for r in ("plain", "question", "concat", "all") for np_ in ("", "-np")], default=None,
+    ev.add_argument("--readout", choices=[r + np_ for r in ("plain", "question", "concat", "all") for np_ in ("", "-np")] + ["last", "last4"], default=None,
                     help="read the extract --question activations: the conversation's tokens (plain), QUESTION's (question), "
-                    "both means side by side (concat), or every token (all)")
+                    "both means side by side (concat), every token (all), or the last one or four tokens (last, last4); "
+                    "-np: without the chat template's constant prefix")
     ev.add_argument("source", choices=sorted(SOURCES))
     ev.add_argument("--types", nargs="+", default=list(GRID))
     ev.add_argument("--layers", nargs="+", type=int, default=LAYERS)
