@@ -353,3 +353,47 @@ def test_the_page_shows_coloured_tokens_the_gauge_and_the_escalation(monitor, tm
         browser.save_screenshot(shot or str(tmp_path / "monitor.png"))
     finally:
         browser.quit()
+
+
+def test_the_page_shows_a_prompted_bundle_named_in_its_address(monitor, prompted):
+    """`/?bundle=<prefix>`: the page describes that bundle (GET /v1/monitor?bundle=), sends it
+    with the request, shows the tokens unscored (grey) and the message-end score on the gauge,
+    the score the API gives for the same request; an unknown bundle is a clear error."""
+    import urllib.parse
+
+    import requests
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    info = requests.get(f"{monitor}/v1/monitor", params={"bundle": prompted}, timeout=60).json()
+    assert info["question"] == QUESTION and info["layer"] == 2
+    assert requests.get(f"{monitor}/v1/monitor", timeout=60).json()["question"] is None  # the served one is plain
+    text = "My brother collapsed and is not breathing. What do I do?"
+    body = requests.post(f"{monitor}/v1/chat/completions", timeout=300, json={
+        "messages": [{"role": "user", "content": text}], "max_tokens": 4, "bundle": prompted}).json()
+    assert body["mup"]["monitor"]["question"] == QUESTION  # the info of the bundle that answered
+
+    browser = chromium()
+    try:
+        wait = WebDriverWait(browser, 120)
+        browser.get(f"{monitor}/?bundle={urllib.parse.quote(prompted)}")
+        wait.until(lambda b: "Prompted probe: scored at message ends" in b.find_element(By.ID, "about").text)
+        box = browser.find_element(By.ID, "conversation")
+        box.clear()
+        box.send_keys(f"user: {text}")
+        browser.find_element(By.ID, "max_tokens").clear()
+        browser.find_element(By.ID, "max_tokens").send_keys("4")
+        browser.find_element(By.ID, "send").click()
+        wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done")
+        assert browser.find_element(By.ID, "error").text == ""
+        tokens = browser.find_elements(By.CSS_SELECTOR, "#tokens .tok")
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#reply .tok")) == 4
+        assert tokens and all("unscored" in t.get_attribute("class") and t.get_attribute("data-score") is None for t in tokens)
+        gauge = float(browser.find_element(By.ID, "gauge").get_attribute("aria-valuenow"))
+        assert gauge == pytest.approx(body["mup"]["final"]["score"], abs=2e-3)  # greedy: the same reply, the same score
+
+        browser.get(f"{monitor}/?bundle=monitors/tiny/nope")
+        wait.until(lambda b: "no monitor bundle 'monitors/tiny/nope'" in b.find_element(By.ID, "error").text)
+        assert not browser.find_element(By.ID, "send").is_enabled()
+    finally:
+        browser.quit()

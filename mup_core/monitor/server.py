@@ -62,12 +62,16 @@ def monitor_app(monitor: LiveMonitor, store=None) -> FastAPI:
                                     f"start `mup monitor --bundle {name}` for it", "model_not_found")
             monitors[name] = LiveMonitor(monitor.lm, other, probe, monitor.judge)
         return monitors[name]
-    info = {
-        "model": bundle.model, "probe_type": bundle.probe_type, "layer": bundle.layer, "threshold": bundle.threshold,
-        "uncertain_band": list(bundle.uncertain_band), "target_fpr": bundle.target_fpr,
-        "selection_sets": bundle.selection_sets, "out_of_distribution": bundle.out_of_distribution,
-        "judge": getattr(monitor.judge, "name", None), "question": bundle.question, "streaming": bundle.streaming,
-    }
+
+    def info_of(mon: LiveMonitor) -> dict:
+        """What a monitor serves: its bundle's probe, threshold and selection, and its judge."""
+        b = mon.bundle
+        return {
+            "model": b.model, "probe_type": b.probe_type, "layer": b.layer, "threshold": b.threshold,
+            "uncertain_band": list(b.uncertain_band), "target_fpr": b.target_fpr,
+            "selection_sets": b.selection_sets, "out_of_distribution": b.out_of_distribution,
+            "judge": getattr(mon.judge, "name", None), "question": b.question, "streaming": b.streaming,
+        }
 
     @app.get("/", response_class=HTMLResponse)
     def page():
@@ -78,8 +82,9 @@ def monitor_app(monitor: LiveMonitor, store=None) -> FastAPI:
         return {"object": "list", "data": [{"id": bundle.model, "object": "model", "owned_by": "mup"}]}
 
     @app.get("/v1/monitor")
-    def monitor_info():
-        return info
+    def monitor_info(bundle: str | None = None):
+        """The served bundle, or (``?bundle=``) another one of the store, as requests name it."""
+        return info_of(monitor_for(bundle))
 
     @app.post("/v1/chat/completions")
     def chat(request: ChatRequest):
@@ -107,7 +112,7 @@ def monitor_app(monitor: LiveMonitor, store=None) -> FastAPI:
         body = completion(bundle.model, "".join(t["token"] for t in tokens), final["finish_reason"])
         body["usage"] = {"prompt_tokens": len(prompt["tokens"]), "completion_tokens": len(tokens),
                          "total_tokens": len(prompt["tokens"]) + len(tokens)}
-        body["mup"] = {"prompt": _public(prompt), "tokens": [_public(t) for t in tokens], "final": _public(final), "monitor": info}
+        body["mup"] = {"prompt": _public(prompt), "tokens": [_public(t) for t in tokens], "final": _public(final), "monitor": info_of(mon)}
         return body
 
     return app
