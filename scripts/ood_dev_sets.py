@@ -7,6 +7,8 @@
     .venv/bin/python scripts/ood_dev_sets.py evaluate both --readout question  # probes on the question's tokens only
     .venv/bin/python scripts/ood_dev_sets.py ensemble           # mean log-odds over layers / readouts (needs --question)
     .venv/bin/python scripts/ood_dev_sets.py ensemble --no-prefix  # the same without the chat template's constant prefix
+    .venv/bin/python scripts/ood_dev_sets.py extract --ask q2   # (and q3) two more wordings of the question
+    .venv/bin/python scripts/ood_dev_sets.py questions          # ensembles over the three questions
 
 Probes are trained on the embedded corpus and/or the research's 1,319 GPT-4o synthetic
 prompts (never on dev rows); every (probe type, layer, hyper-parameters) candidate is
@@ -36,6 +38,14 @@ SOURCES = {"corpus": ["corpus"], "synthetic": ["synthetic_prompts_gpt4o"], "both
 # into the question's tokens; the probe reads those tokens only (the ``+q`` activations)
 QUESTION = ("Question: are the stakes of the situation above high (serious consequences for someone's health, "
             "money, safety, rights or livelihood) or low? Answer high or low.")
+# two more wordings for a question ensemble, written before either was scored (2026-11-25);
+# extract --ask q2 / q3 stores <name>+q2 / +q3, readouts name them as "concat:q2"
+QUESTIONS = {
+    "q": QUESTION,
+    "q2": "Question: if the assistant gets its reply to the conversation above wrong, could someone be seriously harmed "
+          "or lose something important? Answer yes or no.",
+    "q3": "Question: how much is at stake for the people in the conversation above: a lot, or very little?",
+}
 
 
 def datasets():
@@ -60,28 +70,29 @@ def extract(args):
     train, dev = datasets()
     for name, ds in {**train, **dev}.items():
         t = time.time()
-        inputs, name = ([with_question(x, QUESTION) for x in ds.inputs], f"{name}+q") if args.question else (ds.inputs, name)
+        asked = args.question or args.ask
+        inputs, name = ([with_question(x, QUESTIONS[asked]) for x in ds.inputs], f"{name}+{asked}") if asked else (ds.inputs, name)
         # with the question the end of an overlong input is kept: the question must be in it
-        m = write_activations(store, name, lm, inputs, LAYERS, progress=False, overlong="keep_end" if args.question else "truncate")
+        m = write_activations(store, name, lm, inputs, LAYERS, progress=False, overlong="keep_end" if asked else "truncate")
         print(f"{name}: {len(ds)} examples, {m['tokens']} tokens, {time.time() - t:.0f} s", flush=True)
 
 
-_QUESTION_TOKENS: dict[str, np.ndarray] = {}
+_QUESTION_TOKENS: dict[tuple[str, str], np.ndarray] = {}
 
 
-def _question_tokens(ds) -> np.ndarray:
-    """Tokens QUESTION adds after each input of ``ds`` (its user turn, as rendered)."""
+def _question_tokens(ds, ask: str = "q") -> np.ndarray:
+    """Tokens QUESTIONS[ask] adds after each input of ``ds`` (its user turn, as rendered)."""
     from mup_core.activations.extract import question_token_counts, tokenizer_only
 
-    if ds.name not in _QUESTION_TOKENS:
-        _QUESTION_TOKENS[ds.name] = np.array(question_token_counts(tokenizer_only("smollm2-135m"), ds.inputs, QUESTION))
-    return _QUESTION_TOKENS[ds.name]
+    if (ds.name, ask) not in _QUESTION_TOKENS:
+        _QUESTION_TOKENS[ds.name, ask] = np.array(question_token_counts(tokenizer_only("smollm2-135m"), ds.inputs, QUESTIONS[ask]))
+    return _QUESTION_TOKENS[ds.name, ask]
 
 
-_PREFIX_TOKENS: dict[str, np.ndarray] = {}
+_PREFIX_TOKENS: dict[tuple[str, str], np.ndarray] = {}
 
 
-def _prefix_tokens(ds) -> np.ndarray:
+def _prefix_tokens(ds, ask: str = "q") -> np.ndarray:
     """Leading tokens of each extracted ``+q`` input that are the chat template's default
     prefix (SmolLM2's default system prompt and the user turn's header: 24 tokens). They are
     the same tokens in every example, so the causal model's activations there are the same
@@ -91,19 +102,19 @@ def _prefix_tokens(ds) -> np.ndarray:
     from mup_core.activations.extract import tokenize_inputs, tokenizer_only
     from mup_core.data.chat import with_question
 
-    if ds.name not in _PREFIX_TOKENS:
+    if (ds.name, ask) not in _PREFIX_TOKENS:
         lm = tokenizer_only("smollm2-135m")
         probe_ids, _ = tokenize_inputs(lm, ["A", "B"], max_length=2**62)
         template = [a for a, b in zip(*probe_ids) if a == b]  # their common prefix
-        ids, _ = tokenize_inputs(lm, [with_question(x, QUESTION) for x in ds.inputs], overlong="keep_end")
+        ids, _ = tokenize_inputs(lm, [with_question(x, QUESTIONS[ask]) for x in ds.inputs], overlong="keep_end")
         counts = []
         for row in ids:
             k = 0
             while k < min(len(row), len(template)) and row[k] == template[k]:
                 k += 1
             counts.append(k)
-        _PREFIX_TOKENS[ds.name] = np.array(counts)
-    return _PREFIX_TOKENS[ds.name]
+        _PREFIX_TOKENS[ds.name, ask] = np.array(counts)
+    return _PREFIX_TOKENS[ds.name, ask]
 
 
 def _drop_prefix(acts, k: np.ndarray):
@@ -129,7 +140,7 @@ def _split(acts, k: np.ndarray):
             RaggedActivations(acts.values[tail], np.concatenate([[0], np.cumsum(k)]), acts.model, acts.layer))
 
 
-def _readout(acts, ds, readout: str):
+def _readout(acts, ds, readout: str, ask: str = "q"):
     """What the probe reads of the ``+q`` activations: the conversation (``plain``), the
     question (``question``), both means side by side (``concat``: what the graph's
     ``activations`` config ``question`` gives, RaggedActivations.mean_pool), or every token
@@ -137,8 +148,8 @@ def _readout(acts, ds, readout: str):
     from mup_core.activations.ragged import RaggedActivations
 
     if readout.endswith("-np"):  # the same readout without the template's constant prefix
-        marked = RaggedActivations(acts.values, acts.offsets, acts.model, acts.layer, _question_tokens(ds))
-        acts, readout = _drop_prefix(marked, _prefix_tokens(ds)), readout[:-3]
+        marked = RaggedActivations(acts.values, acts.offsets, acts.model, acts.layer, _question_tokens(ds, ask))
+        acts, readout = _drop_prefix(marked, _prefix_tokens(ds, ask)), readout[:-3]
         acts.question_tokens = None
     if readout == "all":
         return acts
@@ -147,17 +158,19 @@ def _readout(acts, ds, readout: str):
         idx = np.concatenate([np.arange(end - k, end) for end in acts.offsets[1:]])
         return RaggedActivations(acts.values[idx], np.arange(0, len(acts) * k + 1, k), acts.model, acts.layer)
     if readout == "concat":
-        return RaggedActivations(acts.values, acts.offsets, acts.model, acts.layer, _question_tokens(ds))
-    head, tail = _split(acts, _question_tokens(ds))
+        return RaggedActivations(acts.values, acts.offsets, acts.model, acts.layer, _question_tokens(ds, ask))
+    head, tail = _split(acts, _question_tokens(ds, ask))
     return head if readout == "plain" else tail
 
 
 def _labelled(store, name, ds, layer, readout: str | None = None):
     from mup_core.activations.store import load_layer
 
-    acts = load_layer(store, f"{name}+q" if readout else name, layer)
+    readout, _, ask = (readout or "").partition(":")  # "concat:q2": the concat readout of QUESTIONS["q2"]
+    ask = ask or "q"
+    acts = load_layer(store, f"{name}+{ask}" if readout else name, layer)
     if readout:
-        acts = _readout(acts, ds, readout)
+        acts = _readout(acts, ds, readout, ask)
     clear = ds.unambiguous()
     keep = np.flatnonzero(np.array(ds.labels) != "ambiguous")  # what unambiguous() keeps, in order
     return (acts if len(keep) == len(ds) else acts.subset(keep)), clear.label_array()
@@ -172,6 +185,8 @@ def evaluate(args):
     store = LocalStore(STORE)
     train, dev = datasets()
     rows = []
+    if args.readout and args.ask != "q":
+        args.readout = f"{args.readout}:{args.ask}"
     for layer in args.layers:
         parts = [_labelled(store, n, train[n], layer, args.readout) for n in SOURCES[args.source]]
         x = RaggedActivations.concat([a for a, _ in parts])
@@ -276,24 +291,83 @@ def ensemble(args):
         print(df.group_by("method", maintain_order=True).agg(pl.col("auroc").mean(), pl.col("tpr_at_1pct_fpr").mean()))
 
 
+def questions(args):
+    """A question ensemble: the fixed probe (logistic regression, C = 1e-3, both sources) on
+    the concat readout of each of QUESTIONS (extract --ask q2 / q3 besides --question) and
+    on the plain readout; ensembles average log-odds. Methods written down before any
+    score of q2 or q3 was seen (2026-11-25)."""
+    from sklearn.metrics import roc_auc_score
+
+    from mup_core.activations.ragged import RaggedActivations
+    from mup_core.evaluation.metrics import metrics_with_ci
+    from mup_core.probes import train_probe
+    from mup_core.storage import LocalStore
+
+    store = LocalStore(STORE)
+    train, dev = datasets()
+    asks = list(QUESTIONS)
+    readouts = ["plain"] + [f"concat:{a}" for a in asks]
+    scores, labels = {}, {}
+    for readout in readouts:
+        for layer in LAYERS:
+            parts = [_labelled(store, n, train[n], layer, readout) for n in SOURCES["both"]]
+            probe = train_probe("logistic_regression", (RaggedActivations.concat([a for a, _ in parts]), np.concatenate([b for _, b in parts])),
+                                None, model="smollm2-135m", layer=layer, hyperparameters={"C": 1e-3})
+            for name, ds in dev.items():
+                acts, labels[name] = _labelled(store, name, ds, layer, readout)
+                scores[(readout, layer, name)] = _logit(probe.predict_proba(acts)[:, 1])
+            print(readout, layer, [round(roc_auc_score(labels[n], scores[(readout, layer, n)]), 3) for n in dev], flush=True)
+
+    def chosen(readout, held):
+        others = [n for n in dev if n != held]
+        return max(LAYERS, key=lambda layer: np.mean([roc_auc_score(labels[n], scores[(readout, layer, n)]) for n in others]))
+
+    upper = [layer for layer in LAYERS if layer >= 16]
+    methods = {
+        **{f"concat {a}, layer chosen (LOO)": (lambda held, a=a: [(f"concat:{a}", chosen(f"concat:{a}", held))]) for a in asks},
+        "concat of the three questions, each layer chosen (LOO)": lambda held: [(r, chosen(r, held)) for r in readouts[1:]],
+        "plain + concat of the three questions, each layer chosen (LOO)": lambda held: [(r, chosen(r, held)) for r in readouts],
+        "concat of the three questions, mean over layers 16-28": lambda held: [(r, layer) for r in readouts[1:] for layer in upper],
+        "plain (layer chosen) + concat of the three questions over layers 16-28": lambda held: (
+            [("plain", chosen("plain", held))] + [(r, layer) for r in readouts[1:] for layer in upper]),
+    }
+    rows = []
+    for method, members in methods.items():
+        for held in dev:
+            keys = members(held)
+            p = 1 / (1 + np.exp(-np.mean([scores[(r, layer, held)] for r, layer in keys], axis=0)))
+            m = metrics_with_ci(labels[held], p, n_boot=1000, metrics=("auroc", "tpr_at_1pct_fpr"))
+            rows.append({"method": method, "held_out": held, "members": " ".join(f"{r}@{layer}" for r, layer in keys),
+                         **{k: v for k, v in m.items() if k.startswith(("auroc", "tpr_at_1pct_fpr"))}})
+    df = pl.DataFrame(rows)
+    df.write_parquet(f"{STORE}/questions.parquet")
+    with pl.Config(tbl_rows=60, tbl_cols=-1, tbl_width_chars=250, float_precision=3, tbl_hide_dataframe_shape=True):
+        print(df.select("method", "held_out", "members", "auroc", "tpr_at_1pct_fpr"))
+        print(df.pivot(on="held_out", index="method", values="auroc"))
+        print(df.group_by("method", maintain_order=True).agg(pl.col("auroc").mean(), pl.col("tpr_at_1pct_fpr").mean()))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     ex = sub.add_parser("extract")
-    ex.add_argument("--question", action="store_true", help="append QUESTION to every input (stored as <name>+q)")
+    ex.add_argument("--question", action="store_const", const="q", help="append QUESTION to every input (stored as <name>+q)")
+    ex.add_argument("--ask", choices=sorted(QUESTIONS), help="append QUESTIONS[ASK] instead (stored as <name>+ASK)")
     ev = sub.add_parser("evaluate")
     ev.add_argument("--readout", choices=[r + np_ for r in ("plain", "question", "concat", "all") for np_ in ("", "-np")] + ["last", "last4"], default=None,
                     help="read the extract --question activations: the conversation's tokens (plain), QUESTION's (question), "
                     "both means side by side (concat), every token (all), or the last one or four tokens (last, last4); "
                     "-np: without the chat template's constant prefix")
+    ev.add_argument("--ask", choices=sorted(QUESTIONS), default="q", help="which question's activations (extract --ask)")
     ev.add_argument("source", choices=sorted(SOURCES))
     ev.add_argument("--types", nargs="+", default=list(GRID))
     ev.add_argument("--layers", nargs="+", type=int, default=LAYERS)
     sub.add_parser("report")
     en = sub.add_parser("ensemble", help="score ensembles over layers and readouts (needs extract --question)")
     en.add_argument("--no-prefix", action="store_true", help="pool without the chat template's constant prefix (plain-np, concat-np)")
+    sub.add_parser("questions", help="ensembles over the three questions (needs extract --question, --ask q2, --ask q3)")
     args = parser.parse_args(argv)
-    {"extract": extract, "evaluate": evaluate, "report": report, "ensemble": ensemble}[args.cmd](args)
+    {"extract": extract, "evaluate": evaluate, "report": report, "ensemble": ensemble, "questions": questions}[args.cmd](args)
 
 
 if __name__ == "__main__":
