@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import itertools
 import json
 import os
 import time
@@ -90,6 +91,7 @@ def _question_tokens(ds, ask: str = "q") -> np.ndarray:
 
 
 _PREFIX_TOKENS: dict[tuple[str, str], np.ndarray] = {}
+_LENGTHS: dict[tuple[str, str], np.ndarray] = {}  # token counts of the extracted inputs, as re-tokenized here
 
 
 def _prefix_tokens(ds, ask: str = "q") -> np.ndarray:
@@ -105,8 +107,9 @@ def _prefix_tokens(ds, ask: str = "q") -> np.ndarray:
     if (ds.name, ask) not in _PREFIX_TOKENS:
         lm = tokenizer_only("smollm2-135m")
         probe_ids, _ = tokenize_inputs(lm, ["A", "B"], max_length=2**62)
-        template = [a for a, b in zip(*probe_ids) if a == b]  # their common prefix
+        template = [a for a, _ in itertools.takewhile(lambda ab: ab[0] == ab[1], zip(*probe_ids))]  # their common prefix
         ids, _ = tokenize_inputs(lm, [with_question(x, QUESTIONS[ask]) for x in ds.inputs], overlong="keep_end")
+        _LENGTHS[ds.name, ask] = np.array([len(row) for row in ids])
         counts = []
         for row in ids:
             k = 0
@@ -149,7 +152,10 @@ def _readout(acts, ds, readout: str, ask: str = "q"):
 
     if readout.endswith("-np"):  # the same readout without the template's constant prefix
         marked = RaggedActivations(acts.values, acts.offsets, acts.model, acts.layer, _question_tokens(ds, ask))
-        acts, readout = _drop_prefix(marked, _prefix_tokens(ds, ask)), readout[:-3]
+        prefix = _prefix_tokens(ds, ask)
+        if not np.array_equal(_LENGTHS[ds.name, ask], marked.lengths):
+            raise SystemExit(f"{ds.name}+{ask}: the stored activations' lengths differ from a re-tokenization; re-extract")
+        acts, readout = _drop_prefix(marked, prefix), readout[:-3]
         acts.question_tokens = None
     if readout == "all":
         return acts
@@ -185,6 +191,8 @@ def evaluate(args):
     store = LocalStore(STORE)
     train, dev = datasets()
     rows = []
+    if args.ask != "q" and not args.readout:
+        raise SystemExit("--ask reads the activations of a question: give --readout too")
     if args.readout and args.ask != "q":
         args.readout = f"{args.readout}:{args.ask}"
     for layer in args.layers:
@@ -351,8 +359,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     ex = sub.add_parser("extract")
-    ex.add_argument("--question", action="store_const", const="q", help="append QUESTION to every input (stored as <name>+q)")
-    ex.add_argument("--ask", choices=sorted(QUESTIONS), help="append QUESTIONS[ASK] instead (stored as <name>+ASK)")
+    asked = ex.add_mutually_exclusive_group()
+    asked.add_argument("--question", action="store_const", const="q", help="append QUESTION to every input (stored as <name>+q)")
+    asked.add_argument("--ask", choices=sorted(QUESTIONS), help="append QUESTIONS[ASK] instead (stored as <name>+ASK)")
     ev = sub.add_parser("evaluate")
     ev.add_argument("--readout", choices=[r + np_ for r in ("plain", "question", "concat", "all") for np_ in ("", "-np")] + ["last", "last4"], default=None,
                     help="read the extract --question activations: the conversation's tokens (plain), QUESTION's (question), "

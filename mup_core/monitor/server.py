@@ -8,7 +8,9 @@
   probe, or the LLM judge for scores in the uncertain band) and what the judge cost.
 - ``GET /``: a page to type a conversation and watch the reply stream with every token
   coloured by its score (``mup_core/monitor/page.html``, plain HTML and JavaScript).
-- ``GET /v1/monitor``: the bundle (probe, layer, threshold, band, how it was chosen).
+- ``GET /v1/monitor``: the bundle (probe, layer, threshold, band, how it was chosen);
+  ``?bundle=<prefix>`` describes another bundle of the store, as a request's ``bundle``
+  field names it (the page shows that one at ``/?bundle=<prefix>``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import uuid
 from importlib import resources
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, StreamingResponse
 
 from mup_core.llm.server import ChatRequest, chunk, completion
@@ -43,25 +45,28 @@ def monitor_app(monitor: LiveMonitor, store=None) -> FastAPI:
     lock = threading.Lock()  # one forward pass at a time: it already uses every core
     bundle = monitor.bundle
     monitors: dict[str, LiveMonitor] = {}
+    loading = threading.Lock()  # requests run in a thread pool: one bundle loads once
 
     def monitor_for(name: str | None) -> LiveMonitor:
         if not name:
             return monitor
-        if name not in monitors:
-            from mup_core.monitor.bundle import BundleError, load_bundle
+        key = name.rstrip("/")
+        with loading:
+            if key not in monitors:
+                from mup_core.monitor.bundle import BundleError, load_bundle
 
-            if store is None or Path(name).is_absolute() or not store.dir_complete(name.rstrip("/")):
-                raise APIError(404, f"no monitor bundle {name!r} in this server's store; GET /v1/monitor shows the "
-                                    "one it serves", "not_found")
-            try:
-                other, probe = load_bundle(store, name.rstrip("/"))
-            except BundleError as exc:
-                raise APIError(400, str(exc)) from None
-            if other.model != bundle.model:
-                raise APIError(400, f"bundle {name!r} monitors {other.model!r}, but this server runs {bundle.model!r}; "
-                                    f"start `mup monitor --bundle {name}` for it", "model_not_found")
-            monitors[name] = LiveMonitor(monitor.lm, other, probe, monitor.judge)
-        return monitors[name]
+                if store is None or Path(key).is_absolute() or not store.dir_complete(key):
+                    raise APIError(404, f"no monitor bundle {name!r} in this server's store; GET /v1/monitor shows the "
+                                        "one it serves", "not_found")
+                try:
+                    other, probe = load_bundle(store, key)
+                except BundleError as exc:
+                    raise APIError(400, str(exc)) from None
+                if other.model != bundle.model:
+                    raise APIError(400, f"bundle {name!r} monitors {other.model!r}, but this server runs {bundle.model!r}; "
+                                        f"start `mup monitor --bundle {name}` for it", "model_not_found")
+                monitors[key] = LiveMonitor(monitor.lm, other, probe, monitor.judge)
+            return monitors[key]
 
     def info_of(mon: LiveMonitor) -> dict:
         """What a monitor serves: its bundle's probe, threshold and selection, and its judge."""
@@ -82,9 +87,9 @@ def monitor_app(monitor: LiveMonitor, store=None) -> FastAPI:
         return {"object": "list", "data": [{"id": bundle.model, "object": "model", "owned_by": "mup"}]}
 
     @app.get("/v1/monitor")
-    def monitor_info(bundle: str | None = None):
+    def monitor_info(name: str | None = Query(None, alias="bundle")):
         """The served bundle, or (``?bundle=``) another one of the store, as requests name it."""
-        return info_of(monitor_for(bundle))
+        return info_of(monitor_for(name))
 
     @app.post("/v1/chat/completions")
     def chat(request: ChatRequest):
