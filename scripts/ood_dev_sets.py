@@ -9,6 +9,8 @@
     .venv/bin/python scripts/ood_dev_sets.py ensemble --no-prefix  # the same without the chat template's constant prefix
     .venv/bin/python scripts/ood_dev_sets.py extract --ask q2   # (and q3) two more wordings of the question
     .venv/bin/python scripts/ood_dev_sets.py questions          # ensembles over the three questions
+    .venv/bin/python scripts/ood_dev_sets.py extract --question --answer  # the assistant's turn opened after it
+    .venv/bin/python scripts/ood_dev_sets.py evaluate both --readout answer  # the answer position only
 
 Probes are trained on the embedded corpus and/or the research's 1,319 GPT-4o synthetic
 prompts (never on dev rows); every (probe type, layer, hyper-parameters) candidate is
@@ -73,6 +75,8 @@ def extract(args):
         t = time.time()
         asked = args.question or args.ask
         inputs, name = ([with_question(x, QUESTIONS[asked]) for x in ds.inputs], f"{name}+{asked}") if asked else (ds.inputs, name)
+        if asked and args.answer:  # the assistant's turn opened after the question (the answer position)
+            inputs, name = [[*x, {"role": "assistant", "content": ""}] for x in inputs], f"{name}a"
         # with the question the end of an overlong input is kept: the question must be in it
         m = write_activations(store, name, lm, inputs, LAYERS, progress=False, overlong="keep_end" if asked else "truncate")
         print(f"{name}: {len(ds)} examples, {m['tokens']} tokens, {time.time() - t:.0f} s", flush=True)
@@ -159,7 +163,11 @@ def _readout(acts, ds, readout: str, ask: str = "q"):
         acts.question_tokens = None
     if readout == "all":
         return acts
-    if readout in ("last", "last4"):  # the input's final token(s): after the question, where an answer would start
+    if readout in ("answer", "answer4"):  # (extract --answer) the assistant header's last token(s): where the answer starts
+        k = 1 if readout == "answer" else 4  # "\n" after "assistant"; "<|im_start|>", "ass", "istant", "\n"
+        idx = np.concatenate([np.arange(end - 2 - k, end - 2) for end in acts.offsets[1:]])  # before "<|im_end|>", "\n"
+        return RaggedActivations(acts.values[idx], np.arange(0, len(acts) * k + 1, k), acts.model, acts.layer)
+    if readout in ("last", "last4"):  # the input's final token(s): the end of the question's user turn
         k = 1 if readout == "last" else 4
         idx = np.concatenate([np.arange(end - k, end) for end in acts.offsets[1:]])
         return RaggedActivations(acts.values[idx], np.arange(0, len(acts) * k + 1, k), acts.model, acts.layer)
@@ -174,7 +182,7 @@ def _labelled(store, name, ds, layer, readout: str | None = None):
 
     readout, _, ask = (readout or "").partition(":")  # "concat:q2": the concat readout of QUESTIONS["q2"]
     ask = ask or "q"
-    acts = load_layer(store, f"{name}+{ask}" if readout else name, layer)
+    acts = load_layer(store, (f"{name}+{ask}" + ("a" if readout.startswith("answer") else "")) if readout else name, layer)
     if readout:
         acts = _readout(acts, ds, readout, ask)
     clear = ds.unambiguous()
@@ -362,10 +370,13 @@ def main(argv=None):
     asked = ex.add_mutually_exclusive_group()
     asked.add_argument("--question", action="store_const", const="q", help="append QUESTION to every input (stored as <name>+q)")
     asked.add_argument("--ask", choices=sorted(QUESTIONS), help="append QUESTIONS[ASK] instead (stored as <name>+ASK)")
+    ex.add_argument("--answer", action="store_true", help="with --question/--ask: open the assistant's turn after it "
+                    "(stored as <name>+ASKa; readouts answer, answer4)")
     ev = sub.add_parser("evaluate")
-    ev.add_argument("--readout", choices=[r + np_ for r in ("plain", "question", "concat", "all") for np_ in ("", "-np")] + ["last", "last4"], default=None,
+    ev.add_argument("--readout", choices=[r + np_ for r in ("plain", "question", "concat", "all") for np_ in ("", "-np")] + ["last", "last4", "answer", "answer4"], default=None,
                     help="read the extract --question activations: the conversation's tokens (plain), QUESTION's (question), "
-                    "both means side by side (concat), every token (all), or the last one or four tokens (last, last4); "
+                    "both means side by side (concat), every token (all), the last one or four tokens (last, last4), or (extract "
+                    "--answer) the assistant header's last one or four tokens, where the answer starts (answer, answer4); "
                     "-np: without the chat template's constant prefix")
     ev.add_argument("--ask", choices=sorted(QUESTIONS), default="q", help="which question's activations (extract --ask)")
     ev.add_argument("source", choices=sorted(SOURCES))
