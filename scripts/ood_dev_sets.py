@@ -242,43 +242,73 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def ensemble(args):
-    """Score ensembles of the fixed probe (logistic regression, C = 1e-3) trained on both
-    sources with the question appended: the mean log-odds over layers (no choice at all),
-    and the plain and concat readouts at the layer each chooses on the other three dev
-    sets (leave one out). Beside them, each readout's own leave-one-out row."""
+def _fixed_probe_scores(readouts, verbose: bool = False):
+    """The fixed probe (logistic regression, C = 1e-3) trained on both sources for each of
+    ``readouts`` at each of LAYERS: its log-odds on every dev set, ``scores[(readout, layer,
+    dev set)]``, and the dev sets' labels."""
+    from sklearn.metrics import roc_auc_score
+
     from mup_core.activations.ragged import RaggedActivations
-    from mup_core.evaluation.metrics import metrics_with_ci
     from mup_core.probes import train_probe
     from mup_core.storage import LocalStore
 
     store = LocalStore(STORE)
     train, dev = datasets()
-    plain, concat = ("plain-np", "concat-np") if args.no_prefix else ("plain", "concat")
-    scores, labels = {}, {}  # (readout, layer) -> dev set -> probabilities
-    for readout in (plain, concat):
+    scores, labels = {}, {}
+    for readout in readouts:
         for layer in LAYERS:
             parts = [_labelled(store, n, train[n], layer, readout) for n in SOURCES["both"]]
             probe = train_probe("logistic_regression", (RaggedActivations.concat([a for a, _ in parts]), np.concatenate([b for _, b in parts])),
                                 None, model="smollm2-135m", layer=layer, hyperparameters={"C": 1e-3})
             for name, ds in dev.items():
                 acts, labels[name] = _labelled(store, name, ds, layer, readout)
-                scores.setdefault((readout, layer), {})[name] = probe.predict_proba(acts)[:, 1]
-            print(readout, layer, flush=True)
+                scores[(readout, layer, name)] = _logit(probe.predict_proba(acts)[:, 1])
+            print(readout, layer, *([[round(roc_auc_score(labels[n], scores[(readout, layer, n)]), 3) for n in dev]] if verbose else []),
+                  flush=True)
+    return scores, labels
 
+
+def _best_layer(scores, labels, readouts, held):
+    """The layer where the mean log-odds of ``readouts`` has the best mean AUROC on the dev
+    sets other than ``held`` (leave one out)."""
     from sklearn.metrics import roc_auc_score
 
-    def auroc(key, name):
-        return roc_auc_score(labels[name], scores[key][name])
+    others = [n for n in labels if n != held]
+    return max(LAYERS, key=lambda layer: np.mean([roc_auc_score(labels[n], np.mean([scores[(r, layer, n)] for r in readouts], axis=0))
+                                                  for n in others]))
+
+
+def _score_methods(methods, scores, labels, out: str) -> pl.DataFrame:
+    """Each method's members (``held -> [(readout, layer)]``) averaged in log-odds and scored on
+    the held-out dev set, with 95 % bootstrap intervals; written to ``out``."""
+    from mup_core.evaluation.metrics import metrics_with_ci
+
+    rows = []
+    for method, members in methods.items():
+        for held in labels:
+            keys = members(held)
+            p = 1 / (1 + np.exp(-np.mean([scores[(r, layer, held)] for r, layer in keys], axis=0)))
+            m = metrics_with_ci(labels[held], p, n_boot=1000, metrics=("auroc", "tpr_at_1pct_fpr"))
+            rows.append({"method": method, "held_out": held, "members": " ".join(f"{r}@{layer}" for r, layer in keys),
+                         **{k: v for k, v in m.items() if k.startswith(("auroc", "tpr_at_1pct_fpr"))}})
+    df = pl.DataFrame(rows)
+    df.write_parquet(out)
+    return df
+
+
+def ensemble(args):
+    """Score ensembles of the fixed probe (logistic regression, C = 1e-3) trained on both
+    sources with the question appended: the mean log-odds over layers (no choice at all),
+    and the plain and concat readouts at the layer each chooses on the other three dev
+    sets (leave one out). Beside them, each readout's own leave-one-out row."""
+    plain, concat = ("plain-np", "concat-np") if args.no_prefix else ("plain", "concat")
+    scores, labels = _fixed_probe_scores((plain, concat))
 
     def chosen(readout, held):  # the layer with the best mean AUROC on the other three sets
-        others = [n for n in dev if n != held]
-        return max(LAYERS, key=lambda layer: np.mean([auroc((readout, layer), n) for n in others]))
+        return _best_layer(scores, labels, [readout], held)
 
     def same(held):  # the one layer where plain + concat scores best on the other three sets
-        others = [n for n in dev if n != held]
-        return max(LAYERS, key=lambda layer: np.mean([roc_auc_score(labels[n], np.mean([_logit(scores[(r, layer)][n]) for r in (plain, concat)], axis=0))
-                                                      for n in others]))
+        return _best_layer(scores, labels, [plain, concat], held)
 
     methods = {
         "plain, layer chosen (LOO)": lambda held: [(plain, chosen(plain, held))],
@@ -292,16 +322,7 @@ def ensemble(args):
         "plain, mean over layers 16-28": lambda held: [(plain, layer) for layer in LAYERS if layer >= 16],
         "plain, mean over all six layers": lambda held: [(plain, layer) for layer in LAYERS],
     }
-    rows = []
-    for method, members in methods.items():
-        for held in dev:
-            keys = members(held)
-            p = 1 / (1 + np.exp(-np.mean([_logit(scores[k][held]) for k in keys], axis=0)))
-            m = metrics_with_ci(labels[held], p, n_boot=1000, metrics=("auroc", "tpr_at_1pct_fpr"))
-            rows.append({"method": method, "held_out": held, "members": " ".join(f"{r}@{layer}" for r, layer in keys),
-                         **{k: v for k, v in m.items() if k.startswith(("auroc", "tpr_at_1pct_fpr"))}})
-    df = pl.DataFrame(rows)
-    df.write_parquet(f"{STORE}/ensembles{'-np' if args.no_prefix else ''}.parquet")
+    df = _score_methods(methods, scores, labels, f"{STORE}/ensembles{'-np' if args.no_prefix else ''}.parquet")
     with pl.Config(tbl_rows=60, tbl_cols=-1, tbl_width_chars=250, float_precision=3, tbl_hide_dataframe_shape=True):
         print(df)
         print(df.group_by("method", maintain_order=True).agg(pl.col("auroc").mean(), pl.col("tpr_at_1pct_fpr").mean()))
@@ -312,31 +333,12 @@ def questions(args):
     the concat readout of each of QUESTIONS (extract --ask q2 / q3 besides --question) and
     on the plain readout; ensembles average log-odds. Methods written down before any
     score of q2 or q3 was seen (2026-11-25)."""
-    from sklearn.metrics import roc_auc_score
-
-    from mup_core.activations.ragged import RaggedActivations
-    from mup_core.evaluation.metrics import metrics_with_ci
-    from mup_core.probes import train_probe
-    from mup_core.storage import LocalStore
-
-    store = LocalStore(STORE)
-    train, dev = datasets()
     asks = list(QUESTIONS)
     readouts = ["plain"] + [f"concat:{a}" for a in asks]
-    scores, labels = {}, {}
-    for readout in readouts:
-        for layer in LAYERS:
-            parts = [_labelled(store, n, train[n], layer, readout) for n in SOURCES["both"]]
-            probe = train_probe("logistic_regression", (RaggedActivations.concat([a for a, _ in parts]), np.concatenate([b for _, b in parts])),
-                                None, model="smollm2-135m", layer=layer, hyperparameters={"C": 1e-3})
-            for name, ds in dev.items():
-                acts, labels[name] = _labelled(store, name, ds, layer, readout)
-                scores[(readout, layer, name)] = _logit(probe.predict_proba(acts)[:, 1])
-            print(readout, layer, [round(roc_auc_score(labels[n], scores[(readout, layer, n)]), 3) for n in dev], flush=True)
+    scores, labels = _fixed_probe_scores(readouts, verbose=True)
 
     def chosen(readout, held):
-        others = [n for n in dev if n != held]
-        return max(LAYERS, key=lambda layer: np.mean([roc_auc_score(labels[n], scores[(readout, layer, n)]) for n in others]))
+        return _best_layer(scores, labels, [readout], held)
 
     upper = [layer for layer in LAYERS if layer >= 16]
     methods = {
@@ -347,16 +349,7 @@ def questions(args):
         "plain (layer chosen) + concat of the three questions over layers 16-28": lambda held: (
             [("plain", chosen("plain", held))] + [(r, layer) for r in readouts[1:] for layer in upper]),
     }
-    rows = []
-    for method, members in methods.items():
-        for held in dev:
-            keys = members(held)
-            p = 1 / (1 + np.exp(-np.mean([scores[(r, layer, held)] for r, layer in keys], axis=0)))
-            m = metrics_with_ci(labels[held], p, n_boot=1000, metrics=("auroc", "tpr_at_1pct_fpr"))
-            rows.append({"method": method, "held_out": held, "members": " ".join(f"{r}@{layer}" for r, layer in keys),
-                         **{k: v for k, v in m.items() if k.startswith(("auroc", "tpr_at_1pct_fpr"))}})
-    df = pl.DataFrame(rows)
-    df.write_parquet(f"{STORE}/questions.parquet")
+    df = _score_methods(methods, scores, labels, f"{STORE}/questions.parquet")
     with pl.Config(tbl_rows=60, tbl_cols=-1, tbl_width_chars=250, float_precision=3, tbl_hide_dataframe_shape=True):
         print(df.select("method", "held_out", "members", "auroc", "tpr_at_1pct_fpr"))
         print(df.pivot(on="held_out", index="method", values="auroc"))
