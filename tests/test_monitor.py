@@ -320,6 +320,21 @@ def chromium():
     return webdriver.Chrome(service=Service(driver), options=options)
 
 
+def send_on_page(browser, wait, conversation: str, max_tokens: int) -> None:
+    """Type ``conversation`` into the page, ask for ``max_tokens`` reply tokens, send, and wait
+    until the stream is done without an error."""
+    from selenium.webdriver.common.by import By
+
+    box = browser.find_element(By.ID, "conversation")
+    box.clear()
+    box.send_keys(conversation)
+    browser.find_element(By.ID, "max_tokens").clear()
+    browser.find_element(By.ID, "max_tokens").send_keys(str(max_tokens))
+    browser.find_element(By.ID, "send").click()
+    wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done")
+    assert browser.find_element(By.ID, "error").text == ""
+
+
 def test_the_page_shows_coloured_tokens_the_gauge_and_the_escalation(monitor, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -329,14 +344,7 @@ def test_the_page_shows_coloured_tokens_the_gauge_and_the_escalation(monitor, tm
         browser.get(monitor + "/")
         wait = WebDriverWait(browser, 120)
         wait.until(lambda b: "logistic_regression probe at layer 2" in b.find_element(By.ID, "about").text)
-        box = browser.find_element(By.ID, "conversation")
-        box.clear()
-        box.send_keys("user: My brother collapsed and is not breathing. What do I do?")
-        browser.find_element(By.ID, "max_tokens").clear()
-        browser.find_element(By.ID, "max_tokens").send_keys("8")
-        browser.find_element(By.ID, "send").click()
-        wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done")
-        assert browser.find_element(By.ID, "error").text == ""
+        send_on_page(browser, wait, "user: My brother collapsed and is not breathing. What do I do?", 8)
         tokens = browser.find_elements(By.CSS_SELECTOR, "#tokens .tok")
         reply = browser.find_elements(By.CSS_SELECTOR, "#reply .tok")
         assert len(reply) == 8 and len(tokens) > len(reply)
@@ -378,14 +386,7 @@ def test_the_page_shows_a_prompted_bundle_named_in_its_address(monitor, prompted
         wait = WebDriverWait(browser, 120)
         browser.get(f"{monitor}/?bundle={urllib.parse.quote(prompted)}")
         wait.until(lambda b: "Prompted probe: scored at message ends" in b.find_element(By.ID, "about").text)
-        box = browser.find_element(By.ID, "conversation")
-        box.clear()
-        box.send_keys(f"user: {text}")
-        browser.find_element(By.ID, "max_tokens").clear()
-        browser.find_element(By.ID, "max_tokens").send_keys("4")
-        browser.find_element(By.ID, "send").click()
-        wait.until(lambda b: b.find_element(By.TAG_NAME, "body").get_attribute("data-state") == "done")
-        assert browser.find_element(By.ID, "error").text == ""
+        send_on_page(browser, wait, f"user: {text}", 4)
         tokens = browser.find_elements(By.CSS_SELECTOR, "#tokens .tok")
         assert len(browser.find_elements(By.CSS_SELECTOR, "#reply .tok")) == 4
         assert tokens and all("unscored" in t.get_attribute("class") and t.get_attribute("data-score") is None for t in tokens)
