@@ -111,40 +111,26 @@ def _prefix_tokens(ds, ask: str = "q") -> np.ndarray:
     if (ds.name, ask) not in _PREFIX_TOKENS:
         lm = tokenizer_only("smollm2-135m")
         probe_ids, _ = tokenize_inputs(lm, ["A", "B"], max_length=2**62)
-        template = [a for a, _ in itertools.takewhile(lambda ab: ab[0] == ab[1], zip(*probe_ids))]  # their common prefix
+        template = probe_ids[0][: _common_prefix(*probe_ids)]
         ids, _ = tokenize_inputs(lm, [with_question(x, QUESTIONS[ask]) for x in ds.inputs], overlong="keep_end")
         _LENGTHS[ds.name, ask] = np.array([len(row) for row in ids])
-        counts = []
-        for row in ids:
-            k = 0
-            while k < min(len(row), len(template)) and row[k] == template[k]:
-                k += 1
-            counts.append(k)
-        _PREFIX_TOKENS[ds.name, ask] = np.array(counts)
+        _PREFIX_TOKENS[ds.name, ask] = np.array([_common_prefix(row, template) for row in ids])
     return _PREFIX_TOKENS[ds.name, ask]
 
 
-def _drop_prefix(acts, k: np.ndarray):
-    """``acts`` without the first ``k[i]`` tokens of each example (question marks kept)."""
+def _common_prefix(a, b) -> int:
+    """How many leading items ``a`` and ``b`` share."""
+    return sum(1 for _ in itertools.takewhile(lambda ab: ab[0] == ab[1], zip(a, b)))
+
+
+def _window(acts, lo, hi, question_tokens=None):
+    """Tokens ``lo[i]:hi[i]`` (positions within example ``i``; arrays or numbers) of each example."""
     from mup_core.activations.ragged import RaggedActivations
 
-    starts, ends = acts.offsets[:-1], acts.offsets[1:]
-    keep = np.concatenate([np.arange(start + n, end) for start, end, n in zip(starts, ends, k)])
-    return RaggedActivations(acts.values[keep], np.concatenate([[0], np.cumsum((ends - starts) - k)]), acts.model, acts.layer,
-                             acts.question_tokens)
-
-
-def _split(acts, k: np.ndarray):
-    """(the conversation's tokens, the question's last ``k[i]`` tokens) of each example. The
-    model is causal: the conversation's activations are those it has without the question."""
-    from mup_core.activations.ragged import RaggedActivations
-
-    ends, starts = acts.offsets[1:], acts.offsets[:-1]
-    tail = np.concatenate([np.arange(end - n, end) for end, n in zip(ends, k)])
-    head = np.concatenate([np.arange(start, end - n) for start, end, n in zip(starts, ends, k)])
-    head_lengths = (ends - starts) - k
-    return (RaggedActivations(acts.values[head], np.concatenate([[0], np.cumsum(head_lengths)]), acts.model, acts.layer),
-            RaggedActivations(acts.values[tail], np.concatenate([[0], np.cumsum(k)]), acts.model, acts.layer))
+    lo = np.broadcast_to(lo, (len(acts),))
+    hi = np.broadcast_to(hi, (len(acts),))
+    rows = np.concatenate([np.arange(start + a, start + b) for start, a, b in zip(acts.offsets[:-1], lo, hi)])
+    return RaggedActivations(acts.values[rows], np.concatenate([[0], np.cumsum(hi - lo)]), acts.model, acts.layer, question_tokens)
 
 
 def _readout(acts, ds, readout: str, ask: str = "q"):
@@ -155,26 +141,24 @@ def _readout(acts, ds, readout: str, ask: str = "q"):
     from mup_core.activations.ragged import RaggedActivations
 
     if readout.endswith("-np"):  # the same readout without the template's constant prefix
-        marked = RaggedActivations(acts.values, acts.offsets, acts.model, acts.layer, _question_tokens(ds, ask))
         prefix = _prefix_tokens(ds, ask)
-        if not np.array_equal(_LENGTHS[ds.name, ask], marked.lengths):
+        if not np.array_equal(_LENGTHS[ds.name, ask], acts.lengths):
             raise SystemExit(f"{ds.name}+{ask}: the stored activations' lengths differ from a re-tokenization; re-extract")
-        acts, readout = _drop_prefix(marked, prefix), readout[:-3]
-        acts.question_tokens = None
+        acts, readout = _window(acts, prefix, acts.lengths), readout[:-3]
+    n = acts.lengths
     if readout == "all":
         return acts
     if readout in ("answer", "answer4"):  # (extract --answer) the assistant header's last token(s): where the answer starts
         k = 1 if readout == "answer" else 4  # "\n" after "assistant"; "<|im_start|>", "ass", "istant", "\n"
-        idx = np.concatenate([np.arange(end - 2 - k, end - 2) for end in acts.offsets[1:]])  # before "<|im_end|>", "\n"
-        return RaggedActivations(acts.values[idx], np.arange(0, len(acts) * k + 1, k), acts.model, acts.layer)
+        return _window(acts, n - 2 - k, n - 2)  # before "<|im_end|>", "\n"
     if readout in ("last", "last4"):  # the input's final token(s): the end of the question's user turn
         k = 1 if readout == "last" else 4
-        idx = np.concatenate([np.arange(end - k, end) for end in acts.offsets[1:]])
-        return RaggedActivations(acts.values[idx], np.arange(0, len(acts) * k + 1, k), acts.model, acts.layer)
+        return _window(acts, n - k, n)
+    asked = _question_tokens(ds, ask)
     if readout == "concat":
-        return RaggedActivations(acts.values, acts.offsets, acts.model, acts.layer, _question_tokens(ds, ask))
-    head, tail = _split(acts, _question_tokens(ds, ask))
-    return head if readout == "plain" else tail
+        return RaggedActivations(acts.values, acts.offsets, acts.model, acts.layer, asked)
+    # the model is causal: the conversation's activations are those it has without the question
+    return _window(acts, 0, n - asked) if readout == "plain" else _window(acts, n - asked, n)
 
 
 def _labelled(store, name, ds, layer, readout: str | None = None):
