@@ -17,11 +17,19 @@ from mup_dagster.definitions import DATASET_ASSETS, defs, run_assets
 from mup_dagster.partitions import layer_model_key
 
 
+def existing_file(path: str) -> str:
+    """An argparse type: the absolute path of a file that exists (checked before any run starts)."""
+    if not os.path.isfile(path):
+        raise argparse.ArgumentTypeError(f"{path}: no such file (from {os.getcwd()}); give a JSONL/CSV file in the "
+                                         "research format, e.g. ../shared/data/mup/dev/mt_dev_balanced.jsonl")
+    return os.path.abspath(path)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--layers", type=int, nargs="*", help="default: the model's probe layers")
-    parser.add_argument("--eval-file", action="append", default=[], help="extra JSONL/CSV evaluation file")
+    parser.add_argument("--eval-file", action="append", default=[], type=existing_file, help="extra JSONL/CSV evaluation file")
     parser.add_argument("--probe-types", nargs="+", help="train only these probe types (default: all eleven)")
     args = parser.parse_args(argv)
 
@@ -41,7 +49,7 @@ def main(argv=None) -> int:
     precision = choose_precision()
     print(f"mup demo: {spec.slug}, layers {layers}, DAGSTER_HOME={os.environ['DAGSTER_HOME']}", flush=True)
     print(f"compute: {precision.device} in {precision.dtype_name} ({precision.reason})", flush=True)
-    eval_config = {"ops": {"eval_datasets": {"config": {"files": [os.path.abspath(f) for f in args.eval_file]}}}}
+    eval_config = {"ops": {"eval_datasets": {"config": {"files": args.eval_file}}}}
     run_assets(instance, DATASET_ASSETS, run_config=eval_config, echo=True)
     extracted = run_assets(instance, ["activations"], spec.slug, echo=True)
     (done,) = extracted.asset_materializations_for_node("activations")
@@ -60,7 +68,7 @@ def main(argv=None) -> int:
     with_cols = table.select("dataset", "layer", "probe_type", "auroc", "accuracy", "tpr_at_1pct_fpr").sort(
         "dataset", "probe_type", "layer"
     )
-    with pl.Config(tbl_rows=200, tbl_hide_dataframe_shape=True, float_precision=3):
+    with pl.Config(tbl_rows=-1, tbl_hide_dataframe_shape=True, float_precision=3):
         print(with_cols)
     print(f"\nfigure: {store.uri(report.figure)}")
     print(f"table:  {store.uri(report.key)}")

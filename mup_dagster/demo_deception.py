@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     store = defs.resources["artifact_store"].get_store()
 
     table = store.get_table(results.results.key)
-    with pl.Config(tbl_rows=100, tbl_cols=-1, tbl_hide_dataframe_shape=True, float_precision=3, tbl_width_chars=250):
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, float_precision=3, tbl_width_chars=250):
         print(table.filter(pl.col("model") == args.model).select(
             "technique", "poisoning", "shots", "n_questions", "truths_clean", "poison_fr", "clean_fr", "targeting", "targeting_lo",
             "targeting_hi", "targeting_vs_0", "targeting_vs_0_lo", "targeting_vs_0_hi", "reaffirm_rate"))

@@ -17,6 +17,7 @@ import polars as pl
 from mup_core.models.registry import DEFAULT_MODEL, get_spec
 from mup_dagster.study.common import BASELINES
 from mup_dagster.definitions import DATASET_ASSETS, defs, run_assets
+from mup_dagster.demo import existing_file
 from mup_dagster.partitions import layer_model_key
 
 EXPERIMENTS = ["probe_comparison", "calibration_curves", "roc_curves", "auroc_by_length", "monitoring_cascade",
@@ -27,8 +28,8 @@ EXPERIMENTS = ["probe_comparison", "calibration_curves", "roc_curves", "auroc_by
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL)
-    parser.add_argument("--eval-file", action="append", default=[], help="extra JSONL/CSV evaluation file (research format)")
-    parser.add_argument("--selection-file", action="append", default=[],
+    parser.add_argument("--eval-file", action="append", default=[], type=existing_file, help="extra JSONL/CSV evaluation file (research format)")
+    parser.add_argument("--selection-file", action="append", default=[], type=existing_file,
                         help="JSONL/CSV set from outside the training distribution to choose the layer, probe and "
                         "threshold on (research format, e.g. ../shared/data/mup/dev/mt_dev_balanced.jsonl)")
     parser.add_argument("--finetune-steps", type=int, default=40)
@@ -43,8 +44,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     print(f"mup probe study: {spec.slug}, probe layers {list(spec.default_layers)}", flush=True)
     if not args.experiments_only:
-        files = {"files": [os.path.abspath(f) for f in args.eval_file],
-                 "selection_files": [os.path.abspath(f) for f in args.selection_file]}
+        files = {"files": args.eval_file, "selection_files": args.selection_file}  # absolute (existing_file)
         run_assets(instance, DATASET_ASSETS, run_config={"ops": {"eval_datasets": {"config": files}}}, echo=True)
         run_assets(instance, ["activations"], spec.slug, echo=True)
         for layer in spec.default_layers:
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
     store = defs.resources["artifact_store"].get_store()
     comparison = store.get_table(result.output_for_node("probe_comparison").key)
     sweep = instance.get_latest_materialization_event(dg.AssetKey("layer_sweep"))
-    with pl.Config(tbl_rows=100, tbl_cols=-1, tbl_hide_dataframe_shape=True, float_precision=3, tbl_width_chars=200):
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_hide_dataframe_shape=True, float_precision=3, tbl_width_chars=200):
         print(comparison.filter(pl.col("dataset") != VAL).select(
             "dataset", "method", "seeds", "tpr_at_1pct_fpr", "tpr_at_1pct_fpr_lo", "tpr_at_1pct_fpr_hi",
             "auroc", "auroc_lo", "auroc_hi", "auroc_std", "brier", "mean_flops"))

@@ -2,13 +2,47 @@
 
 from __future__ import annotations
 
+import difflib
+
 import dagster as dg
 
 from mup_core.models.registry import get_spec, model_slugs
 
-model_partitions = dg.StaticPartitionsDefinition(model_slugs())
 # each model's probe layers: the registry's, the only (layer, model) pairs there are
 LAYERS_OF = {slug: list(get_spec(slug).default_layers) for slug in model_slugs()}
+
+
+def _unknown(partition_key, hint) -> None:
+    """Raise the error for an unknown key that the CLI shows with ``hint``'s message."""
+    from dagster._core.errors import DagsterInvalidSubsetError
+
+    # not an unknown-partition error: the CLI swaps that for a message without the hint
+    raise DagsterInvalidSubsetError(hint(str(partition_key))) from None
+
+
+def model_key_hint(key: str) -> str:
+    """Why ``key`` is not a model partition, and the models there are."""
+    close = difflib.get_close_matches(key, list(LAYERS_OF), n=1, cutoff=0.5)
+    if "|" in key:
+        guess = "; a LAYER|MODEL key is for the probe assets, this asset is partitioned by model alone"
+    else:
+        guess = f"; did you mean `{close[0]}`?" if close else ""
+    return f"`{key}` is not a model partition{guess} (models: {', '.join(LAYERS_OF)})"
+
+
+class ModelPartitions(dg.StaticPartitionsDefinition):
+    """One partition per registry model; an unknown key fails with the models there are."""
+
+    def validate_partition_key(self, partition_key, context=None):
+        from dagster._core.errors import DagsterUnknownPartitionError
+
+        try:
+            return super().validate_partition_key(partition_key, context)
+        except DagsterUnknownPartitionError:
+            _unknown(partition_key, model_key_hint)
+
+
+model_partitions = ModelPartitions(model_slugs())
 
 
 def layer_model_key(layer: int, model: str) -> str:
@@ -38,7 +72,7 @@ def partition_key_hint(key: str) -> str:
     example = next(iter(_pairs_of_model.values()))[0]
     return (
         f"`{key}` is not a partition of the probe assets: their keys are LAYER|MODEL, e.g. "
-        f"`{example}`{guess} {detail}"
+        f"`{example}`{guess or ';'} {detail}"
     )
 
 
@@ -49,13 +83,12 @@ class LayerModelPartitions(dg.StaticPartitionsDefinition):
     partition"."""
 
     def validate_partition_key(self, partition_key, context=None):
-        from dagster._core.errors import DagsterInvalidSubsetError, DagsterUnknownPartitionError
+        from dagster._core.errors import DagsterUnknownPartitionError
 
         try:
             return super().validate_partition_key(partition_key, context)
         except DagsterUnknownPartitionError:
-            # not an unknown-partition error: the CLI swaps that for a message without the hint
-            raise DagsterInvalidSubsetError(partition_key_hint(str(partition_key))) from None
+            _unknown(partition_key, partition_key_hint)
 
 
 _pairs_of_model = {model: [layer_model_key(layer, model) for layer in layers] for model, layers in LAYERS_OF.items()}

@@ -27,3 +27,15 @@ def test_make_demos_script_runs_end_to_end_on_tiny(tmp_path):
     figure = re.search(r"figure: (\S+)", out).group(1)
     assert Path(figure).is_file() and Path(figure).read_bytes()[:4] == b"\x89PNG"
     assert re.search(r"monitor: \w+ at layer 2, threshold", out) and "done in" in out
+
+
+def test_a_missing_evaluation_file_stops_the_demos_before_any_run(tmp_path, capsys):
+    import pytest
+
+    from mup_dagster import demo, demo_study
+
+    for main, flag in ((demo.main, "--eval-file"), (demo_study.main, "--selection-file")):
+        with pytest.raises(SystemExit) as stopped:
+            main([flag, str(tmp_path / "dev.jsonl")])
+        assert stopped.value.code == 2
+        assert f"argument {flag}: {tmp_path / 'dev.jsonl'}: no such file" in capsys.readouterr().err

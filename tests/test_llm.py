@@ -79,6 +79,62 @@ def test_openai_backend_plain_and_structured(server):
     validate(result.parsed, SCHEMA)
 
 
+def _api(server):
+    import openai
+
+    return openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=60)
+
+
+def test_openai_api_usage_finish_reason_and_streaming(server, local_tiny):
+    """What an OpenAI client reads besides the text: token usage, why the reply ended, a
+    stream of several chunks that adds up to the same reply, and the usage chunk."""
+    api = _api(server)
+    cut = api.chat.completions.create(model="tiny", messages=ASK, max_tokens=6)
+    n_prompt = len(local_tiny.lm.tokenizer(local_tiny._prompt(ASK), add_special_tokens=False)["input_ids"])
+    assert (cut.usage.prompt_tokens, cut.usage.completion_tokens, cut.usage.total_tokens) == (n_prompt, 6, n_prompt + 6)
+    assert cut.choices[0].finish_reason == "length"  # the random tiny model never ends its turn in 6 tokens
+
+    # sampled (seeded by the request: the same request, the same reply), so the random model writes words
+    sampled = api.chat.completions.create(model="tiny", messages=ASK, max_tokens=6, temperature=1.0)
+    chunks = list(api.chat.completions.create(model="tiny", messages=ASK, max_tokens=6, temperature=1.0, stream=True,
+                                              stream_options={"include_usage": True}))
+    pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+    assert len(pieces) > 1  # streamed as it is generated, not the whole reply in one chunk
+    assert "".join(pieces).strip() == sampled.choices[0].message.content != ""
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 6
+
+    # a reply that ends its turn says "stop": make the tiny model's first greedy token its end of turn
+    config = local_tiny.lm.model.generation_config
+    first = local_tiny.token_logprobs(ASK, max_tokens=1, top_k=1)
+    saved = config.eos_token_id
+    config.eos_token_id = local_tiny.lm.tokenizer.convert_tokens_to_ids(
+        local_tiny.lm.tokenizer.tokenize(first.logprobs[0]["token"]))[0]
+    try:
+        ended = api.chat.completions.create(model="tiny", messages=ASK, max_tokens=6)
+    finally:
+        config.eos_token_id = saved
+    assert ended.choices[0].finish_reason == "stop" and ended.usage.completion_tokens == 1
+
+
+def test_openai_api_logprobs_of_every_generated_token(server):
+    api = _api(server)
+    reply = api.chat.completions.create(model="tiny", messages=ASK, max_tokens=4, logprobs=True, top_logprobs=3)
+    content = reply.choices[0].logprobs.content
+    assert len(content) == reply.usage.completion_tokens == 4
+    for entry in content:
+        tops = [t.logprob for t in entry.top_logprobs]
+        assert len(tops) == 3 and tops == sorted(tops, reverse=True) and all(lp <= 0 for lp in tops)
+        # greedy: the chosen token is the most likely one
+        assert entry.token == entry.top_logprobs[0].token and entry.logprob == pytest.approx(tops[0])
+    assert "".join(e.token for e in content).strip() == reply.choices[0].message.content
+    bare = api.chat.completions.create(model="tiny", messages=ASK, max_tokens=2, logprobs=True)
+    assert [e.top_logprobs for e in bare.choices[0].logprobs.content] == [[], []]  # no top_logprobs asked
+    import openai
+
+    with pytest.raises(openai.BadRequestError, match="non-streamed"):
+        api.chat.completions.create(model="tiny", messages=ASK, max_tokens=2, logprobs=True, stream=True)
+
 @pytest.mark.parametrize("faults, retries", [(["429"], 1), (["500", "503"], 2), (["429", "500", "429"], 3)])
 def test_retries_on_rate_limits_and_server_errors(server, faults, retries):
     c = client(server)

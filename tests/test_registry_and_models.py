@@ -66,3 +66,21 @@ def test_smollm2_is_dequantised_once_and_reloaded_from_safetensors():
     # a real language model: " Paris" is among the top predictions
     top = a[0, -1].topk(5).indices.tolist()
     assert lm.tokenizer.encode(" Paris")[0] in top
+
+
+def test_the_readmes_model_table_lists_every_registry_model():
+    """The README's "Models" table is the user's view of the partition keys: every slug, with
+    its source and layer count, and no model the registry lacks."""
+    from pathlib import Path
+
+    from mup_core.models.registry import model_slugs
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Models\n", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip(" `"): line.split("|") for line in section.splitlines() if line.startswith("| `")}
+    assert sorted(rows) == sorted(model_slugs())
+    for slug, cells in rows.items():
+        spec = get_spec(slug)
+        assert cells[3].strip() == str(spec.num_layers), slug
+        if spec.kind == "hf":
+            assert f"`{spec.source}`" in cells[2], slug

@@ -201,7 +201,9 @@ def test_7_wrong_partition_keys_say_what_the_keys_are(h):
     assert swapped.returncode != 0
     assert "keys are LAYER|MODEL" in swapped.stderr and "did you mean `1|tiny` (layer first)?" in swapped.stderr
     no_layer = cli(h, "--select", "probes", "--partition", "5|tiny")
-    assert no_layer.returncode != 0 and "tiny's probe layers are [1, 2, 3], e.g. `1|tiny`" in no_layer.stderr
+    assert no_layer.returncode != 0 and "e.g. `1|tiny`; tiny's probe layers are [1, 2, 3], e.g. `1|tiny`" in no_layer.stderr
+    no_model = cli(h, "--select", "activations", "--partition", "tinny")
+    assert no_model.returncode != 0 and "`tinny` is not a model partition; did you mean `tiny`? (models: " in no_model.stderr
 
 
 def test_7_probes_before_activations_name_the_missing_asset_and_the_command(tmp_path):

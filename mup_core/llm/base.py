@@ -58,7 +58,9 @@ class ChatResult:
     model: str = ""
     cached: bool = False
     attempts: int = 1
-    usage: dict = field(default_factory=dict)
+    usage: dict = field(default_factory=dict)  # prompt_tokens, completion_tokens, total_tokens, where known
+    finish_reason: str = "stop"  # "stop": the model ended its turn; "length": max_tokens cut it off
+    logprobs: list[dict] | None = None  # per generated token, as OpenAI's `choices[0].logprobs.content`
 
 
 class LLMClient(ABC):

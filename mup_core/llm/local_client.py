@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from mup_core.llm.base import ChatResult, LLMClient, LLMError, Message
 from mup_core.llm.cache import ResponseCache, cache_key
@@ -97,36 +97,83 @@ class LocalChatClient(LLMClient):
         self._quotes = None
         self._lock = threading.Lock()
 
+    def _key(self, messages: Sequence[Message], schema, max_tokens: int, temperature: float) -> str:
+        """The request's cache key, which also seeds a sampled reply (the same request, the same reply)."""
+        return cache_key(self.name, self.model, list(messages), {"max_tokens": max_tokens, "temperature": temperature, "schema": schema})
+
+    def _prompt(self, messages: Sequence[Message]) -> str:
+        return self.lm.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+
     def complete(self, messages: Sequence[Message], *, schema=None, max_tokens=256, temperature=0.0) -> ChatResult:
-        key = cache_key(self.name, self.model, list(messages), {"max_tokens": max_tokens, "temperature": temperature, "schema": schema})
+        key = self._key(messages, schema, max_tokens, temperature)
         if self.cache is not None and (hit := self.cache.get(key)):
             text = hit[0]
             return ChatResult(text, json.loads(text) if schema else None, self.model, cached=True, attempts=0)
-        prompt = self.lm.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
+        prompt = self._prompt(messages)
         with self._lock:
             if schema is None:
-                text, parsed = self._generate(prompt, max_tokens, temperature, key), None
+                result = self._generate(prompt, max_tokens, temperature, key)
             else:
                 parsed = self._constrained(prompt, schema, max_tokens)
                 text = json.dumps(parsed, ensure_ascii=False)
+                result = ChatResult(text, parsed, self.model, usage=self._usage(prompt, text))
         if self.cache is not None:
-            self.cache.put(key, text, self.model)
-        return ChatResult(text, parsed, self.model)
+            self.cache.put(key, result.text, self.model)
+        return result
 
-    def next_token_logprobs(self, messages: Sequence[Message], top_k: int = 20) -> list[tuple[str, float]]:
-        """The ``top_k`` most likely first answer tokens and their log-probabilities
-        (what an OpenAI-compatible server returns as ``top_logprobs``)."""
-        import torch
+    def token_logprobs(self, messages: Sequence[Message], *, max_tokens: int = 1, temperature: float = 0.0,
+                       top_k: int = 0) -> ChatResult:
+        """A free-text reply with every generated token's log-probability and the ``top_k``
+        most likely alternatives at its position (OpenAI's ``logprobs`` / ``top_logprobs``;
+        log-probabilities of the model's own distribution, before any sampling warper)."""
+        if not 0 <= top_k <= 20:
+            raise LLMError(f"top_logprobs must be between 0 and 20, got {top_k}", kind="invalid")
+        with self._lock:
+            return self._generate(self._prompt(messages), max_tokens, temperature,
+                                  self._key(messages, None, max_tokens, temperature), top_logprobs=top_k)
 
+    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> Iterator[str | ChatResult]:
+        """The free-text reply as it is generated: pieces of text (whole words where the
+        tokenizer allows), then the ``ChatResult`` (the same reply ``complete`` gives,
+        with its usage and finish reason). Not cached."""
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        prompt, key = self._prompt(messages), self._key(messages, None, max_tokens, temperature)
+        outcome: dict = {}
+
+        def run() -> None:
+            try:
+                with self._lock:
+                    outcome["result"] = self._generate(prompt, max_tokens, temperature, key, streamer=streamer)
+            except BaseException as exc:  # re-raised in the caller's thread
+                outcome["error"] = exc
+                streamer.end()
+
+        worker = threading.Thread(target=run, name="mup-generate", daemon=True)
+        worker.start()
+        started = False
+        for piece in streamer:
+            if not started:  # complete() strips the reply: so does the stream, at its start
+                piece = piece.lstrip()
+                started = bool(piece)
+            if piece:
+                yield piece
+        worker.join()
+        if "error" in outcome:
+            raise outcome["error"]
+        yield outcome["result"]
+
+    def _usage(self, prompt: str, reply: str | Sequence[int]) -> dict:
         tok = self.lm.tokenizer
-        prompt = tok.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=False)
-        ids = tok(prompt, add_special_tokens=False, return_tensors="pt").to(self.lm.device)
-        with self._lock, torch.inference_mode():
-            logits = self.lm.model(**ids, logits_to_keep=1).logits[0, -1].float()
-        values, indices = torch.log_softmax(logits, -1).topk(top_k)
-        return [(tok.decode([int(i)]), float(v)) for v, i in zip(values, indices)]
+        n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+        n_reply = len(reply) if not isinstance(reply, str) else len(tok(reply, add_special_tokens=False)["input_ids"])
+        return {"prompt_tokens": n_prompt, "completion_tokens": n_reply, "total_tokens": n_prompt + n_reply}
 
-    def _generate(self, prompt: str, max_tokens: int, temperature: float, key: str) -> str:
+    def _generate(self, prompt: str, max_tokens: int, temperature: float, key: str, *,
+                  top_logprobs: int | None = None, streamer=None) -> ChatResult:
+        """One free-text reply; with ``top_logprobs``, each token's log-probability and that
+        many alternatives. Call with ``self._lock`` held."""
         import torch
 
         tok = self.lm.tokenizer
@@ -136,8 +183,31 @@ class LocalChatClient(LLMClient):
             torch.manual_seed(int(hashlib.sha256(key.encode()).hexdigest()[:8], 16))
             kwargs = {"do_sample": True, "temperature": temperature, "top_p": 0.95}
         with torch.inference_mode():
-            out = self.lm.model.generate(**ids, max_new_tokens=max_tokens, pad_token_id=tok.pad_token_id, **kwargs)
-        return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+            out = self.lm.model.generate(**ids, max_new_tokens=max_tokens, pad_token_id=tok.pad_token_id,
+                                         return_dict_in_generate=True, output_logits=top_logprobs is not None,
+                                         streamer=streamer, **kwargs)
+        new = out.sequences[0, ids["input_ids"].shape[1]:].tolist()
+        ends = self.lm.model.generation_config.eos_token_id
+        ends = set(ends if isinstance(ends, (list, tuple)) else [ends, tok.eos_token_id])
+        finish = "length" if len(new) >= max_tokens and new[-1] not in ends else "stop"
+        logprobs = None
+        if top_logprobs is not None:
+            logprobs = [self._logprob_entry(step[0], token, top_logprobs) for step, token in zip(out.logits, new)]
+        text = tok.decode(new, skip_special_tokens=True).strip()
+        return ChatResult(text, None, self.model, usage=self._usage(prompt, new), finish_reason=finish, logprobs=logprobs)
+
+    def _logprob_entry(self, logits, token: int, top_k: int) -> dict:
+        import torch
+
+        tok = self.lm.tokenizer
+        logp = torch.log_softmax(logits.float(), -1)
+
+        def entry(i: int, value: float) -> dict:
+            text = tok.decode([i])
+            return {"token": text, "logprob": value, "bytes": list(text.encode())}
+
+        values, indices = logp.topk(top_k) if top_k else (torch.empty(0), torch.empty(0, dtype=torch.long))
+        return {**entry(token, float(logp[token])), "top_logprobs": [entry(int(i), float(v)) for v, i in zip(values, indices)]}
 
     def _constrained(self, prompt: str, schema: dict, max_tokens: int) -> dict:
         if schema.get("type") != "object":

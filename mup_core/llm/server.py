@@ -2,7 +2,10 @@
 
 A FastAPI app on uvicorn (``mup_core.web``). Serves ``POST /v1/chat/completions`` (with
 ``response_format`` ``json_schema`` structured outputs, decoded under the schema;
-``stream: true`` as server-sent events) and ``GET /v1/models``. Useful on its
+``stream: true`` as server-sent events, a chunk per piece of text as it is generated, and
+with ``stream_options: {"include_usage": true}`` a last chunk with the usage; ``logprobs``
+with ``top_logprobs`` for every generated token; ``usage`` and ``finish_reason``, "length"
+when ``max_tokens`` cut the reply off) and ``GET /v1/models``. Useful on its
 own to put the local model behind the same API as a hosted one, and used by the
 tests of the OpenAI backend, with failures injected on purpose:
 
@@ -51,6 +54,7 @@ class ChatRequest(BaseModel):
     logprobs: bool = False
     top_logprobs: Optional[int] = None
     response_format: Optional[dict[str, Any]] = None
+    stream_options: Optional[dict[str, Any]] = None
     bundle: Optional[str] = Field(default=None, description="mup monitor only: the monitor bundle to score with "
                                   "(monitors/MODEL/DIGEST in the store); default: the one the server started with")
 
@@ -62,14 +66,17 @@ class ChatRequest(BaseModel):
         return [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in self.messages]
 
 
-def completion(model: str, text: str, finish: str = "stop", **extra) -> dict:
+NO_USAGE = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+def completion(model: str, text: str, finish: str = "stop", usage: Optional[dict] = None, **extra) -> dict:
     return {
         "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish, **extra}],
-        "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0},
+        "usage": dict(usage or NO_USAGE),
     }
 
 
@@ -101,39 +108,67 @@ def chat_app(server: "ChatServer") -> FastAPI:
         if fault and fault.startswith("slow:"):
             time.sleep(float(fault.split(":", 1)[1]))
         messages = request.dicts()
-        if request.logprobs:
-            return logprobs(request, messages)
         schema = None
         fmt = request.response_format or {}
         if fmt.get("type") == "json_schema":
             schema = (fmt.get("json_schema") or {}).get("schema")
+        limit = request.token_limit or 256
+        if request.logprobs:
+            return logprobs(request, messages, schema, limit)
+        if request.stream and schema is None and fault != "malformed" and hasattr(server.client, "stream"):
+            return StreamingResponse(streamed(request, messages, limit), media_type="text/event-stream")
         try:
-            result = server.client.complete(messages, schema=schema, max_tokens=request.token_limit or 256,
-                                            temperature=request.temperature)
+            result = server.client.complete(messages, schema=schema, max_tokens=limit, temperature=request.temperature)
         except LLMError as exc:
             raise APIError(422, exc.reason) from None
         text = result.text
         if fault == "malformed":
             text = text[: max(1, len(text) // 2)] + " <<truncated"
-        if request.stream:
+        if request.stream:  # structured output (or a backend that cannot stream): the answer in one chunk
             cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
             events = [chunk(server.model_name, cid, {"role": "assistant", "content": text}),
-                      chunk(server.model_name, cid, {}, "stop"), "data: [DONE]\n\n"]
+                      chunk(server.model_name, cid, {}, result.finish_reason),
+                      *usage_chunk(request, cid, result.usage), "data: [DONE]\n\n"]
             return StreamingResponse(iter(events), media_type="text/event-stream")
-        return completion(server.model_name, text)
+        return completion(server.model_name, text, result.finish_reason, result.usage)
 
-    def logprobs(request: ChatRequest, messages):
-        top_k = int(request.top_logprobs or 1)
-        if not hasattr(server.client, "next_token_logprobs"):
+    def usage_chunk(request: ChatRequest, cid: str, usage: dict) -> list[str]:
+        """OpenAI's last chunk when ``stream_options.include_usage`` is set: no choices, the usage."""
+        if not (request.stream_options or {}).get("include_usage"):
+            return []
+        body = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": server.model_name,
+                "choices": [], "usage": dict(usage or NO_USAGE)}
+        return [f"data: {json.dumps(body)}\n\n"]
+
+    def streamed(request: ChatRequest, messages: list[dict], limit: int):
+        cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+        yield chunk(server.model_name, cid, {"role": "assistant", "content": ""})
+        try:
+            for piece in server.client.stream(messages, max_tokens=limit, temperature=request.temperature):
+                if isinstance(piece, str):
+                    yield chunk(server.model_name, cid, {"content": piece})
+                else:
+                    yield chunk(server.model_name, cid, {}, piece.finish_reason)
+                    yield from usage_chunk(request, cid, piece.usage)
+        except LLMError as exc:  # the status line is sent: the error goes in the stream, as OpenAI's does
+            yield f"data: {json.dumps({'error': {'message': exc.reason, 'type': exc.kind}})}\n\n"
+        yield "data: [DONE]\n\n"
+
+    def logprobs(request: ChatRequest, messages: list[dict], schema, limit: int):
+        if not hasattr(server.client, "token_logprobs"):
             raise APIError(400, "this backend does not return log-probabilities")
+        if schema is not None or request.stream:
+            raise APIError(400, "logprobs are served for plain, non-streamed completions: leave out "
+                                "response_format and stream, or logprobs")
+        top_k = 0 if request.top_logprobs is None else int(request.top_logprobs)
         if not 0 <= top_k <= 20:
             raise APIError(400, "top_logprobs must be between 0 and 20")
-        top = server.client.next_token_logprobs(messages, max(1, top_k))
-        entries = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in top]
-        body = completion(server.model_name, top[0][0], "length",
-                          logprobs={"content": [{**entries[0], "top_logprobs": entries[:top_k]}]})
-        body["usage"]["completion_tokens"] = 1
-        return body
+        try:
+            result = server.client.token_logprobs(messages, max_tokens=limit, temperature=request.temperature, top_k=top_k)
+        except LLMError as exc:
+            raise APIError(422, exc.reason) from None
+        return completion(server.model_name, result.text, result.finish_reason, result.usage,
+                          logprobs={"content": result.logprobs})
 
     return app
 
