@@ -301,7 +301,10 @@ def activation_piece(
     except OverlongInputs as exc:  # overlong="refuse": names the dataset and ids
         raise dg.Failure(description=f"activations: {exc}") from None
     for name, s in stats.items():
-        if not refs[name].reused and s.get("reused_shards"):
+        if refs[name].reused:
+            context.log.info(f"{name}: reused the stored activations (same model, dtype, text and layers): "
+                             f"{store.uri(refs[name].prefix)}")
+        elif s.get("reused_shards"):
             context.log.info(f"{name}: resumed, reused {s['reused_shards']} of {s['shards']} shards of an interrupted run")
         if s.get("truncated_examples"):
             kept = "last" if config.overlong == "keep_end" else "first"
