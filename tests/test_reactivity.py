@@ -162,6 +162,23 @@ def test_the_daemon_started_as_make_ui_does_reruns_probes_after_a_relabel(tmp_pa
         assert record.partition_key == "1|tiny"
         runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "mup_automation"}))
         assert runs, "the re-run was not launched by automation"
+        # the README's backfill command, as written there, for another partition: the daemon runs it
+        import re
+
+        readme = (REPO / "README.md").read_text()
+        command = re.search(r"^dagster job backfill (.*?) \\\n\s*--partitions", readme, re.M).group(1).split()
+        launched = subprocess.run([sys.executable, "-m", "dagster", "job", "backfill", *command, "--partitions", "2|tiny"],
+                                  cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert launched.returncode == 0, launched.stdout[-2000:] + launched.stderr[-2000:]
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            backfilled = [r for r in instance.get_runs() if "dagster/backfill" in r.tags]
+            if backfilled and all(r.is_finished for r in backfilled):
+                break
+            time.sleep(3)
+        assert [r.status for r in backfilled] == [dg.DagsterRunStatus.SUCCESS], \
+            [(r.status, instance.all_logs(r.run_id)[-3:]) for r in backfilled]
+        assert instance.fetch_materializations(dg.AssetKey("probes"), limit=1).records[0].partition_key == "2|tiny"
         # SIGTERM stops the UI, the daemon, the code server and their runs, and leaves nothing of its session
         dev = [p for p in _processes() if _stat(p)[1] == proc.pid]  # dagster dev: the wrapper's child, a session leader
         session = [p for p in _processes() if dev and _stat(p)[2] == dev[0]]
