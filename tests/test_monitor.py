@@ -228,9 +228,11 @@ def test_streaming_api_with_the_openai_client_carries_scores_and_the_judges_verd
     client = openai.OpenAI(base_url=f"{monitor}/v1", api_key="unused")
     stream = client.chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "My landlord is evicting me tonight."}],
-        stream=True, max_tokens=6,
+        stream=True, max_tokens=6, stream_options={"include_usage": True},
     )
     chunks = list(stream)
+    usage = chunks.pop()  # asked for: the last chunk has no choices, the usage
+    assert usage.choices == [] and usage.usage.completion_tokens == 6 and usage.usage.prompt_tokens > 5
     extra = [c.model_extra["mup"] for c in chunks]
     assert "prompt" in extra[0] and len(extra[0]["prompt"]["tokens"]) == len(extra[0]["prompt"]["scores"]) > 5
     token_chunks = [(c, e) for c, e in zip(chunks, extra) if "score" in e]
@@ -245,6 +247,7 @@ def test_streaming_api_with_the_openai_client_carries_scores_and_the_judges_verd
     plain = client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "hello"}], max_tokens=4)
     body = plain.model_extra["mup"]
     assert len(body["tokens"]) == 4 and body["final"]["decided_by"] == "llm_judge"
+    assert plain.usage.completion_tokens == 4 and plain.usage.prompt_tokens == len(body["prompt"]["tokens"])
     assert plain.choices[0].message.content == "".join(t["token"] for t in body["tokens"])
 
 
@@ -255,6 +258,7 @@ def test_streaming_api_with_the_openai_client_carries_scores_and_the_judges_verd
     ({"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}]}, 400, "this monitor serves 'tiny'"),
     ({"messages": [{"role": "user", "content": "word " * 600}]}, 400, "exceeds tiny's maximum of 512"),
     ({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, 400, "max_tokens"),
+    ({"messages": [{"role": "user", "content": "hi"}], "logprobs": True}, 400, "mup monitor does not serve logprobs"),
 ])
 def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(monitor, body, status, message):
     import urllib.error

@@ -62,6 +62,11 @@ class ChatRequest(BaseModel):
     def token_limit(self) -> Optional[int]:
         return self.max_completion_tokens or self.max_tokens
 
+    @property
+    def include_usage(self) -> bool:
+        """A streamed reply ends with a chunk carrying the usage (``stream_options``)."""
+        return bool((self.stream_options or {}).get("include_usage"))
+
     def dicts(self) -> list[dict]:
         return [{"role": "system" if m.role == "developer" else m.role, "content": m.content} for m in self.messages]
 
@@ -84,6 +89,13 @@ def chunk(model: str, cid: str, delta: dict, finish: Optional[str] = None, **ext
     """One server-sent event of a streamed completion."""
     body = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+    return f"data: {json.dumps(body)}\n\n"
+
+
+def usage_chunk(model: str, cid: str, usage: Optional[dict]) -> str:
+    """OpenAI's last chunk of a stream asked with ``stream_options.include_usage``: no choices, the usage."""
+    body = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
+            "choices": [], "usage": dict(usage or NO_USAGE)}
     return f"data: {json.dumps(body)}\n\n"
 
 
@@ -128,17 +140,10 @@ def chat_app(server: "ChatServer") -> FastAPI:
             cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
             events = [chunk(server.model_name, cid, {"role": "assistant", "content": text}),
                       chunk(server.model_name, cid, {}, result.finish_reason),
-                      *usage_chunk(request, cid, result.usage), "data: [DONE]\n\n"]
+                      *([usage_chunk(server.model_name, cid, result.usage)] if request.include_usage else []),
+                      "data: [DONE]\n\n"]
             return StreamingResponse(iter(events), media_type="text/event-stream")
         return completion(server.model_name, text, result.finish_reason, result.usage)
-
-    def usage_chunk(request: ChatRequest, cid: str, usage: dict) -> list[str]:
-        """OpenAI's last chunk when ``stream_options.include_usage`` is set: no choices, the usage."""
-        if not (request.stream_options or {}).get("include_usage"):
-            return []
-        body = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()), "model": server.model_name,
-                "choices": [], "usage": dict(usage or NO_USAGE)}
-        return [f"data: {json.dumps(body)}\n\n"]
 
     def streamed(request: ChatRequest, messages: list[dict], limit: int):
         cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
@@ -149,7 +154,8 @@ def chat_app(server: "ChatServer") -> FastAPI:
                     yield chunk(server.model_name, cid, {"content": piece})
                 else:
                     yield chunk(server.model_name, cid, {}, piece.finish_reason)
-                    yield from usage_chunk(request, cid, piece.usage)
+                    if request.include_usage:
+                        yield usage_chunk(server.model_name, cid, piece.usage)
         except LLMError as exc:  # the status line is sent: the error goes in the stream, as OpenAI's does
             yield f"data: {json.dumps({'error': {'message': exc.reason, 'type': exc.kind}})}\n\n"
         yield "data: [DONE]\n\n"

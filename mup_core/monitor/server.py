@@ -25,7 +25,7 @@ from pathlib import Path
 from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, StreamingResponse
 
-from mup_core.llm.server import ChatRequest, chunk, completion
+from mup_core.llm.server import ChatRequest, chunk, completion, usage_chunk
 from mup_core.monitor.live import LiveMonitor, MonitorInputError
 from mup_core.web import APIError, install_error_handlers
 
@@ -96,6 +96,10 @@ def monitor_app(monitor: LiveMonitor, store=None) -> FastAPI:
         if request.model not in (None, "", bundle.model):
             raise APIError(400, f"this monitor serves {bundle.model!r} (its bundle's model); the request asked for "
                                 f"{request.model!r}", "model_not_found")
+        unsupported = [f for f in ("logprobs", "response_format") if getattr(request, f)]
+        if unsupported:
+            raise APIError(400, f"mup monitor does not serve {' or '.join(unsupported)}: its replies are free text, "
+                                "scored by the probe (`mup serve` serves both)")
         max_tokens = request.token_limit or DEFAULT_MAX_TOKENS
         mon = monitor_for(request.bundle)
         try:
@@ -104,7 +108,7 @@ def monitor_app(monitor: LiveMonitor, store=None) -> FastAPI:
             raise APIError(400, str(exc)) from None
         events = _locked(lock, mon.stream(messages, max_tokens, request.temperature, request.seed or 0))
         if request.stream:
-            return StreamingResponse(_sse(events, bundle.model), media_type="text/event-stream",
+            return StreamingResponse(_sse(events, bundle.model, request.include_usage), media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         prompt, tokens, final = None, [], None
         for ev in events:
@@ -114,9 +118,8 @@ def monitor_app(monitor: LiveMonitor, store=None) -> FastAPI:
                 tokens.append(ev)
             else:
                 final = ev
-        body = completion(bundle.model, "".join(t["token"] for t in tokens), final["finish_reason"])
-        body["usage"] = {"prompt_tokens": len(prompt["tokens"]), "completion_tokens": len(tokens),
-                         "total_tokens": len(prompt["tokens"]) + len(tokens)}
+        body = completion(bundle.model, "".join(t["token"] for t in tokens), final["finish_reason"],
+                          _usage(prompt, len(tokens)))
         body["mup"] = {"prompt": _public(prompt), "tokens": [_public(t) for t in tokens], "final": _public(final), "monitor": info_of(mon)}
         return body
 
@@ -132,16 +135,26 @@ def _public(event: dict) -> dict:
     return {k: v for k, v in event.items() if k != "type"}
 
 
-def _sse(events, model: str):
+def _usage(prompt: dict, completion_tokens: int) -> dict:
+    n = len(prompt["tokens"])
+    return {"prompt_tokens": n, "completion_tokens": completion_tokens, "total_tokens": n + completion_tokens}
+
+
+def _sse(events, model: str, include_usage: bool = False):
     cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
+    prompt, generated = None, 0
     try:
         for ev in events:
             if ev["type"] == "prompt":
+                prompt = ev
                 yield chunk(model, cid, {"role": "assistant", "content": ""}, mup={"prompt": _public(ev)})
             elif ev["type"] == "token":
+                generated += 1
                 yield chunk(model, cid, {"content": ev["token"]}, mup=_public(ev))
             else:
                 yield chunk(model, cid, {}, ev["finish_reason"], mup={"final": _public(ev)})
+                if include_usage:
+                    yield usage_chunk(model, cid, _usage(prompt, generated))
     except Exception as exc:  # after the headers went out, an error can only be an event
         log.exception("mup monitor: the stream failed")
         yield f"data: {json.dumps({'error': {'message': f'{type(exc).__name__}: {exc}', 'type': 'server_error'}})}\n\n"
