@@ -85,6 +85,14 @@ def _api(server):
     return openai.OpenAI(base_url=server.url, api_key="x", max_retries=0, timeout=60)
 
 
+def _first_greedy_token(local_tiny) -> int:
+    import torch
+
+    ids = local_tiny.lm.tokenizer(local_tiny._prompt(ASK), add_special_tokens=False, return_tensors="pt")
+    with torch.inference_mode():
+        return int(local_tiny.lm.model(**ids).logits[0, -1].argmax())
+
+
 def test_openai_api_usage_finish_reason_and_streaming(server, local_tiny):
     """What an OpenAI client reads besides the text: token usage, why the reply ended, a
     stream of several chunks that adds up to the same reply, and the usage chunk."""
@@ -100,21 +108,23 @@ def test_openai_api_usage_finish_reason_and_streaming(server, local_tiny):
                                               stream_options={"include_usage": True}))
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(pieces) > 1  # streamed as it is generated, not the whole reply in one chunk
-    assert "".join(pieces).strip() == sampled.choices[0].message.content != ""
+    assert "".join(pieces) == sampled.choices[0].message.content != ""  # the same text, to the character
     assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["length"]
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 6
 
-    # a reply that ends its turn says "stop": make the tiny model's first greedy token its end of turn
+    # a reply that ends its turn says "stop", streamed or not: make the first greedy token the end of turn
     config = local_tiny.lm.model.generation_config
-    first = local_tiny.token_logprobs(ASK, max_tokens=1, top_k=1)
-    saved = config.eos_token_id
-    config.eos_token_id = local_tiny.lm.tokenizer.convert_tokens_to_ids(
-        local_tiny.lm.tokenizer.tokenize(first.logprobs[0]["token"]))[0]
+    saved, config.eos_token_id = config.eos_token_id, _first_greedy_token(local_tiny)
     try:
         ended = api.chat.completions.create(model="tiny", messages=ASK, max_tokens=6)
+        streamed = list(api.chat.completions.create(model="tiny", messages=ASK, max_tokens=6, stream=True))
+        scored = api.chat.completions.create(model="tiny", messages=ASK, max_tokens=6, logprobs=True, top_logprobs=2)
     finally:
         config.eos_token_id = saved
     assert ended.choices[0].finish_reason == "stop" and ended.usage.completion_tokens == 1
+    assert [c.choices[0].finish_reason for c in streamed if c.choices[0].finish_reason] == ["stop"]
+    # the end of turn is counted, not listed (the reply's text leaves it out)
+    assert scored.choices[0].logprobs.content == [] and scored.usage.completion_tokens == 1
 
 
 def test_openai_api_logprobs_of_every_generated_token(server):
@@ -128,12 +138,43 @@ def test_openai_api_logprobs_of_every_generated_token(server):
         # greedy: the chosen token is the most likely one
         assert entry.token == entry.top_logprobs[0].token and entry.logprob == pytest.approx(tops[0])
     assert "".join(e.token for e in content).strip() == reply.choices[0].message.content
-    bare = api.chat.completions.create(model="tiny", messages=ASK, max_tokens=2, logprobs=True)
-    assert [e.top_logprobs for e in bare.choices[0].logprobs.content] == [[], []]  # no top_logprobs asked
+    # sampled: the tokens' raw bytes spell the reply
+    sampled = api.chat.completions.create(model="tiny", messages=ASK, max_tokens=8, temperature=1.0, logprobs=True)
+    spelled = b"".join(bytes(e.bytes) for e in sampled.choices[0].logprobs.content).decode()
+    assert spelled.strip() == sampled.choices[0].message.content != ""
+    assert all(e.top_logprobs == [] for e in sampled.choices[0].logprobs.content)  # no top_logprobs asked
     import openai
 
     with pytest.raises(openai.BadRequestError, match="non-streamed"):
         api.chat.completions.create(model="tiny", messages=ASK, max_tokens=2, logprobs=True, stream=True)
+
+
+def test_a_stream_whose_reader_left_stops_generating(local_tiny):
+    """A client that closes a stream after its first chunk must not keep the model busy
+    until max_tokens: the generation stops, and the next request is served."""
+    generated = []
+
+    class Observed(LocalChatClient):  # the real client; records what each generation produced
+        def __init__(self):
+            self.__dict__.update(local_tiny.__dict__)
+
+        def _generate(self, *args, **kwargs):
+            result = super()._generate(*args, **kwargs)
+            generated.append(result.usage["completion_tokens"])
+            return result
+
+    srv = ChatServer(Observed(), "tiny", port=0).start()
+    try:
+        api = _api(srv)
+        stream = api.chat.completions.create(model="tiny", messages=ASK, max_tokens=400, temperature=1.0, stream=True)
+        next(iter(stream))
+        stream.close()
+        after = api.chat.completions.create(model="tiny", messages=ASK, max_tokens=2)
+        assert after.usage.completion_tokens == 2
+    finally:
+        srv.stop()
+    assert len(generated) == 2 and generated[0] < 400, generated
+
 
 @pytest.mark.parametrize("faults, retries", [(["429"], 1), (["500", "503"], 2), (["429", "500", "429"], 3)])
 def test_retries_on_rate_limits_and_server_errors(server, faults, retries):

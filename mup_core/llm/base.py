@@ -51,6 +51,12 @@ def check_failure_share(failed: int, total: int, max_share: float, what: str, re
     )
 
 
+def usage_of(prompt_tokens: int, completion_tokens: int) -> dict:
+    """OpenAI's ``usage`` of one reply."""
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
 @dataclass
 class ChatResult:
     text: str
@@ -59,7 +65,9 @@ class ChatResult:
     cached: bool = False
     attempts: int = 1
     usage: dict = field(default_factory=dict)  # prompt_tokens, completion_tokens, total_tokens, where known
-    finish_reason: str = "stop"  # "stop": the model ended its turn; "length": max_tokens cut it off
+    # "stop": the model ended its turn; "length": max_tokens (or the model's context) cut it off;
+    # None: not known (a reply from the response cache)
+    finish_reason: str | None = "stop"
     logprobs: list[dict] | None = None  # per generated token, as OpenAI's `choices[0].logprobs.content`
 
 

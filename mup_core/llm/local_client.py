@@ -15,8 +15,9 @@ import json
 import threading
 from typing import Iterator, Sequence
 
-from mup_core.llm.base import ChatResult, LLMClient, LLMError, Message
+from mup_core.llm.base import ChatResult, LLMClient, LLMError, Message, usage_of
 from mup_core.llm.cache import ResponseCache, cache_key
+from mup_core.models.loading import end_of_turn_ids, token_bytes
 from mup_core.models.registry import DEFAULT_MODEL
 
 
@@ -106,10 +107,11 @@ class LocalChatClient(LLMClient):
 
     def complete(self, messages: Sequence[Message], *, schema=None, max_tokens=256, temperature=0.0) -> ChatResult:
         key = self._key(messages, schema, max_tokens, temperature)
+        prompt = self._prompt(messages)
         if self.cache is not None and (hit := self.cache.get(key)):
             text = hit[0]
-            return ChatResult(text, json.loads(text) if schema else None, self.model, cached=True, attempts=0)
-        prompt = self._prompt(messages)
+            return ChatResult(text, json.loads(text) if schema else None, self.model, cached=True, attempts=0,
+                              usage=self._usage(prompt, text), finish_reason=None)  # the cache keeps the text only
         with self._lock:
             if schema is None:
                 result = self._generate(prompt, max_tokens, temperature, key)
@@ -125,76 +127,101 @@ class LocalChatClient(LLMClient):
                        top_k: int = 0) -> ChatResult:
         """A free-text reply with every generated token's log-probability and the ``top_k``
         most likely alternatives at its position (OpenAI's ``logprobs`` / ``top_logprobs``;
-        log-probabilities of the model's own distribution, before any sampling warper)."""
+        log-probabilities of the model's own distribution, before any sampling warper; the
+        token that ends the turn is counted in the usage but, as the reply's text leaves it
+        out, not listed)."""
         if not 0 <= top_k <= 20:
             raise LLMError(f"top_logprobs must be between 0 and 20, got {top_k}", kind="invalid")
         with self._lock:
             return self._generate(self._prompt(messages), max_tokens, temperature,
                                   self._key(messages, None, max_tokens, temperature), top_logprobs=top_k)
 
-    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0) -> Iterator[str | ChatResult]:
+    def stream(self, messages: Sequence[Message], *, max_tokens: int = 256, temperature: float = 0.0,
+               stop: threading.Event | None = None) -> Iterator[str | ChatResult]:
         """The free-text reply as it is generated: pieces of text (whole words where the
-        tokenizer allows), then the ``ChatResult`` (the same reply ``complete`` gives,
-        with its usage and finish reason). Not cached."""
+        tokenizer allows), then the ``ChatResult`` — the same reply as ``complete``'s, whose
+        text is the pieces joined (whitespace at either end held back, as ``complete`` strips
+        it), with its usage and finish reason. Setting ``stop`` (a client went away) ends the
+        generation at the next token. Not cached."""
         from transformers import TextIteratorStreamer
 
         streamer = TextIteratorStreamer(self.lm.tokenizer, skip_prompt=True, skip_special_tokens=True)
         prompt, key = self._prompt(messages), self._key(messages, None, max_tokens, temperature)
+        stop = stop or threading.Event()
         outcome: dict = {}
 
         def run() -> None:
             try:
                 with self._lock:
-                    outcome["result"] = self._generate(prompt, max_tokens, temperature, key, streamer=streamer)
+                    outcome["result"] = self._generate(prompt, max_tokens, temperature, key, streamer=streamer, stop=stop)
             except BaseException as exc:  # re-raised in the caller's thread
                 outcome["error"] = exc
-                streamer.end()
+            finally:
+                streamer.end()  # the consumer never waits for a generation that has ended (an extra end is harmless)
 
         worker = threading.Thread(target=run, name="mup-generate", daemon=True)
         worker.start()
-        started = False
-        for piece in streamer:
-            if not started:  # complete() strips the reply: so does the stream, at its start
-                piece = piece.lstrip()
-                started = bool(piece)
-            if piece:
-                yield piece
-        worker.join()
+        held, started = "", False
+        try:
+            for piece in streamer:
+                text = held + (piece if started else piece.lstrip())
+                started = started or bool(text)
+                shown = text.rstrip()
+                if shown:
+                    yield shown
+                held = text[len(shown):]
+        finally:
+            stop.set()  # the caller stopped early (or the reply is complete): nothing more to generate
+            worker.join()
         if "error" in outcome:
             raise outcome["error"]
         yield outcome["result"]
 
     def _usage(self, prompt: str, reply: str | Sequence[int]) -> dict:
         tok = self.lm.tokenizer
-        n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
         n_reply = len(reply) if not isinstance(reply, str) else len(tok(reply, add_special_tokens=False)["input_ids"])
-        return {"prompt_tokens": n_prompt, "completion_tokens": n_reply, "total_tokens": n_prompt + n_reply}
+        return usage_of(len(tok(prompt, add_special_tokens=False)["input_ids"]), n_reply)
 
     def _generate(self, prompt: str, max_tokens: int, temperature: float, key: str, *,
-                  top_logprobs: int | None = None, streamer=None) -> ChatResult:
-        """One free-text reply; with ``top_logprobs``, each token's log-probability and that
-        many alternatives. Call with ``self._lock`` held."""
+                  top_logprobs: int | None = None, streamer=None, stop: threading.Event | None = None) -> ChatResult:
+        """One free-text reply, at most ``max_tokens`` and the model's context long, ended at
+        the end of the assistant's turn (``end_of_turn_ids``) or when ``stop`` is set; with
+        ``top_logprobs``, each token's log-probability and that many alternatives. Call with
+        ``self._lock`` held."""
         import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class Stopped(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), stop is not None and stop.is_set(), dtype=torch.bool)
 
         tok = self.lm.tokenizer
         ids = tok(prompt, add_special_tokens=False, return_tensors="pt").to(self.lm.device)
+        n_prompt = ids["input_ids"].shape[1]
+        room = self.lm.spec.max_length - n_prompt
+        if room < 1:
+            raise LLMError(f"the prompt is {n_prompt} tokens, {self.lm.slug}'s maximum is {self.lm.spec.max_length}: "
+                           "shorten the conversation", kind="invalid")
+        limit = min(max_tokens, room)
         kwargs = {"do_sample": False}
         if temperature > 0:
             torch.manual_seed(int(hashlib.sha256(key.encode()).hexdigest()[:8], 16))
             kwargs = {"do_sample": True, "temperature": temperature, "top_p": 0.95}
+        ends = end_of_turn_ids(self.lm)
         with torch.inference_mode():
-            out = self.lm.model.generate(**ids, max_new_tokens=max_tokens, pad_token_id=tok.pad_token_id,
+            out = self.lm.model.generate(**ids, max_new_tokens=limit, pad_token_id=tok.pad_token_id,
+                                         eos_token_id=sorted(ends), stopping_criteria=StoppingCriteriaList([Stopped()]),
                                          return_dict_in_generate=True, output_logits=top_logprobs is not None,
                                          streamer=streamer, **kwargs)
-        new = out.sequences[0, ids["input_ids"].shape[1]:].tolist()
-        ends = self.lm.model.generation_config.eos_token_id
-        ends = set(ends if isinstance(ends, (list, tuple)) else [ends, tok.eos_token_id])
-        finish = "length" if len(new) >= max_tokens and new[-1] not in ends else "stop"
+        new = out.sequences[0, n_prompt:].tolist()
+        ended = bool(new) and new[-1] in ends
+        finish = "stop" if ended or (len(new) < limit and stop is not None and stop.is_set()) else "length"
         logprobs = None
         if top_logprobs is not None:
-            logprobs = [self._logprob_entry(step[0], token, top_logprobs) for step, token in zip(out.logits, new)]
+            listed = new[:-1] if ended else new  # the end of turn is not part of the reply's text
+            logprobs = [self._logprob_entry(step[0], token, top_logprobs) for step, token in zip(out.logits, listed)]
         text = tok.decode(new, skip_special_tokens=True).strip()
-        return ChatResult(text, None, self.model, usage=self._usage(prompt, new), finish_reason=finish, logprobs=logprobs)
+        return ChatResult(text, None, self.model, usage=usage_of(n_prompt, len(new)), finish_reason=finish, logprobs=logprobs)
 
     def _logprob_entry(self, logits, token: int, top_k: int) -> dict:
         import torch
@@ -203,8 +230,7 @@ class LocalChatClient(LLMClient):
         logp = torch.log_softmax(logits.float(), -1)
 
         def entry(i: int, value: float) -> dict:
-            text = tok.decode([i])
-            return {"token": text, "logprob": value, "bytes": list(text.encode())}
+            return {"token": tok.decode([i]), "logprob": value, "bytes": list(token_bytes(tok, i))}
 
         values, indices = logp.topk(top_k) if top_k else (torch.empty(0), torch.empty(0, dtype=torch.long))
         return {**entry(token, float(logp[token])), "top_logprobs": [entry(int(i), float(v)) for v, i in zip(values, indices)]}

@@ -20,6 +20,7 @@ Faults are consumed one per request, in order, from ``--fault`` flags or
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -28,10 +29,13 @@ from typing import Any, Iterable, Literal, Optional
 
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
+from starlette.concurrency import iterate_in_threadpool
 from pydantic import BaseModel, Field
 
 from mup_core.llm.base import LLMClient, LLMError
 from mup_core.web import APIError, AppServer, install_error_handlers
+
+log = logging.getLogger(__name__)
 
 FAULT_KINDS = {"429": "rate_limit_exceeded", "500": "server_error", "502": "bad_gateway", "503": "overloaded"}
 
@@ -139,25 +143,35 @@ def chat_app(server: "ChatServer") -> FastAPI:
         if request.stream:  # structured output (or a backend that cannot stream): the answer in one chunk
             cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
             events = [chunk(server.model_name, cid, {"role": "assistant", "content": text}),
-                      chunk(server.model_name, cid, {}, result.finish_reason),
+                      chunk(server.model_name, cid, {}, result.finish_reason or "stop"),
                       *([usage_chunk(server.model_name, cid, result.usage)] if request.include_usage else []),
                       "data: [DONE]\n\n"]
             return StreamingResponse(iter(events), media_type="text/event-stream")
-        return completion(server.model_name, text, result.finish_reason, result.usage)
+        return completion(server.model_name, text, result.finish_reason or "stop", result.usage)
 
-    def streamed(request: ChatRequest, messages: list[dict], limit: int):
+    async def streamed(request: ChatRequest, messages: list[dict], limit: int):
+        """The reply's chunks as the model writes them. When the client goes away, the
+        server closes this generator and ``stop`` ends the generation at its next token,
+        so the model is not kept busy for a reader that left."""
         cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
-        yield chunk(server.model_name, cid, {"role": "assistant", "content": ""})
+        stop = threading.Event()
+        pieces = server.client.stream(messages, max_tokens=limit, temperature=request.temperature, stop=stop)
         try:
-            for piece in server.client.stream(messages, max_tokens=limit, temperature=request.temperature):
+            yield chunk(server.model_name, cid, {"role": "assistant", "content": ""})
+            async for piece in iterate_in_threadpool(pieces):
                 if isinstance(piece, str):
                     yield chunk(server.model_name, cid, {"content": piece})
                 else:
-                    yield chunk(server.model_name, cid, {}, piece.finish_reason)
+                    yield chunk(server.model_name, cid, {}, piece.finish_reason or "stop")
                     if request.include_usage:
                         yield usage_chunk(server.model_name, cid, piece.usage)
-        except LLMError as exc:  # the status line is sent: the error goes in the stream, as OpenAI's does
-            yield f"data: {json.dumps({'error': {'message': exc.reason, 'type': exc.kind}})}\n\n"
+        except Exception as exc:  # the status line is sent: the error goes in the stream, as OpenAI's does
+            log.exception("mup serve: the stream failed")
+            kind = exc.kind if isinstance(exc, LLMError) else "server_error"
+            reason = exc.reason if isinstance(exc, LLMError) else f"{type(exc).__name__}: {exc}"
+            yield f"data: {json.dumps({'error': {'message': reason, 'type': kind}})}\n\n"
+        finally:
+            stop.set()
         yield "data: [DONE]\n\n"
 
     def logprobs(request: ChatRequest, messages: list[dict], schema, limit: int):

@@ -276,3 +276,52 @@ def base_model(model):
         if body is not None:
             return body
     return model
+
+
+def end_of_turn_ids(lm) -> set[int]:
+    """Tokens that end the assistant's turn: the generation config's EOS ids (Llama-3's
+    <|eot_id|> among them), the tokenizer's, and ChatML's <|im_end|>. Generation stops at
+    them (the local LLM client, the live monitor)."""
+    tok = lm.tokenizer
+    ids = {tok.eos_token_id}
+    configured = getattr(getattr(lm.model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    vocab = tok.get_vocab()
+    ids.update(vocab[t] for t in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>") if t in vocab)
+    return {i for i in ids if i is not None}
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """Byte-level BPE's character for each byte (GPT-2's table: printable bytes stand for
+    themselves, the others for the characters from U+0100 on), inverted."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+def token_bytes(tokenizer, token_id: int) -> bytes:
+    """The raw bytes of one token (a token can hold part of a UTF-8 character, which its
+    decoded text shows as U+FFFD): byte-level BPE (GPT-2, Llama 3, SmolLM2, Qwen) maps
+    characters back to bytes, SentencePiece byte fallback spells ``<0xNN>``, anything else
+    is its text."""
+    import re
+
+    piece = tokenizer.convert_ids_to_tokens(int(token_id))
+    if piece is None:
+        return b""
+    if token_id in set(tokenizer.all_special_ids):
+        return piece.encode()
+    decoder = _byte_decoder()
+    if all(c in decoder for c in piece):
+        return bytes(decoder[c] for c in piece)
+    if re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", piece):
+        return bytes([int(piece[3:5], 16)])
+    return piece.replace("\u2581", " ").encode()
+

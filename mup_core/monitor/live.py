@@ -33,7 +33,7 @@ import torch
 from mup_core.activations.ragged import RaggedActivations
 from mup_core.data.chat import as_dialogue, with_question
 from mup_core.data.dataset import message_problem
-from mup_core.models.loading import cached_forward
+from mup_core.models.loading import cached_forward, end_of_turn_ids
 from mup_core.monitor.bundle import BundleError, MonitorBundle
 from mup_core.probes.base import ProbeStream
 
@@ -232,15 +232,7 @@ class LiveMonitor:
                "probe_seconds": round(probe_seconds, 4)}
 
     def end_of_turn_ids(self) -> set[int]:
-        """Tokens that end the assistant's turn: the generation config's EOS ids (Llama-3's
-        <|eot_id|> among them), the tokenizer's, and ChatML's <|im_end|>."""
-        tok = self.lm.tokenizer
-        ids = {tok.eos_token_id}
-        configured = getattr(getattr(self.lm.model, "generation_config", None), "eos_token_id", None)
-        ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
-        vocab = tok.get_vocab()
-        ids.update(vocab[t] for t in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>") if t in vocab)
-        return {i for i in ids if i is not None}
+        return end_of_turn_ids(self.lm)
 
     def decide(self, messages: Sequence[dict], score: float, tokens: int) -> Verdict:
         """The probe's verdict, or the judge's when the score is in the uncertain band."""

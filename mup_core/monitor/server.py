@@ -25,6 +25,7 @@ from pathlib import Path
 from fastapi import FastAPI, Query
 from fastapi.responses import HTMLResponse, StreamingResponse
 
+from mup_core.llm.base import usage_of
 from mup_core.llm.server import ChatRequest, chunk, completion, usage_chunk
 from mup_core.monitor.live import LiveMonitor, MonitorInputError
 from mup_core.web import APIError, install_error_handlers
@@ -96,7 +97,9 @@ def monitor_app(monitor: LiveMonitor, store=None) -> FastAPI:
         if request.model not in (None, "", bundle.model):
             raise APIError(400, f"this monitor serves {bundle.model!r} (its bundle's model); the request asked for "
                                 f"{request.model!r}", "model_not_found")
-        unsupported = [f for f in ("logprobs", "response_format") if getattr(request, f)]
+        unsupported = ["logprobs"] if request.logprobs else []
+        if (request.response_format or {}).get("type", "text") != "text":
+            unsupported.append("response_format")
         if unsupported:
             raise APIError(400, f"mup monitor does not serve {' or '.join(unsupported)}: its replies are free text, "
                                 "scored by the probe (`mup serve` serves both)")
@@ -136,8 +139,7 @@ def _public(event: dict) -> dict:
 
 
 def _usage(prompt: dict, completion_tokens: int) -> dict:
-    n = len(prompt["tokens"])
-    return {"prompt_tokens": n, "completion_tokens": completion_tokens, "total_tokens": n + completion_tokens}
+    return usage_of(len(prompt["tokens"]), completion_tokens)
 
 
 def _sse(events, model: str, include_usage: bool = False):
