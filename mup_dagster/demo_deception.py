@@ -28,7 +28,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--poisoning", nargs="*", default=["0", "50"])
     parser.add_argument("--rl-poisoning", default="", help="also train and evaluate a GRPO policy at this rate (e.g. 50): "
-                        "about 8 more minutes per 20 steps on 2 CPU cores, and 20 steps do not move the policy (docs/RESULTS.md)")
+                        "about 10 more minutes per 20 steps on 2 CPU cores, and 20 steps do not move the policy (docs/RESULTS.md)")
     parser.add_argument("--rl-algorithm", default="grpo", choices=["grpo", "rloo"])
     args = parser.parse_args(argv)
     if not os.environ.get("DAGSTER_HOME"):
