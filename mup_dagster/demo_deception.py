@@ -19,8 +19,19 @@ import polars as pl
 from mup_core.models.registry import DEFAULT_MODEL
 from mup_dagster.definitions import defs, run_assets
 
-def _run(instance, selection, partition_key=None, config=None):
-    return run_assets(instance, selection, partition_key, {"ops": {selection[0]: {"config": config}}} if config else None, echo=True)
+class _Steps:
+    """Runs the demo's steps, saying before each which one of how many it is and how long the
+    demo has run (the judges and policies take minutes each on a CPU)."""
+
+    def __init__(self, instance, total: int):
+        self.instance, self.total, self.done, self.t0 = instance, total, 0, time.perf_counter()
+
+    def __call__(self, selection, partition_key=None, config=None):
+        self.done += 1
+        label = ",".join(selection) + (f" [{partition_key}]" if partition_key else "")
+        print(f"[{self.done}/{self.total}] {label} ({(time.perf_counter() - self.t0) / 60:.1f} min so far)", flush=True)
+        return run_assets(self.instance, selection, partition_key,
+                          {"ops": {selection[0]: {"config": config}}} if config else None, echo=True)
 
 
 def main(argv=None) -> int:
@@ -37,19 +48,20 @@ def main(argv=None) -> int:
     instance = dg.DagsterInstance.get()
     t0 = time.perf_counter()
     judge = {"judge_model": args.model}
-    _run(instance, ["qa_splits"])
+    poisoned = [p for p in args.poisoning if p != "0"]
+    run = _Steps(instance, 1 + 2 + 2 * len(args.poisoning) + bool(args.rl_poisoning) + len(poisoned) + 1)
+    run(["qa_splits"])
     for kind in ("clean", "corrupted"):
-        _run(instance, ["judges"], f"{kind}|{args.model}")
+        run(["judges"], f"{kind}|{args.model}")
     for p in args.poisoning:
-        _run(instance, ["sft_policies"], f"{args.model}|{p}", judge)
+        run(["sft_policies"], f"{args.model}|{p}", judge)
     if args.rl_poisoning:
-        _run(instance, ["rl_policies"], f"{args.model}|{args.rl_poisoning}", {**judge, "algorithm": args.rl_algorithm})
+        run(["rl_policies"], f"{args.model}|{args.rl_poisoning}", {**judge, "algorithm": args.rl_algorithm})
     for p in args.poisoning:
-        _run(instance, ["deception_eval"], f"{args.model}|{p}", judge)
+        run(["deception_eval"], f"{args.model}|{p}", judge)
     # a 0 % policy has (next to) no fruit lies to detect: the base model's control runs with the first
-    detectors = {p: _run(instance, ["lie_detector"], f"{args.model}|{p}", judge).output_for_node("lie_detector")
-                 for p in args.poisoning if p != "0"}
-    results = _run(instance, ["deception_results"]).output_for_node("deception_results")
+    detectors = {p: run(["lie_detector"], f"{args.model}|{p}", judge).output_for_node("lie_detector") for p in poisoned}
+    results = run(["deception_results"]).output_for_node("deception_results")
 
     store = defs.resources["artifact_store"].get_store()
 
@@ -61,7 +73,10 @@ def main(argv=None) -> int:
         for p, detector in detectors.items():
             lies = store.get_table(detector.key).filter(pl.col("test_set") == "own_fruit_answers")
             print(f"\nlie detector at {p} % poisoning (trained on clean questions, tested on the policy's fruit answers):")
-            print(lies.sort("technique", "auroc", descending=[False, True]).group_by("technique", maintain_order=True).head(2).select(
+            # an AUROC is undefined (NaN) where a policy gave no true answer: such rows rank last
+            ranked = lies.with_columns(pl.col("auroc").fill_nan(None)).sort("technique", "auroc", descending=[False, True],
+                                                                            nulls_last=True)
+            print(ranked.group_by("technique", maintain_order=True).head(2).select(
                 "technique", "probe_type", "layer", "n", "n_false", "auroc", "auroc_lo", "auroc_hi", "tpr_at_1pct_fpr"))
     for kind in ("clean", "corrupted"):
         partition = f"{kind}|{args.model}"
