@@ -443,3 +443,37 @@ def choose_monitor_bundle(store: ArtifactStore, model: str, selection: Sequence[
         tpr_at_threshold=float(np.mean(s[y == 1] >= threshold)), uncertain_band=uncertain_band(threshold, uncertain_width),
         probe_source=best["probe_key"], candidates=candidates,
     )
+
+
+def check_replies(store: ArtifactStore, model: str, prefix: str, selection: Sequence[str],
+                  refs: Mapping[str, tuple[DatasetRef, ActivationRef]], per_class: int, max_tokens: int, seed: int = 0,
+                  log: Callable[[str], None] = log.info) -> dict:
+    """The bundle at ``prefix`` watching the model reply (``mup_core.monitor.live.reply_alarm_rates``)
+    to ``per_class`` high- and ``per_class`` low-stakes conversations drawn (seeded) from the
+    ``selection`` sets, where its threshold was calibrated without replies; progress and the
+    result go to ``log``."""
+    from mup_core.models.loading import load_model
+    from mup_core.monitor import load_bundle
+    from mup_core.monitor.live import LiveMonitor, reply_alarm_rates
+
+    bundle, probe = load_bundle(store, prefix)
+    pool: list[tuple[Any, int]] = []
+    for name in selection:
+        ds = load_stored_dataset(store, refs[name][0])
+        pool += [(ds.input_at(i), int(label == "high-stakes")) for i, label in enumerate(ds.labels)
+                 if label in ("high-stakes", "low-stakes")]
+    rng = np.random.default_rng(seed)
+    chosen = [pool[i] for label in (0, 1)
+              for i in rng.permutation([i for i, (_, y) in enumerate(pool) if y == label])[:per_class]]
+    monitor = LiveMonitor(load_model(model), bundle, probe)
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 5) == 0:
+            log(f"replies: {done}/{total} conversations")
+
+    rates = reply_alarm_rates(monitor, [c for c, _ in chosen], [y for _, y in chosen], max_tokens, progress)
+    log(f"with replies of up to {max_tokens} tokens, false alarms: {rates['fpr_before_reply']} before, "
+        f"{rates['fpr_after_reply']} after, {rates['fpr_any_time']} at any point of the reply ({rates['n_low']} low-stakes "
+        f"conversations; {bundle.realised_fpr:.3f} on the selection sets without replies)")
+    return rates
+

@@ -541,6 +541,11 @@ class MonitorBundleConfig(dg.Config):
     uncertain_width: float = Field(
         default=0.5, description="scores in [threshold x (1 - width), threshold) are escalated to the LLM judge"
     )
+    reply_check: int = Field(
+        default=0, ge=0, description="conversations per class (high, low) drawn from the selection sets that the model "
+        "replies to while the bundle watches: the alarm rates before, after and at any point of the reply (the threshold "
+        "is calibrated without replies). 0 = skip; each costs a generation of reply_tokens tokens")
+    reply_tokens: int = Field(default=32, ge=1, description="the longest reply generated for reply_check")
 
 
 @dg.asset(
@@ -548,6 +553,7 @@ class MonitorBundleConfig(dg.Config):
     partitions_def=model_partitions,
     deps=[dg.AssetDep("probe_metrics", partition_mapping=of_model)],
     kinds={"pytorch"},
+    pool=GPU_POOL,  # with reply_check it runs the model
     automation_condition=on_any_upstream_partition_update,
 )
 def monitor_bundle(
@@ -564,31 +570,31 @@ def monitor_bundle(
     judge. Re-materialised when the model's probe metrics change."""
     from mup_core.activations import read_manifest
     from mup_core.monitor import BundleError, save_bundle
-    from mup_core.workflows import choose_monitor_bundle, metrics_markdown, selection_sets
+    from mup_core.workflows import check_replies, choose_monitor_bundle, metrics_markdown, selection_sets
 
-    model = context.partition_key
-    store = artifact_store.get_store()
+    model, store = context.partition_key, artifact_store.get_store()
     selection = list(config.selection_datasets) or selection_sets(eval_datasets) or [IN_DISTRIBUTION]
     refs = {IN_DISTRIBUTION: (corpus_splits["val"], activations["val"]), **{n: (r, activations.get(n)) for n, r in eval_datasets.items()}}
     trained_on = read_manifest(store, activations["train"].prefix).get("storage_dtype", "bfloat16")
     try:
-        bundle = choose_monitor_bundle(store, model, selection, refs, target_fpr=config.target_fpr,
-                                       uncertain_width=config.uncertain_width, storage_dtype=trained_on,
-                                       probe_types=config.probe_types)
+        bundle = choose_monitor_bundle(store, model, selection, refs, target_fpr=config.target_fpr, probe_types=config.probe_types,
+                                       uncertain_width=config.uncertain_width, storage_dtype=trained_on)
     except BundleError as exc:
         raise dg.Failure(description=f"monitor_bundle: {exc}") from None
     prefix = save_bundle(store, bundle, store.local_path(bundle.probe_source))
     if not bundle.out_of_distribution:
         context.log.warning("monitor_bundle: chosen and calibrated on the corpus validation split (in distribution); "
                             "set selection_datasets to dev sets from your traffic for a threshold that holds there")
+    with_replies = check_replies(store, model, prefix, selection, refs, config.reply_check, config.reply_tokens,
+                                 log=context.log.info) if config.reply_check else {}
     context.add_output_metadata({
         "probe": f"{bundle.probe_type} @ layer {bundle.layer}" + (f", prompted with {bundle.question!r}" if bundle.question else ""),
         "threshold": dg.MetadataValue.float(round(bundle.threshold, 4)), "scored": bundle.streaming,
-        "selection": dg.MetadataValue.json({"sets": selection, "out_of_distribution": bundle.out_of_distribution,
-                                            "auroc": round(bundle.selection_auroc, 4), "fpr": round(bundle.realised_fpr, 4),
-                                            "tpr": round(bundle.tpr_at_threshold, 4)}),
+        "selection": dg.MetadataValue.json({"sets": selection, "out_of_distribution": bundle.out_of_distribution, "auroc": round(
+            bundle.selection_auroc, 4), "fpr": round(bundle.realised_fpr, 4), "tpr": round(bundle.tpr_at_threshold, 4)}),
         "candidates": dg.MetadataValue.md(metrics_markdown(pl.DataFrame(bundle.candidates), ("layer", "probe_type", "auroc", "tpr_at_1pct_fpr"))),
         "bundle": dg.MetadataValue.path(store.uri(prefix)),
         "serve": f"mup monitor --model {model}",
+        **({"with_replies": dg.MetadataValue.json(with_replies)} if with_replies else {}),
     })
     return BundleRef(prefix, bundle.probe_type, bundle.layer, bundle.threshold)

@@ -58,6 +58,12 @@ def test_whole_graph_on_tiny(tmp_path):
     assert (bundle.model, bundle.layer, bundle.probe_type) == ("tiny", out.layer, out.probe_type)
     assert probe.info.layer == bundle.layer and bundle.selection_sets == ["corpus-val"] and not bundle.out_of_distribution
     assert bundle.realised_fpr <= 0.01 and bundle.uncertain_band[1] == bundle.threshold
+    # the same bundle watching the model reply to 2 + 2 selection conversations
+    replied = materialize(instance, root, ["monitor_bundle"], "tiny", run_config={
+        "ops": {"monitor_bundle": {"config": {"reply_check": 2, "reply_tokens": 3}}}})
+    with_replies = replied.asset_materializations_for_node("monitor_bundle")[0].metadata["with_replies"].value
+    assert (with_replies["n_low"], with_replies["n_high"], with_replies["max_tokens"]) == (2, 2, 3)
+    assert all(0.0 <= with_replies[f"{k}_{m}"] <= 1.0 for k in ("fpr", "tpr") for m in ("before_reply", "after_reply", "any_time"))
     metrics = pl.read_parquet(root / results[2].output_for_node("probe_metrics").key)
     assert {"probe_key", "alarm_threshold", "stream_fpr", "stream_tpr", "median_tokens_to_alarm"} <= set(metrics.columns)
     val = metrics.filter(pl.col("dataset") == "corpus-val")

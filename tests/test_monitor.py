@@ -402,3 +402,31 @@ def test_the_page_shows_a_prompted_bundle_named_in_its_address(monitor, prompted
         assert not browser.find_element(By.ID, "send").is_enabled()
     finally:
         browser.quit()
+
+
+def test_alarm_rates_with_generated_replies(bundle_store, tiny):
+    """The threshold is calibrated without replies; reply_alarm_rates measures the alarms once
+    the model replies: before, after and at any point of the reply, per class."""
+    import dataclasses
+
+    from mup_core.monitor.live import LiveMonitor, reply_alarm_rates
+
+    store, prefix = bundle_store
+    bundle, probe = load_bundle(store, prefix)
+    texts = [t for t, _ in TEXTS[:4]] + ["word " * 600]  # the last one is too long for tiny: skipped and counted
+    labels = [1 if lab == "high-stakes" else 0 for _, lab in TEXTS[:4]] + [0]
+    rates = reply_alarm_rates(LiveMonitor(tiny, bundle, probe), texts, labels, max_tokens=4)
+    assert (rates["n_high"], rates["n_low"], rates["skipped_too_long"], rates["max_tokens"]) == (2, 2, 1, 4)
+    for kind in ("fpr", "tpr"):
+        before, after, anytime = (rates[f"{kind}_{m}"] for m in ("before_reply", "after_reply", "any_time"))
+        assert anytime >= max(before, after)  # an alarm before or after the reply is an alarm at some point
+    # the rates follow the threshold: everything alarms at 0, nothing above 1
+    for threshold, expected in ((0.0, 1.0), (1.01, 0.0)):
+        moved = dataclasses.replace(bundle, threshold=threshold)
+        at = reply_alarm_rates(LiveMonitor(tiny, moved, probe), texts[:4], labels[:4], max_tokens=2)
+        assert {at[f"{k}_{m}"] for k in ("fpr", "tpr") for m in ("before_reply", "after_reply", "any_time")} == {expected}
+    # the prompt's own score: the same as the stream's first event (the before-reply alarm is that score)
+    first = next(LiveMonitor(tiny, bundle, probe).stream([{"role": "user", "content": texts[0]}], max_tokens=1))
+    assert rates["tpr_before_reply"] == np.mean([
+        next(LiveMonitor(tiny, bundle, probe).stream([{"role": "user", "content": t}], max_tokens=1))["score"] >= bundle.threshold
+        for t, y in zip(texts[:4], labels[:4]) if y == 1]) and 0 <= first["score"] <= 1

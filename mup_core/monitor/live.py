@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -257,6 +257,39 @@ class LiveMonitor:
         return Verdict(score, "uncertain" if judged == "ambiguous" else judged, "llm_judge", cost)
 
 
+def reply_alarm_rates(monitor: LiveMonitor, conversations: Sequence, labels: Sequence[int], max_tokens: int = 32,
+                      on_done: Callable[[int, int], None] | None = None) -> dict:
+    """How the bundle's threshold behaves once the model *replies*: the threshold is calibrated
+    on conversations without a reply, and a reply moves the score (a max-like probe's can only
+    rise). For each conversation (labels: 1 high-stakes, 0 low), the monitored model writes a
+    reply of up to ``max_tokens`` tokens (greedy), the monitor streams it without a judge, and
+    it counts as an alarm *before* the reply (the conversation's score), *after* it (the final
+    score) or *at any point* of the stream. Conversations too long for the model are skipped
+    and counted. Returns the rates per class (``fpr_*`` on the low-stakes, ``tpr_*`` on the
+    high-stakes conversations) and the counts."""
+    threshold = monitor.bundle.threshold
+    alarms: dict[int, list[tuple[bool, bool, bool]]] = {0: [], 1: []}
+    skipped = 0
+    for done, (messages, label) in enumerate(zip(conversations, labels), 1):
+        try:
+            events = list(monitor.stream(as_dialogue(messages), max_tokens=max_tokens))
+        except MonitorInputError:
+            skipped += 1
+            continue
+        prompt, final = events[0], events[-1]
+        seen = [prompt["score"], *(e["score"] for e in events[1:-1] if e["score"] is not None), final["score"]]
+        alarms[int(label)].append((prompt["score"] >= threshold, final["score"] >= threshold, max(seen) >= threshold))
+        if on_done:
+            on_done(done, len(conversations))
+    rates: dict = {"max_tokens": max_tokens, "skipped_too_long": skipped}
+    for label, prefix in ((0, "fpr"), (1, "tpr")):
+        rows = np.array(alarms[label], dtype=bool).reshape(-1, 3)
+        rates[f"n_{'low' if label == 0 else 'high'}"] = len(rows)
+        for column, moment in enumerate(("before_reply", "after_reply", "any_time")):
+            rates[f"{prefix}_{moment}"] = float(rows[:, column].mean()) if len(rows) else None
+    return rates
+
+
 def offline_score(lm, probe, layer: int, messages: Sequence[dict], question: str | None = None) -> float:
     """The offline probe score of a conversation (what ``mup_core.activations`` and the
     probe's ``predict_proba`` give; with ``question`` appended, as the ``activations``
@@ -271,4 +304,5 @@ def offline_score(lm, probe, layer: int, messages: Sequence[dict], question: str
     return float(probe.predict_proba(acts)[0, 1])
 
 
-__all__ = ["LiveMonitor", "MonitorInputError", "Verdict", "check_messages", "offline_score", "verdict_for"]
+__all__ = ["LiveMonitor", "MonitorInputError", "Verdict", "check_messages", "offline_score", "reply_alarm_rates",
+           "verdict_for"]
