@@ -345,7 +345,8 @@ def evaluate_layer_probes(
     cal_sets = [calibrate_on] if isinstance(calibrate_on, str) else list(calibrate_on)
     cal_sets = [c for c in cal_sets if c in loaded]
     if cal_sets:
-        thresholds = {t: calibrate_threshold(np.concatenate([loaded[c][2][t][loaded[c][1] == 0] for c in cal_sets]), target_fpr)
+        thresholds = {t: calibrate_threshold(np.concatenate([loaded[c][2][t][loaded[c][1] == 0] for c in cal_sets]), target_fpr,
+                                             np.concatenate([loaded[c][2][t][loaded[c][1] == 1] for c in cal_sets]))
                       for t in probes}
     rows = []
     for name, (acts, y, probs) in loaded.items():
@@ -434,7 +435,7 @@ def choose_monitor_bundle(store: ArtifactStore, model: str, selection: Sequence[
                           "re-materialise `activations` so that one question (or none) holds for all of them")
     (question,) = asked
     s, y = np.concatenate(scores), np.concatenate(labels)
-    threshold = calibrate_threshold(s[y == 0], target_fpr)
+    threshold = calibrate_threshold(s[y == 0], target_fpr, s[y == 1])
     return MonitorBundle(
         question=question, **({"streaming": PROMPTED_STREAMING} if question else {}),
         model=model, layer=int(best["layer"]), probe_type=best["probe_type"], threshold=threshold, storage_dtype=storage_dtype,

@@ -430,3 +430,19 @@ def test_alarm_rates_with_generated_replies(bundle_store, tiny):
     assert rates["tpr_before_reply"] == np.mean([
         next(LiveMonitor(tiny, bundle, probe).stream([{"role": "user", "content": t}], max_tokens=1))["score"] >= bundle.threshold
         for t, y in zip(texts[:4], labels[:4]) if y == 1]) and 0 <= first["score"] <= 1
+
+
+def test_the_threshold_sits_midway_so_a_few_bits_do_not_flip_an_alarm():
+    neg, pos = np.array([0.1, 0.3, 0.47075200073761053]), np.array([0.9, 0.6])
+    # 1 % of 3 negatives: none may alarm; midway between the top negative and the next score (0.6)
+    t = calibrate_threshold(neg, 0.01, pos)
+    assert t == pytest.approx((0.47075200073761053 + 0.6) / 2)
+    # the live monitor read this top negative 1e-9 higher (the batched and the cached forward pass differ in the
+    # last bits): with the lowest threshold that keeps it quiet (just above it) it alarmed
+    assert 0.47075200182906557 < t and not 0.47075200182906557 < np.nextafter(0.47075200073761053, 1)
+    # the same alarms on the calibration scores: every positive above, every negative below
+    assert (pos >= t).all() and (neg < t).all()
+    # a third of the negatives may alarm: the threshold goes between the 2nd and the top one
+    assert calibrate_threshold(neg, 0.34, pos) == pytest.approx((0.3 + 0.47075200073761053) / 2)
+    # nothing above the negatives: just above the highest
+    assert calibrate_threshold(np.array([0.2, 0.8]), 0.01) == np.nextafter(0.8, 1)

@@ -86,16 +86,24 @@ PROMPTED_STREAMING = ("message ends: after the user's messages and after the rep
                       "and the question appended to it (run on a branch of the key-value cache)")
 
 
-def calibrate_threshold(negative_scores: np.ndarray, target_fpr: float) -> float:
-    """The smallest threshold at which at most ``target_fpr`` of the negatives score at or
-    above it (a negative alarms when score >= threshold)."""
+def calibrate_threshold(negative_scores: np.ndarray, target_fpr: float, positive_scores: np.ndarray = ()) -> float:
+    """A threshold at which at most ``target_fpr`` of the negatives score at or above it (a
+    negative alarms when score >= threshold), placed midway between the highest negative that
+    must not alarm and the next score above it (of the negatives or ``positive_scores``): the
+    same alarms on these scores as the lowest such threshold, but a score a few bits off — the
+    live monitor's forward pass against the batched one, another machine — does not cross it.
+    With nothing above, just above that negative."""
     if not 0.0 < target_fpr < 1.0:
         raise BundleError(f"target_fpr must be in (0, 1), got {target_fpr}")
     neg = np.sort(np.asarray(negative_scores, dtype=np.float64))[::-1]
     if neg.size == 0:
         raise BundleError("no low-stakes examples to calibrate the threshold on")
     k = int(np.floor(target_fpr * neg.size))  # negatives allowed to alarm
-    return float(np.nextafter(neg[k], np.inf)) if k < neg.size else float(neg[-1])
+    if k >= neg.size:
+        return float(neg[-1])
+    scores = np.concatenate([neg, np.asarray(positive_scores, dtype=np.float64)])
+    above = scores[scores > neg[k]]
+    return float((neg[k] + above.min()) / 2) if above.size else float(np.nextafter(neg[k], np.inf))
 
 
 def uncertain_band(threshold: float, width: float) -> tuple[float, float]:
