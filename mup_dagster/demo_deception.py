@@ -49,19 +49,19 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     judge = {"judge_model": args.model}
     poisoned = [p for p in args.poisoning if p != "0"]
-    run = _Steps(instance, 1 + 2 + 2 * len(args.poisoning) + bool(args.rl_poisoning) + len(poisoned) + 1)
-    run(["qa_splits"])
-    for kind in ("clean", "corrupted"):
-        run(["judges"], f"{kind}|{args.model}")
-    for p in args.poisoning:
-        run(["sft_policies"], f"{args.model}|{p}", judge)
-    if args.rl_poisoning:
-        run(["rl_policies"], f"{args.model}|{args.rl_poisoning}", {**judge, "algorithm": args.rl_algorithm})
-    for p in args.poisoning:
-        run(["deception_eval"], f"{args.model}|{p}", judge)
-    # a 0 % policy has (next to) no fruit lies to detect: the base model's control runs with the first
-    detectors = {p: run(["lie_detector"], f"{args.model}|{p}", judge).output_for_node("lie_detector") for p in poisoned}
-    results = run(["deception_results"]).output_for_node("deception_results")
+    plan = [("qa_splits", None, None),
+            *[("judges", f"{kind}|{args.model}", None) for kind in ("clean", "corrupted")],
+            *[("sft_policies", f"{args.model}|{p}", judge) for p in args.poisoning],
+            *([("rl_policies", f"{args.model}|{args.rl_poisoning}", {**judge, "algorithm": args.rl_algorithm})]
+              if args.rl_poisoning else []),
+            *[("deception_eval", f"{args.model}|{p}", judge) for p in args.poisoning],
+            # a 0 % policy has (next to) no fruit lies to detect: the base model's control runs with the first
+            *[("lie_detector", f"{args.model}|{p}", judge) for p in poisoned],
+            ("deception_results", None, None)]
+    run = _Steps(instance, len(plan))
+    done = {(asset, partition): run([asset], partition, config) for asset, partition, config in plan}
+    detectors = {p: done["lie_detector", f"{args.model}|{p}"].output_for_node("lie_detector") for p in poisoned}
+    results = done["deception_results", None].output_for_node("deception_results")
 
     store = defs.resources["artifact_store"].get_store()
 

@@ -171,7 +171,7 @@ class LiveMonitor:
         yield {"type": "prompt", "tokens": [tok.decode([i]) for i in ids[:n_convo]], "scores": scores, "score": score,
                "verdict": verdict, "seconds": time.perf_counter() - t0}
         gen = torch.Generator().manual_seed(seed)
-        eos = self.end_of_turn_ids()
+        eos = end_of_turn_ids(self.lm)
         finish = "length"
         streamed, reply = list(ids), []
         probe_seconds = 0.0
@@ -230,9 +230,6 @@ class LiveMonitor:
         yield {"type": "final", "finish_reason": finish, "score": final.score, "verdict": final.label,
                "decided_by": final.decided_by, "judge": final.judge, "tokens_scored": tokens,
                "probe_seconds": round(probe_seconds, 4)}
-
-    def end_of_turn_ids(self) -> set[int]:
-        return end_of_turn_ids(self.lm)
 
     def decide(self, messages: Sequence[dict], score: float, tokens: int) -> Verdict:
         """The probe's verdict, or the judge's when the score is in the uncertain band."""
